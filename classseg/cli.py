@@ -1,0 +1,54 @@
+"""The ``classseg`` command line: a thin argparse front; each subcommand lives in classseg/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+#: Subcommand modules in classseg/commands/, each with add_parser(subparsers) and run(args).
+COMMANDS = (
+    "data",
+    "train_classifiers",
+    "train_segmenter",
+    "train_joint",
+    "predict",
+    "compare",
+    "report",
+    "export",
+    "run_all",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available subcommand registered."""
+    from classseg import __version__
+
+    parser = argparse.ArgumentParser(prog="classseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"classseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"classseg.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"classseg.commands.{name}":
+                continue  # not part of this build
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``classseg`` and ``python -m classseg``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``classseg data summary|split``: look at a dataset and make a patient-level split file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from classseg.data import DEFAULT_DATA_DIR, discover, save_splits, split_patients, summarize
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``data summary`` and ``data split``."""
+    parser = subparsers.add_parser("data", help="summarise a dataset or write a patient-level split")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    summary = sub.add_parser("summary", help="patients, slices, tumor slices, per institution, skipped files")
+    summary.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), help="kaggle_3m-style folder")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    summary.set_defaults(func=run_summary)
+
+    split = sub.add_parser("split", help="write a patient-level train/val/test split CSV")
+    split.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR))
+    split.add_argument("--out", required=True, help="CSV file to write (patient_id,split)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    split.set_defaults(func=run_split)
+
+
+def _discover_or_exit(data_dir: str):
+    try:
+        return discover(data_dir, require_masks=True)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        raise SystemExit(f"classseg data: {err}") from None
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    """Print the dataset summary as a table or JSON."""
+    df = _discover_or_exit(args.data_dir)
+    info = summarize(df)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"data: {info['data_dir']}")
+    print(f"{'':14}{'patients':>10}{'slices':>10}{'tumor slices':>14}")
+    for inst, row in info["per_institution"].items():
+        print(f"{inst or '(none)':14}{row['patients']:>10}{row['slices']:>10}{row['tumor_slices']:>14}")
+    print(f"{'total':14}{info['patients']:>10}{info['slices']:>10}{info['tumor_slices']:>14}"
+          f"   ({info['tumor_share']:.1%} tumor)")
+    skipped = info["skipped"]
+    print(f"skipped files: {len(skipped)}")
+    for item in skipped:
+        print(f"  {item['path']}: {item['reason']}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """Write the split CSV and print each split's size and tumor share."""
+    df = _discover_or_exit(args.data_dir)
+    try:
+        splits = split_patients(df, tuple(args.fractions), seed=args.seed)
+    except ValueError as err:
+        raise SystemExit(f"classseg data split: {err}") from None
+    path = save_splits(splits, Path(args.out))
+    merged = df.merge(splits, on="patient_id")
+    merged["tumor"] = merged["tumor"].astype(bool)
+    stats = merged.groupby("split").agg(patients=("patient_id", "nunique"), slices=("tumor", "size"),
+                                        tumor_share=("tumor", "mean"))
+    print(stats.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {path}")
+    return 0

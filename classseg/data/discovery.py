@@ -1,0 +1,150 @@
+"""Discover a kaggle_3m-style tree (patient folders of ``<stem>.tif`` + ``<stem>_mask.tif``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from classseg.data.io import ImageReadError, is_image_file, is_mask_file, mask_path_for, read_image, read_mask
+
+#: Files that belong to the dataset's layout and are not slices (never reported as skipped).
+METADATA_FILES = {"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"}
+COLUMNS = ["patient_id", "institution", "slice", "image_path", "mask_path", "tumor", "tumor_area_px"]
+_TRAILING_NUMBER = re.compile(r"_(\d+)$")
+
+
+def slice_number(stem: str) -> int:
+    """Numeric slice index from ``..._<n>`` (so 2 sorts before 10); -1 when there is none."""
+    match = _TRAILING_NUMBER.search(stem)
+    return int(match.group(1)) if match else -1
+
+
+def institution_of(patient_id: str) -> str:
+    """Institution code of a TCGA case id (``TCGA_CS_4942_19970222`` -> ``CS``); '' otherwise."""
+    parts = patient_id.split("_")
+    return parts[1] if len(parts) >= 3 and parts[0] == "TCGA" else ""
+
+
+def _case_key(patient_id: str) -> str:
+    """``TCGA_CS_4942_19970222`` -> ``TCGA_CS_4942``, the key used by the dataset's data.csv."""
+    return "_".join(patient_id.split("_")[:3])
+
+
+def _check_slice(image_path: Path, mask_path: Path | None) -> tuple[int, ImageReadError | None]:
+    """Read an image (and its mask); return (tumor area, the error or None)."""
+    try:
+        image = read_image(image_path)
+        if mask_path is None:
+            return -1, None
+        mask = read_mask(mask_path, shape=image.shape[:2])
+        return int(mask.sum()), None
+    except ImageReadError as err:
+        return -1, err
+
+
+def _load_clinical(root: Path) -> pd.DataFrame | None:
+    csv = root / "data.csv"
+    if not csv.exists():
+        return None
+    try:
+        clinical = pd.read_csv(csv)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError):
+        return None
+    if "Patient" not in clinical.columns:
+        return None
+    return clinical.rename(columns={"Patient": "case_id"})
+
+
+def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8) -> pd.DataFrame:
+    """Read a kaggle_3m-style tree into one row per slice.
+
+    Columns: ``patient_id`` (the slice's folder), ``institution``, ``slice`` (numeric),
+    ``image_path``, ``mask_path``, ``tumor`` (mask non-empty), ``tumor_area_px``, plus the
+    columns of ``data.csv`` when the tree has one (joined on the TCGA case id).
+    Every image is decoded once, so corrupt files, non-binary masks and masks whose shape
+    differs from the image are found here; they are skipped and listed, with the reason, in
+    ``df.attrs["skipped"]`` (a list of ``{"path", "reason"}``). With ``require_masks`` an image
+    without ``<stem>_mask.<ext>`` is skipped too (training needs the mask).
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: data folder does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    skipped: list[dict[str, str]] = []
+    candidates: list[tuple[Path, Path | None]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.lower() in METADATA_FILES or name.startswith("."):
+                continue
+            if not is_image_file(path):
+                skipped.append({"path": str(path), "reason": f"not an image (extension {path.suffix or 'none'!r})"})
+                continue
+            if is_mask_file(path):
+                image_stem = path.stem[: -len("_mask")]
+                if not any((path.parent / (image_stem + ext)).exists() for ext in (path.suffix, ".tif", ".tiff",
+                                                                                     ".png", ".jpg", ".jpeg")):
+                    skipped.append({"path": str(path), "reason": "mask without its image"})
+                continue
+            mask = mask_path_for(path)
+            if mask is None and require_masks:
+                skipped.append({"path": str(path), "reason": f"no mask ({path.stem}_mask{path.suffix}); "
+                                                             "a mask is required for training"})
+                continue
+            candidates.append((path, mask))
+    if not candidates and not skipped:
+        raise ValueError(f"{root}: no images found (expected patient folders of .tif/.png/.jpg slices)")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV decoding releases the GIL
+        checks = list(pool.map(lambda c: _check_slice(*c), candidates))
+
+    rows = []
+    for (image, mask), (area, error) in zip(candidates, checks):
+        if error is not None:
+            skipped.append({"path": error.path, "reason": error.problem})
+            continue
+        patient = image.parent.name if image.parent != root else root.name
+        rows.append({
+            "patient_id": patient,
+            "institution": institution_of(patient),
+            "slice": slice_number(image.stem),
+            "image_path": str(image),
+            "mask_path": str(mask) if mask is not None else None,
+            "tumor": bool(area > 0) if mask is not None else None,
+            "tumor_area_px": area if mask is not None else None,
+        })
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if not df.empty:
+        df = df.sort_values(["patient_id", "slice", "image_path"], kind="stable").reset_index(drop=True)
+        clinical = _load_clinical(root)
+        if clinical is not None:
+            df["case_id"] = df["patient_id"].map(_case_key)
+            df = df.merge(clinical, on="case_id", how="left")
+    df.attrs["skipped"] = skipped
+    df.attrs["data_dir"] = str(root)
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict:
+    """Counts for ``classseg data summary``: patients, slices, tumor slices, per institution."""
+    per_inst = (
+        df.groupby("institution").agg(patients=("patient_id", "nunique"), slices=("slice", "size"),
+                                      tumor_slices=("tumor", "sum"))
+        if not df.empty else pd.DataFrame(columns=["patients", "slices", "tumor_slices"])
+    )
+    tumor = df["tumor"].fillna(False).astype(bool) if not df.empty else df["tumor"]
+    return {
+        "data_dir": df.attrs.get("data_dir"),
+        "patients": int(df["patient_id"].nunique()),
+        "slices": int(len(df)),
+        "tumor_slices": int(tumor.sum()),
+        "tumor_share": float(tumor.mean()) if len(df) else 0.0,
+        "per_institution": {str(k): {c: int(v) for c, v in row.items()} for k, row in per_inst.iterrows()},
+        "skipped": list(df.attrs.get("skipped", [])),
+    }

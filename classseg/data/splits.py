@@ -1,0 +1,129 @@
+"""Patient-level splits: train/val/test with similar tumor-slice shares, and k folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+SPLITS = ("train", "val", "test")
+
+
+def _patient_table(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        raise ValueError("cannot split an empty slice table")
+    tumor = df["tumor"].fillna(False).astype(bool)
+    return (df.assign(tumor=tumor).groupby("patient_id", sort=True)
+            .agg(slices=("tumor", "size"), tumor_slices=("tumor", "sum")).reset_index())
+
+
+def split_patients(df: pd.DataFrame, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                   seed: int = 0, trials: int = 2000) -> pd.DataFrame:
+    """Assign every patient to exactly one of train/val/test.
+
+    Patient counts follow ``fractions``; among ``trials`` seeded random assignments the one
+    whose splits' tumor-slice shares are closest to the whole set's (smallest worst deviation)
+    is kept, so each split sees a similar share of tumor slices. Deterministic for a seed.
+    Returns a frame with columns ``patient_id`` and ``split``.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    patients = _patient_table(df)
+    n = len(patients)
+    n_val = int(round(fractions[1] * n))
+    n_test = int(round(fractions[2] * n))
+    if fractions[1] > 0:
+        n_val = max(n_val, 1)
+    if fractions[2] > 0:
+        n_test = max(n_test, 1)
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"{n} patients are too few for fractions {fractions}")
+    slices = patients["slices"].to_numpy(float)
+    tumor = patients["tumor_slices"].to_numpy(float)
+    overall = tumor.sum() / slices.sum()
+    sizes = (n_train, n_val, n_test)
+    rng = np.random.default_rng(seed)
+    best, best_cost = None, np.inf
+    for _ in range(trials):
+        order = rng.permutation(n)
+        labels = np.empty(n, dtype=int)
+        start = 0
+        for k, size in enumerate(sizes):
+            labels[order[start:start + size]] = k
+            start += size
+        cost = 0.0
+        for k, size in enumerate(sizes):
+            if size:
+                sel = labels == k
+                cost = max(cost, abs(tumor[sel].sum() / slices[sel].sum() - overall))
+        if cost < best_cost:
+            best, best_cost = labels, cost
+    return pd.DataFrame({"patient_id": patients["patient_id"], "split": [SPLITS[k] for k in best]})
+
+
+def kfold_patients(df: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Patient-level k folds stratified on the tumor label (scikit-learn StratifiedGroupKFold).
+
+    Returns ``patient_id`` and ``fold`` (0..k-1): the fold in which the patient is held out.
+    """
+    tumor = df["tumor"].fillna(False).astype(int).to_numpy()
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    assignment: dict[str, int] = {}
+    for fold, (_, held_out) in enumerate(folds.split(np.zeros(len(df)), tumor, groups=df["patient_id"])):
+        for patient in df["patient_id"].iloc[held_out].unique():
+            assignment[patient] = fold
+    return pd.DataFrame(sorted(assignment.items()), columns=["patient_id", "fold"])
+
+
+def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
+    """Write a split table as CSV (``patient_id,split``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    splits.to_csv(path, index=False)
+    return path
+
+
+def load_splits(path: str | Path) -> pd.DataFrame:
+    """Read a split CSV and check it (columns, known split names, no patient twice)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: split file does not exist")
+    splits = pd.read_csv(path, dtype={"patient_id": str, "split": str})
+    missing = {"patient_id", "split"} - set(splits.columns)
+    if missing:
+        raise ValueError(f"{path}: split file lacks column(s) {sorted(missing)}")
+    unknown = set(splits["split"]) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"{path}: unknown split name(s) {sorted(unknown)}; expected {SPLITS}")
+    dup = splits["patient_id"][splits["patient_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: patient(s) listed twice: {sorted(dup)[:5]}")
+    return splits[["patient_id", "split"]]
+
+
+def apply_splits(df: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """Add the ``split`` column to a slice table; every patient must be in the split table."""
+    lookup = dict(zip(splits["patient_id"], splits["split"]))
+    missing = sorted(set(df["patient_id"]) - set(lookup))
+    if missing:
+        raise ValueError(f"{len(missing)} patient(s) are not in the split file, e.g. {missing[:3]}; "
+                         "make a split for this data with `classseg data split`")
+    out = df.copy()
+    out["split"] = out["patient_id"].map(lookup)
+    out.attrs.update(df.attrs)
+    return out
+
+
+def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
+    """The slice table with a ``split`` column: from ``splits_path`` if given, else computed."""
+    splits = load_splits(splits_path) if splits_path else split_patients(df, fractions, seed)
+    return apply_splits(df, splits)
+
+
+def split_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``patient_id,split`` table of a slice table that has a ``split`` column."""
+    return df[["patient_id", "split"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)

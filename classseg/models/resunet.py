@@ -1,0 +1,85 @@
+"""ResUNet segmenter of Duong-Trung et al. (seed 002, phase 2), trained from scratch.
+
+The architecture follows the Kaggle "Brain MRI segmentation ResUNet" notebook that seed 002 adapted:
+a U-Net whose encoder/decoder levels are residual blocks. At 256x256x3 it has 1,210,513 parameters,
+1,206,129 of them trainable (seed 002, Table I). The non-trainable 4,384 are BatchNorm moving statistics.
+
+Layout (``f`` = filters x ``width``)::
+
+    Rescaling(1/255)
+    stem: Conv3x3(16, ReLU)-BN-Conv3x3(16, ReLU)-BN            -> skip 1      (H)
+    MaxPool2 -> res_block(32)                                 -> skip 2      (H/2)
+    MaxPool2 -> res_block(64)                                 -> skip 3      (H/4)
+    MaxPool2 -> res_block(128)                                -> skip 4      (H/8)
+    MaxPool2 -> res_block(256)  (bottleneck)                                 (H/16)
+    [UpSampling2x, concat skip k, res_block(f)] for f, k in (128, 4), (64, 3), (32, 2), (16, 1)
+    Conv1x1(1, sigmoid)  -> float32 (H, W, 1)
+
+res_block(x, f) = ReLU( BN(Conv3x3(ReLU(BN(Conv1x1(x))))) + BN(Conv1x1(x)) )   (He et al. 2016 style
+residual unit with a projection shortcut).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def _res_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+    """Residual block: main path 1x1 conv-BN-ReLU, 3x3 conv-BN; projection shortcut 1x1 conv-BN; add; ReLU."""
+    shortcut = x
+    x = layers.Conv2D(filters, 1, kernel_initializer="he_normal", name=f"{name}_conv1")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = layers.Activation("relu", name=f"{name}_relu1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    shortcut = layers.Conv2D(filters, 1, kernel_initializer="he_normal", name=f"{name}_short_conv")(shortcut)
+    shortcut = layers.BatchNormalization(name=f"{name}_short_bn")(shortcut)
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def build_resunet(
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    width: float = 1.0,
+    name: str = "resunet",
+) -> keras.Model:
+    """Build seed 002's ResUNet taking raw RGB 0..255 and returning a float32 sigmoid mask (H, W, 1).
+
+    ``width`` multiplies every filter count (1.0 = the paper's 1,210,513-parameter model). The spatial
+    size must be divisible by 16 (four 2x2 poolings) for the skip connections to line up.
+    """
+    height, wid = input_shape[0], input_shape[1]
+    if height is not None and height % 16 or wid is not None and wid % 16:
+        raise ValueError(f"ResUNet input size must be divisible by 16, got {input_shape[:2]}")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+
+    def f(n: int) -> int:
+        return max(1, int(round(n * width)))
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+
+    # Stem (the reference notebook's "stage 1": two plain convs, ReLU before BN).
+    x = layers.Conv2D(f(16), 3, padding="same", activation="relu", kernel_initializer="he_normal", name="stem_conv1")(x)
+    x = layers.BatchNormalization(name="stem_bn1")(x)
+    x = layers.Conv2D(f(16), 3, padding="same", activation="relu", kernel_initializer="he_normal", name="stem_conv2")(x)
+    skip1 = layers.BatchNormalization(name="stem_bn2")(x)
+
+    x = layers.MaxPooling2D(2, name="pool1")(skip1)
+    skip2 = _res_block(x, f(32), "enc2")
+    x = layers.MaxPooling2D(2, name="pool2")(skip2)
+    skip3 = _res_block(x, f(64), "enc3")
+    x = layers.MaxPooling2D(2, name="pool3")(skip3)
+    skip4 = _res_block(x, f(128), "enc4")
+    x = layers.MaxPooling2D(2, name="pool4")(skip4)
+    x = _res_block(x, f(256), "bottleneck")
+
+    for level, (filters, skip) in enumerate(((128, skip4), (64, skip3), (32, skip2), (16, skip1)), start=1):
+        x = layers.UpSampling2D(2, name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
+        x = _res_block(x, f(filters), f"dec{level}")
+
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return keras.Model(inputs, outputs, name=name)
