@@ -34,11 +34,14 @@ def _case_key(patient_id: str) -> str:
     return "_".join(patient_id.split("_")[:3])
 
 
-def _check_slice(image_path: Path, mask_path: Path | None) -> tuple[int, ImageReadError | None]:
+def _check_slice(image_path: Path, mask_path: Path | None, require_mask: bool) -> tuple[int, ImageReadError | None]:
     """Read an image (and its mask); return (tumor area, the error or None)."""
     try:
         image = read_image(image_path)
         if mask_path is None:
+            if require_mask:
+                raise ImageReadError(image_path, f"no mask ({image_path.stem}_mask{image_path.suffix}); "
+                                                 "a mask is required for training")
             return -1, None
         mask = read_mask(mask_path, shape=image.shape[:2])
         return int(mask.sum()), None
@@ -92,17 +95,12 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
                                                                                      ".png", ".jpg", ".jpeg")):
                     skipped.append({"path": str(path), "reason": "mask without its image"})
                 continue
-            mask = mask_path_for(path)
-            if mask is None and require_masks:
-                skipped.append({"path": str(path), "reason": f"no mask ({path.stem}_mask{path.suffix}); "
-                                                             "a mask is required for training"})
-                continue
-            candidates.append((path, mask))
+            candidates.append((path, mask_path_for(path)))
     if not candidates and not skipped:
         raise ValueError(f"{root}: no images found (expected patient folders of .tif/.png/.jpg slices)")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV decoding releases the GIL
-        checks = list(pool.map(lambda c: _check_slice(*c), candidates))
+        checks = list(pool.map(lambda c: _check_slice(*c, require_masks), candidates))
 
     rows = []
     for (image, mask), (area, error) in zip(candidates, checks):
