@@ -1,0 +1,320 @@
+"""Tests of the gated Class-Seg pipeline (classseg.pipeline) with tiny hand-weighted models.
+
+The classifier looks at the brightest pixel: P(tumor) = softmax(0.1 * (max - 180)) -> a 250 spot
+gives ~1.0, a 140 spot ~0.02, a dark slice ~0. The segmenter marks pixels brighter than ~127
+(sigmoid(20 * (v / 255 - 0.5))). So a dark slice with a 140 "grey blob" is stopped by the gate
+but would be segmented if the segmenter ran on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from classseg import pipeline as pl
+from classseg.pipeline import ClassSegPipeline, SlicePrediction, find_inputs, main, sidecar_threshold
+
+SIZE = 32
+
+
+def tiny_classifier(size: int = SIZE) -> keras.Model:
+    """2-class softmax on the brightest pixel: logit(tumor) - logit(none) = 0.1 * (max - 180)."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.GlobalMaxPooling2D()(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="class")(x)
+    model = keras.Model(inputs, outputs, name="tiny_classifier")
+    kernel = np.zeros((3, 2), np.float32)
+    kernel[:, 1] = 0.1 / 3
+    model.get_layer("class").set_weights([kernel, np.array([0.0, -0.1 * 180], np.float32)])
+    return model
+
+
+def tiny_segmenter(size: int = SIZE) -> keras.Model:
+    """Sigmoid (H, W, 1): pixel is tumor when its mean intensity > 127.5."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    model = keras.Model(inputs, outputs, name="tiny_segmenter")
+    model.get_layer("mask").set_weights([np.full((1, 1, 3, 1), 20 / 3, np.float32), np.array([-10.0], np.float32)])
+    return model
+
+
+def slice_image(h: int, w: int, spot: int | None = None, box: tuple[int, int, int, int] = (8, 8, 24, 24)) -> np.ndarray:
+    """Dark uint8 RGB slice (value 20) with an optional square of intensity ``spot``."""
+    image = np.full((h, w, 3), 20, np.uint8)
+    if spot is not None:
+        y0, x0, y1, x1 = box
+        image[y0:y1, x0:x1] = spot
+    return image
+
+
+def box_mask(h: int, w: int, box: tuple[int, int, int, int] = (8, 8, 24, 24)) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    y0, x0, y1, x1 = box
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[keras.Model, keras.Model]:
+    return tiny_classifier(), tiny_segmenter()
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory, models) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    paths = {"classifier": folder / "classifier.keras", "segmenter": folder / "segmenter.keras"}
+    models[0].save(paths["classifier"])
+    models[1].save(paths["segmenter"])
+    return paths
+
+
+def listing(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_gates_and_returns_masks_at_original_size(models) -> None:
+    pipe = ClassSegPipeline(*models, threshold=0.5, batch_size=2)
+    calls: list[int] = []
+    runner = pipe._segmenter
+    pipe._segmenter = type("Counting", (), {"input_size": runner.input_size,
+                                            "__call__": lambda self, x: calls.append(len(x)) or runner(x)})()
+    images = [slice_image(40, 48, 250), slice_image(40, 48, 140), slice_image(SIZE, SIZE)]
+    preds = pipe.predict(images)
+    assert all(isinstance(p, SlicePrediction) for p in preds)
+    assert [p.verdict for p in preds] == ["tumor", "no_tumor", "no_tumor"]
+    assert [p.segmented for p in preds] == [True, False, False]
+    assert sum(calls) == 1  # the segmenter saw only the slice the gate passed
+    assert preds[0].tumor_probability == pytest.approx(1 / (1 + np.exp(-7.0)), abs=1e-4)
+    assert preds[1].tumor_probability == pytest.approx(1 / (1 + np.exp(4.0)), abs=1e-4)
+    tumor = preds[0].mask
+    assert tumor.shape == (40, 48) and tumor.dtype == np.uint8 and set(np.unique(tumor)) <= {0, 1}
+    truth = box_mask(40, 48)
+    dice = 2 * (tumor & truth).sum() / (tumor.sum() + truth.sum())
+    assert dice > 0.9 and preds[0].tumor_area_px == int(tumor.sum())
+    assert preds[1].mask.shape == (40, 48) and preds[1].tumor_area_px == 0 and not preds[1].mask.any()
+
+    calls.clear()
+    everything = pipe.predict(images, segment_all=True)
+    assert sum(calls) == 3
+    assert [p.verdict for p in everything] == ["tumor", "no_tumor", "no_tumor"]  # verdict stays the gate's
+    assert everything[1].segmented and everything[1].tumor_area_px > 100  # grey blob segmented when not gated
+    assert not everything[2].mask.any()
+
+
+def test_threshold_override_and_validation(models) -> None:
+    preds = ClassSegPipeline(*models, threshold=0.01).predict([slice_image(SIZE, SIZE, 140)])
+    assert preds[0].verdict == "tumor" and preds[0].segmented
+    with pytest.raises(ValueError, match="threshold"):
+        ClassSegPipeline(*models, threshold=1.5)
+    with pytest.raises(ValueError, match="uint8"):
+        ClassSegPipeline(*models).predict([np.zeros((8, 8, 3), np.float32)])
+    assert ClassSegPipeline(*models).predict([]) == []
+
+
+def test_sidecar_threshold(tmp_path: Path, model_files) -> None:
+    model = tmp_path / "classifier.keras"
+    model.write_bytes(model_files["classifier"].read_bytes())
+    assert sidecar_threshold(model) == (None, None)
+    (tmp_path / "manifest.json").write_text(json.dumps({"gate_threshold": 0.3}))
+    assert sidecar_threshold(model) == (0.3, tmp_path / "manifest.json")
+    (tmp_path / "classifier.json").write_text(json.dumps({"gate_threshold": 0.01}))
+    assert sidecar_threshold(model)[0] == 0.01  # <model>.json wins over the folder manifest
+    pipe = ClassSegPipeline(model, model_files["segmenter"])
+    assert pipe.threshold == 0.01 and pipe.threshold_source.endswith("classifier.json")
+    assert pipe.predict([slice_image(SIZE, SIZE, 140)])[0].verdict == "tumor"
+    assert ClassSegPipeline(model, model_files["segmenter"], threshold=0.5).threshold == 0.5
+
+
+def test_threshold_from_train_classifiers_results(tmp_path: Path) -> None:
+    gate = tmp_path / "runs" / "mobilenetv2" / "classifier.keras"
+    gate.parent.mkdir(parents=True)
+    gate.write_bytes(b"")
+    results = {"gate": {"model": str(gate), "threshold": 0.27}}
+    (tmp_path / "runs" / "results.json").write_text(json.dumps(results))
+    assert sidecar_threshold(gate) == (0.27, tmp_path / "runs" / "results.json")
+    other = tmp_path / "runs" / "resnet50" / "classifier.keras"
+    assert sidecar_threshold(other) == (None, None)  # not the selected gate
+
+
+def test_joint_model_gates_on_its_class_output(models) -> None:
+    inputs = keras.Input((SIZE, SIZE, 3))
+    joint = keras.Model(inputs, {"class": models[0](inputs), "mask": models[1](inputs)}, name="tiny_joint")
+    pipe = ClassSegPipeline.from_joint(joint, threshold=0.5)
+    preds = pipe.predict([slice_image(SIZE, SIZE, 250), slice_image(SIZE, SIZE, 140)])
+    assert [p.verdict for p in preds] == ["tumor", "no_tumor"]
+    assert preds[0].tumor_area_px > 200 and preds[1].tumor_area_px == 0
+    assert pipe.predict([slice_image(SIZE, SIZE, 140)], segment_all=True)[0].tumor_area_px > 200
+
+
+def test_find_inputs_order_masks_and_skips(tmp_path: Path) -> None:
+    for name in ("P2/P2_10.tif", "P2/P2_2.tif", "P2/P2_2_mask.tif", "P1/sub/P1_1.PNG", "P1/P1_3.jpeg",
+                 "loose.tif", "P3/orphan_mask.tif"):
+        write_rgb(tmp_path / name, slice_image(8, 8))
+    (tmp_path / "P1" / "notes.txt").write_text("not an image")
+    inputs, skipped = find_inputs(tmp_path)
+    assert [s.relative.as_posix() for s in inputs] == ["P1/P1_3.jpeg", "P1/sub/P1_1.PNG", "P2/P2_2.tif",
+                                                       "P2/P2_10.tif", "loose.tif"]
+    assert [s.patient for s in inputs] == ["P1", "P1", "P2", "P2", tmp_path.name]
+    assert inputs[2].mask_path == tmp_path / "P2/P2_2_mask.tif" and inputs[3].mask_path is None
+    assert {s["path"] for s in skipped} == {"P1/notes.txt", "P3/orphan_mask.tif"}
+
+
+GT_BOX = (8, 8, 24, 28)  # 4 columns wider than the bright square: Dice = 2 * 256 / (256 + 320) = 0.889
+
+
+@pytest.fixture()
+def test_dir(tmp_path: Path) -> Path:
+    """Two patients: P1 = tumor slice (+GT), grey-blob slice (+empty GT), corrupt TIFF, notes.txt;
+    P2 = a 40x48 PNG tumor slice without ground truth and a dark slice (+empty GT)."""
+    root = tmp_path / "data"
+    write_rgb(root / "P1/P1_1.tif", slice_image(SIZE, SIZE, 250))
+    cv2.imwrite(str(root / "P1/P1_1_mask.tif"), box_mask(SIZE, SIZE, GT_BOX) * 255)
+    write_rgb(root / "P1/P1_2.tif", slice_image(SIZE, SIZE, 140))
+    cv2.imwrite(str(root / "P1/P1_2_mask.tif"), np.zeros((SIZE, SIZE), np.uint8))
+    (root / "P1/P1_3.tif").write_bytes(b"II*\x00 this is not really a TIFF")
+    (root / "P1/notes.txt").write_text("scanner notes")
+    write_rgb(root / "P2/P2_1.png", slice_image(40, 48, 250))
+    write_rgb(root / "P2/P2_2.png", slice_image(SIZE, SIZE))
+    cv2.imwrite(str(root / "P2/P2_2_mask.png"), np.zeros((SIZE, SIZE), np.uint8))
+    return root
+
+
+def cli(test_dir: Path, out: Path, model_files, *extra: str) -> int:
+    return main(["--test-dir", str(test_dir), "--out", str(out), "--classifier", str(model_files["classifier"]),
+                 "--segmenter", str(model_files["segmenter"]), "--threshold", "0.5", *extra])
+
+
+def test_cli_writes_predictions_masks_overlays_and_metrics(tmp_path: Path, test_dir: Path, model_files) -> None:
+    before = listing(test_dir)
+    out = tmp_path / "out"
+    assert cli(test_dir, out, model_files) == 0
+    assert listing(test_dir) == before  # nothing written into the test folder
+
+    rows = read_csv(out / "predictions.csv")
+    assert list(rows[0]) == pl.PREDICTION_COLUMNS
+    assert [r["image"] for r in rows] == ["P1/P1_1.tif", "P1/P1_2.tif", "P1/P1_3.tif", "P2/P2_1.png", "P2/P2_2.png"]
+    by_image = {r["image"]: r for r in rows}
+    assert [r["status"] for r in rows].count("error") == 1
+    bad = by_image["P1/P1_3.tif"]
+    assert bad["status"] == "error" and "P1_3.tif" in bad["error"] and bad["mask_path"] == ""
+    assert by_image["P1/P1_1.tif"]["verdict"] == "tumor" and by_image["P1/P1_1.tif"]["segmented"] == "True"
+    assert by_image["P1/P1_2.tif"]["verdict"] == "no_tumor" and by_image["P1/P1_2.tif"]["tumor_area_px"] == "0"
+    assert [s["path"] for s in read_csv(out / "skipped.csv")] == ["P1/notes.txt"]
+
+    big = by_image["P2/P2_1.png"]
+    mask = cv2.imread(str(out / big["mask_path"]), cv2.IMREAD_UNCHANGED)
+    assert big["mask_path"] == "masks/P2/P2_1.png" and mask.shape == (40, 48)
+    assert set(np.unique(mask)) == {0, 255} and int(big["tumor_area_px"]) == int((mask > 0).sum())
+    overlay = cv2.imread(str(out / by_image["P1/P1_1.tif"]["overlay_path"]))
+    assert overlay.shape == (SIZE, SIZE, 3)
+    red = (overlay[..., 2] == 255) & (overlay[..., 1] == 0)
+    green = (overlay[..., 1] == 255) & (overlay[..., 2] == 0)
+    assert red.any() and green.any()  # prediction in red, ground truth in green
+    assert green[:, 27].sum() >= 14 and not red[:, 27].any()  # the truth's right edge lies beyond the prediction
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    gated, every = metrics["gated"], metrics["segment_all"]
+    assert gated["n_slices"] == 3 and gated["n_tumor_slices"] == 1  # P1_1, P1_2, P2_2 have ground truth
+    assert gated["accuracy"] == 1.0 and gated["dice"] == pytest.approx(2 * 256 / (256 + 320))
+    assert gated["dice_all_slices"] == pytest.approx((2 * 256 / 576 + 2) / 3)  # empty vs empty counts as 1
+    assert every["dice"] == pytest.approx(gated["dice"])  # same segmenter output on the tumor slice
+    assert every["dice_all_slices"] == pytest.approx((2 * 256 / 576 + 1) / 3)  # the grey blob: a false positive
+    effect = metrics["gating_effect"]
+    assert effect["non_tumor_slices_with_mask_gated"] == 0
+    assert effect["non_tumor_slices_with_mask_segment_all"] == 1
+    assert effect["segmenter_calls_gated"] == 1 and effect["segmenter_calls_segment_all"] == 3
+    assert metrics["models"]["threshold"] == 0.5 and metrics["timing"]["gated"]["ms_per_slice"] > 0
+    assert "Segment every slice" in (out / "metrics.md").read_text()
+
+
+def test_cli_joint_model(tmp_path: Path, test_dir: Path, models) -> None:
+    inputs = keras.Input((SIZE, SIZE, 3))
+    joint = keras.Model(inputs, {"class": models[0](inputs), "mask": models[1](inputs)}, name="tiny_joint")
+    joint.save(tmp_path / "joint.keras")
+    out = tmp_path / "out"
+    assert main(["--test-dir", str(test_dir), "--out", str(out), "--joint", str(tmp_path / "joint.keras")]) == 0
+    verdicts = {r["image"]: r["verdict"] for r in read_csv(out / "predictions.csv")}
+    assert verdicts["P1/P1_1.tif"] == "tumor" and verdicts["P1/P1_2.tif"] == "no_tumor"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gating_effect"]["non_tumor_slices_with_mask_segment_all"] == 1
+    assert metrics["gated"]["dice"] == pytest.approx(2 * 256 / 576) and "joint" in metrics["models"]
+    with pytest.raises(SystemExit, match="either"):
+        main(["--test-dir", str(test_dir), "--joint", str(tmp_path / "joint.keras"), "--classifier", "x.keras"])
+
+
+def test_cli_no_overlays_and_no_ground_truth(tmp_path: Path, model_files) -> None:
+    root = tmp_path / "data"
+    write_rgb(root / "a.png", slice_image(SIZE, SIZE, 250))
+    out = tmp_path / "out"
+    assert cli(root, out, model_files, "--no-overlays") == 0
+    rows = read_csv(out / "predictions.csv")
+    assert len(rows) == 1 and rows[0]["overlay_path"] == "" and not (out / "overlays").exists()
+    assert not (out / "metrics.json").exists() and (out / "summary.json").exists()
+
+
+def test_cli_all_corrupt_exits_nonzero(tmp_path: Path, model_files) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "x_1.tif").write_bytes(b"garbage")
+    (root / "x_2.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert cli(root, out, model_files) != 0
+    assert [r["status"] for r in read_csv(out / "predictions.csv")] == ["error", "error"]
+
+
+def test_cli_refuses_out_inside_test_dir(tmp_path: Path, test_dir: Path, model_files) -> None:
+    before = listing(test_dir)
+    with pytest.raises(SystemExit, match="inside"):
+        cli(test_dir, test_dir / "P1" / "results", model_files)
+    assert listing(test_dir) == before
+
+
+def test_cli_missing_default_models_says_how_to_train(tmp_path: Path, test_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(pl.MODELS_ENV, str(tmp_path / "no_models"))
+    with pytest.raises(SystemExit, match="train-classifiers"):
+        main(["--test-dir", str(test_dir), "--out", str(tmp_path / "out")])
+
+
+def test_predict_command_alias(test_dir: Path, tmp_path: Path) -> None:
+    from classseg.commands import predict
+
+    parser = argparse.ArgumentParser()
+    predict.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["predict", "--test-dir", str(test_dir), "--backend", "onnx", "--no-overlays"])
+    assert args.func is predict.run and args.backend == "onnx" and args.no_overlays
+
+
+def test_onnx_backend_matches_keras(tmp_path: Path, model_files) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    images = [slice_image(40, 48, 250), slice_image(SIZE, SIZE, 140), slice_image(SIZE, SIZE, 200)]
+    ref = ClassSegPipeline(model_files["classifier"], model_files["segmenter"], threshold=0.5).infer(images, True)
+    pipe = ClassSegPipeline(model_files["classifier"], model_files["segmenter"], threshold=0.5, backend="onnx",
+                            onnx_dir=tmp_path / "onnx")
+    assert isinstance(pipe._classifier, pl.OnnxRunner) and (tmp_path / "onnx" / "classifier.onnx").exists()
+    assert pipe.describe()["segmenter_onnx"] == str(tmp_path / "onnx" / "segmenter.onnx")
+    got = pipe.infer(images, segment_all=True)
+    np.testing.assert_allclose(got.tumor_probability, ref.tumor_probability, atol=1e-5)
+    assert all(np.array_equal(a, b) for a, b in zip(got.masks, ref.masks, strict=True))
