@@ -84,7 +84,11 @@ class IoUScore(_ConfusionMetric):
 
 @keras.saving.register_keras_serializable(package="classseg")
 class TverskyScore(_ConfusionMetric):
-    """Tversky index TP / (TP + alpha FN + beta FP) of the thresholded masks (seed 002 reports it)."""
+    """Tversky index TP / (TP + alpha FN + beta FP) of the thresholded masks.
+
+    Seed 002 reports the *soft* (unthresholded, smooth = 1) index of the reference code instead; the
+    segmenter run reports that one too, as ``val.tversky_soft``.
+    """
 
     def __init__(self, threshold: float = 0.5, alpha: float = 0.7, beta: float = 0.3, name: str = "tversky",
                  **kwargs: Any) -> None:

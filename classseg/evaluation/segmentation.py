@@ -165,11 +165,11 @@ def segmentation_report(
     if len(ids) != len(p):
         raise ValueError(f"length mismatch: {len(p)} slices but {len(ids)} patient ids")
 
-    slice_dice = np.array([dice(a, b) for a, b in zip(p, g)])
-    slice_iou = np.array([iou(a, b) for a, b in zip(p, g)])
+    slice_dice = np.array([dice(a, b) for a, b in zip(p, g, strict=True)])
+    slice_iou = np.array([iou(a, b) for a, b in zip(p, g, strict=True)])
     tumor = g.any(axis=(1, 2))
     predicted = p.any(axis=(1, 2))
-    slice_hd = np.array([hd95(a, b, spacing, empty_penalty) for a, b in zip(p[tumor], g[tumor])])
+    slice_hd = np.array([hd95(a, b, spacing, empty_penalty) for a, b in zip(p[tumor], g[tumor], strict=True)])
 
     def mean(values: np.ndarray) -> float | None:
         return float(np.mean(values)) if len(values) else None

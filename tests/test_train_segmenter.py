@@ -1,0 +1,122 @@
+"""Smoke test of train_segmenter / train-segmenter on a tiny synthetic kaggle_3m-style folder."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from classseg.training.segmenter import SegmenterConfig, _select, evaluate_segmenter, predict_masks  # noqa: E402
+
+
+def _write_dataset(root, n_patients=4, n_slices=4, size=32):
+    rng = np.random.default_rng(0)
+    for p in range(n_patients):
+        folder = root / f"TCGA_CS_{4900 + p}_2000010{p}"
+        folder.mkdir(parents=True)
+        for s in range(1, n_slices + 1):
+            mask = np.zeros((size, size), np.uint8)
+            if s in (2, 3):
+                cv2.circle(mask, (10 + 3 * p, 12 + 2 * s), 5 + s, 255, -1)
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            image[mask > 0] = 200
+            stem = folder / f"{folder.name}_{s}"
+            assert cv2.imwrite(f"{stem}.tif", image)
+            assert cv2.imwrite(f"{stem}_mask.tif", mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One 1-epoch CLI run at 32 px (width 0.5 to stay fast) with a given split file."""
+    from classseg.cli import main
+    from classseg.data import discover, save_splits, split_patients
+
+    data = _write_dataset(tmp_path_factory.mktemp("data") / "kaggle_3m")
+    out = tmp_path_factory.mktemp("run")
+    split_file = save_splits(split_patients(discover(data), seed=3), out.parent / "given_splits.csv")
+    rc = main(["train-segmenter", str(data), "--img-size", "32", "--epochs", "1", "--batch-size", "8",
+               "--width", "0.5", "--splits", str(split_file), "--seed", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return data, out, split_file
+
+
+def test_outputs_and_metric_keys(run, capsys):
+    _, out, split_file = run
+    for name in ("segmenter.keras", "history.csv", "metrics.json", "metrics.md", "splits.csv", "manifest.json",
+                 "training_curves.png", "examples.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("dice", "iou", "hd95", "dice_per_patient", "dice_all_slices", "postprocessed", "val",
+                "img_size", "epochs", "seed", "split_file", "weights", "batchnorm_check"):
+        assert key in saved, key
+    assert saved["weights"] == "none (from scratch)" and saved["img_size"] == 32 and saved["epochs"] == 1
+    assert saved["seed"] == 1 and saved["split_file"] == str(split_file)
+    assert saved["n_train_slices"] == 4  # 2 train patients x 2 tumor slices
+    assert saved["n_slices"] == 4 and saved["n_tumor_slices"] == 2  # 1 test patient, all its slices
+    assert 0.0 <= saved["dice"] <= 1.0 and 0.0 <= saved["postprocessed"]["dice_all_slices"] <= 1.0
+    assert saved["val"]["tversky_soft"] is not None
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 1 and {"loss", "dice", "val_dice"} <= set(history.columns)
+    splits = pd.read_csv(out / "splits.csv").sort_values("patient_id").reset_index(drop=True)
+    given = pd.read_csv(split_file).sort_values("patient_id").reset_index(drop=True)
+    assert splits.equals(given)  # the given split travels into the run folder unchanged
+    assert sorted(splits["split"].value_counts().to_dict().items()) == [("test", 1), ("train", 2), ("val", 1)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"] == "none (from scratch)" and "environment" in manifest
+
+
+def test_saved_model_reloads_and_predicts(run):
+    import keras
+
+    from classseg.data import discover, load_arrays
+
+    data, out, _ = run
+    model = keras.models.load_model(out / "segmenter.keras", safe_mode=True)
+    arrays = load_arrays(discover(data).head(3), img_size=32, progress=False)
+    probs = predict_masks(model, arrays.images, batch_size=2)
+    assert probs.shape == (3, 32, 32, 1) and probs.dtype == np.float32
+    assert np.all((probs >= 0) & (probs <= 1))
+
+
+def test_cli_reports_bad_input(run, tmp_path):
+    from classseg.cli import main
+
+    data, _, _ = run
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["train-segmenter", str(tmp_path / "missing"), "--img-size", "32", "--epochs", "1", "--quiet"])
+    with pytest.raises(SystemExit, match="multiple of 16"):
+        main(["train-segmenter", str(data), "--img-size", "30"])
+    with pytest.raises(SystemExit, match="split file does not exist"):
+        main(["train-segmenter", str(data), "--img-size", "32", "--splits", str(tmp_path / "nope.csv"), "--quiet"])
+
+
+def test_select_tumor_only_or_all():
+    frame = pd.DataFrame({"patient_id": list("aabbc"), "split": ["train"] * 4 + ["val"],
+                          "tumor": [True, False, True, False, True]})
+    assert len(_select(frame, "train", tumor_only=True)) == 2
+    assert len(_select(frame, "train", tumor_only=False)) == 4  # --include-negatives
+    assert len(_select(frame, "test", tumor_only=False)) == 0
+
+
+def test_evaluate_segmenter_known_values():
+    gt = np.zeros((3, 16, 16, 1), np.uint8)
+    gt[0, 4:12, 4:12] = 1  # tumor slice
+    gt[1, 2:6, 2:6] = 1  # tumor slice
+    probs = gt.astype(np.float32) * 0.9
+    probs[0, 7:9, 7:9] = 0.2  # hole inside a correct prediction: fixed by hole filling
+    probs[1] = 0.0  # missed tumor
+    probs[2, 0, 0] = 0.8  # one-pixel false positive on the empty slice
+    res = evaluate_segmenter(probs, gt, np.array(["p", "p", "q"]), SegmenterConfig())
+    assert res["n_tumor_slices"] == 2 and res["n_slices"] == 3
+    assert res["dice"] == pytest.approx((2 * 60 / 124 + 0.0) / 2)
+    assert res["postprocessed"]["dice"] == pytest.approx(0.5)
+    # HD95: hole edge 2 px from the true edge on slice 0; the missed slice scores the image diagonal
+    assert res["hd95"] == pytest.approx((2.0 + np.hypot(16, 16)) / 2)
+    assert res["postprocessed"]["hd95"] == pytest.approx(np.hypot(16, 16) / 2)
+    assert res["false_positive_slices"] == 1 and res["dice_all_slices"] == pytest.approx(res["dice"] * 2 / 3)
+    assert [p["patient_id"] for p in res["per_patient"]] == ["p", "q"]
