@@ -21,6 +21,10 @@ The seed's multipliers are combined with the base weights ``(lambda_cls, lambda_
 ``(alpha, 1 - alpha)`` for ``dynamic``. With ``base=(1, 1)`` this is exactly seed 001's schedule; with
 the default ``base=(1.0, 1.5)`` it keeps seed 000's relative emphasis on segmentation.
 
+A zero loss weight stops the task's gradient (seed 001: "the loss weight of the frozen task is 0"); with
+AdamW the frozen branch still moves a little for a few steps on its decaying first moment, and by the
+decoupled weight decay (a factor 1 - lr * wd per step, about 1e-8 here).
+
 Hand-computed table for ``epochs = 9``, ``base = (1.0, 1.5)`` (N = 3)::
 
     epoch          0     1     2     3     4     5     6     7     8
@@ -34,10 +38,9 @@ Hand-computed table for ``epochs = 9``, ``base = (1.0, 1.5)`` (N = 3)::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
-
-import keras
 
 SCHEDULES = ("fixed", "freeze", "dynamic")
 
@@ -79,48 +82,62 @@ def loss_weights(
     return float(base[0]) * m_cls, float(base[1]) * m_seg
 
 
-class LossWeightScheduler(keras.callbacks.Callback):
-    """Sets the compiled loss weights (two ``keras.Variable``) at the start of every epoch.
+def __getattr__(name: str) -> Any:
+    # The callback needs Keras; building it lazily keeps ``import classseg.training.schedules`` (and the
+    # CLI, which reads SCHEDULES) free of TensorFlow, like ``classseg.data`` does for its tf.data pipelines.
+    if name == "LossWeightScheduler":
+        return _loss_weight_scheduler_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    The model must be compiled with ``loss_weights={"class": w_cls_var, "mask": w_seg_var}``: Keras
-    multiplies each output's loss by the variable's current value inside the compiled train step,
-    so assigning the variable changes the effective loss without recompiling. The weights used are
-    also written to the epoch logs as ``w_cls`` / ``w_seg`` (so ``CSVLogger`` / ``History`` record
-    them), and, if ``base`` is given, ``val_fixed_loss = base_cls * val_class_loss + base_seg *
-    val_mask_loss`` -- a validation loss with constant weights that stays comparable across epochs
-    (the scheduled ``val_loss`` is not) and is therefore the one to checkpoint on. Place this callback
-    before ``ModelCheckpoint`` in the callback list so the checkpoint sees ``val_fixed_loss``.
-    """
 
-    def __init__(
-        self,
-        schedule: str,
-        epochs: int,
-        w_cls: Any,
-        w_seg: Any,
-        base: Sequence[float] = (1.0, 1.5),
-        class_key: str = "class",
-        mask_key: str = "mask",
-    ) -> None:
-        super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown loss-weight schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        self.schedule, self.epochs = schedule, int(epochs)
-        self.w_cls, self.w_seg = w_cls, w_seg
-        self.base = (float(base[0]), float(base[1]))
-        self.class_key, self.mask_key = class_key, mask_key
-        self.current: tuple[float, float] = loss_weights(schedule, 0, self.epochs, self.base)
+@functools.cache
+def _loss_weight_scheduler_class() -> type:
+    import keras
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        # Epochs past `epochs` (e.g. fit(initial_epoch=...) beyond the plan) keep the last weights.
-        self.current = loss_weights(self.schedule, min(epoch, self.epochs - 1), self.epochs, self.base)
-        self.w_cls.assign(self.current[0])
-        self.w_seg.assign(self.current[1])
+    class LossWeightScheduler(keras.callbacks.Callback):
+        """Sets the compiled loss weights (two ``keras.Variable``) at the start of every epoch.
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None:
-            return
-        logs["w_cls"], logs["w_seg"] = self.current
-        cls_key, seg_key = f"val_{self.class_key}_loss", f"val_{self.mask_key}_loss"
-        if cls_key in logs and seg_key in logs:
-            logs["val_fixed_loss"] = self.base[0] * float(logs[cls_key]) + self.base[1] * float(logs[seg_key])
+        The model must be compiled with ``loss_weights={"class": w_cls_var, "mask": w_seg_var}``: Keras
+        multiplies each output's loss by the variable's current value inside the compiled train step,
+        so assigning the variable changes the effective loss without recompiling. The weights used are
+        also written to the epoch logs as ``w_cls`` / ``w_seg`` (so ``CSVLogger`` / ``History`` record
+        them), and, when validation runs, ``val_fixed_loss = base_cls * val_class_loss + base_seg *
+        val_mask_loss`` -- a validation loss with constant weights that stays comparable across epochs
+        (the scheduled ``val_loss`` is not) and is therefore the one to checkpoint on. Place this callback
+        before ``ModelCheckpoint`` in the callback list so the checkpoint sees ``val_fixed_loss``.
+        """
+
+        def __init__(
+            self,
+            schedule: str,
+            epochs: int,
+            w_cls: Any,
+            w_seg: Any,
+            base: Sequence[float] = (1.0, 1.5),
+            class_key: str = "class",
+            mask_key: str = "mask",
+        ) -> None:
+            super().__init__()
+            if schedule not in SCHEDULES:
+                raise ValueError(f"unknown loss-weight schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            self.schedule, self.epochs = schedule, int(epochs)
+            self.w_cls, self.w_seg = w_cls, w_seg
+            self.base = (float(base[0]), float(base[1]))
+            self.class_key, self.mask_key = class_key, mask_key
+            self.current: tuple[float, float] = loss_weights(schedule, 0, self.epochs, self.base)
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            # Epochs past `epochs` (e.g. fit(initial_epoch=...) beyond the plan) keep the last weights.
+            self.current = loss_weights(self.schedule, min(epoch, self.epochs - 1), self.epochs, self.base)
+            self.w_cls.assign(self.current[0])
+            self.w_seg.assign(self.current[1])
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is None:
+                return
+            logs["w_cls"], logs["w_seg"] = self.current
+            cls_key, seg_key = f"val_{self.class_key}_loss", f"val_{self.mask_key}_loss"
+            if cls_key in logs and seg_key in logs:
+                logs["val_fixed_loss"] = self.base[0] * float(logs[cls_key]) + self.base[1] * float(logs[seg_key])
+
+    return LossWeightScheduler

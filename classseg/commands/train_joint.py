@@ -1,0 +1,98 @@
+"""``classseg train-joint``: train the joint ResNet-50 U-Net (seed 000) and evaluate it on val/test."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from classseg.data import DEFAULT_DATA_DIR
+
+SCHEDULE_CHOICES = ("fixed", "freeze", "dynamic")
+CLASS_LOSS_CHOICES = ("ce", "focal")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train-joint``."""
+    from classseg.training.joint import JointConfig
+
+    d = JointConfig()
+    p = subparsers.add_parser(
+        "train-joint",
+        help="train the joint classification + segmentation model (seed 000) and evaluate it",
+        description="Train seed 000's multi-task model (shared ResNet-50 encoder, U-Net decoder, softmax head; "
+                    "loss lambda_cls * CE + lambda_seg * Dice, AdamW + cosine decay) on every slice and write "
+                    "joint.keras, history.csv, metrics.json/md, training_curves.png, splits.csv, manifest.json.",
+    )
+    p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), metavar="DATA_DIR",
+                   help="kaggle_3m-style folder (default: %(default)s)")
+    p.add_argument("--weights", default=d.weights, metavar="imagenet|none|PATH",
+                   help="encoder initialisation: ImageNet (needs network or the cached file), random, or a local "
+                        "no-top ResNet-50 weights file (default: %(default)s)")
+    p.add_argument("--img-size", type=int, default=d.img_size, help="square input size, multiple of 32")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--lambda-cls", type=float, default=d.lambda_cls, help="class loss weight (seed 000: 1.0)")
+    p.add_argument("--lambda-seg", type=float, default=d.lambda_seg, help="Dice loss weight (seed 000: 1.5)")
+    p.add_argument("--schedule", choices=SCHEDULE_CHOICES, default=d.schedule,
+                   help="loss-weight schedule (seed 001, eq. 13-15; default: %(default)s)")
+    p.add_argument("--class-loss", choices=CLASS_LOSS_CHOICES, default=d.class_loss,
+                   help="cross-entropy (seed 000) or focal loss alpha 0.25 gamma 2 (seed 001)")
+    p.add_argument("--multiscale", action="store_true", help="multi-scale class head (seed 004)")
+    p.add_argument("--augment", action="store_true", help="training augmentation (flips, rotation, elastic, noise)")
+    p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default="runs/joint", metavar="DIR", help="run folder (default: %(default)s)")
+    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
+                   help="tf.distribute strategy (mirrored = all local GPUs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check arguments, train, and print the headline figures."""
+    from pathlib import Path
+
+    from classseg.training.joint import JointConfig, train_joint
+
+    prog = "classseg train-joint"
+    if args.img_size < 32 or args.img_size % 32:
+        raise SystemExit(f"{prog}: --img-size must be a positive multiple of 32, got {args.img_size}")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise SystemExit(f"{prog}: --epochs and --batch-size must be >= 1")
+    weights = args.weights
+    if weights is None or weights.lower() == "none":
+        weights = None
+    elif weights.lower() != "imagenet" and not Path(weights).is_file():
+        raise SystemExit(f"{prog}: --weights must be imagenet, none or an existing weights file; "
+                         f"{weights} not found")
+    if args.splits and not Path(args.splits).is_file():
+        raise SystemExit(f"{prog}: split file not found: {args.splits}")
+    config = replace(JointConfig(), weights=weights, img_size=args.img_size, epochs=args.epochs,
+                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                     lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,
+                     class_loss=args.class_loss, multiscale_head=args.multiscale, augment=args.augment,
+                     seed=args.seed)
+    strategy = None
+    if args.strategy == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    try:
+        m = train_joint(config, args.data_dir, args.splits, args.out, strategy=strategy, progress=not args.quiet)
+    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as err:
+        raise SystemExit(f"{prog}: {err}") from None
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"test ({m['n_slices']} slices, {m['n_tumor_slices']} with tumor; {m['img_size']} px, {m['epochs']} epochs, "
+          f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}):")
+    print(f"  class: accuracy {f(m['accuracy'])}  sensitivity {f(m['sensitivity'])}  specificity "
+          f"{f(m['specificity'])}  F1 macro {f(m['f1_macro'])}  AUC {f(m['auc'])}")
+    print(f"  mask:  Dice {f(m['dice'])}  IoU {f(m['iou'])}  HD95 {f(m['hd95'])} px  volume Dice "
+          f"{f(m['dice_per_patient'])}  end-to-end Dice {f(m['end_to_end_dice'])}")
+    print(f"  {m['params']:,} parameters, {m['ms_per_slice']:.1f} ms/slice (batch {m['infer_batch']}, {m['device']})")
+    print(f"wrote {args.out}")
+    return 0

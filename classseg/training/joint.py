@@ -1,0 +1,468 @@
+"""Train and evaluate the joint classification + segmentation model (seed 000, options from 001 and 004).
+
+Seed 000 (Ravikiran et al., Sec. III "Multi-Task Learning Objective" and "Training Configuration"):
+``L = lambda_cls * CE + lambda_seg * Dice`` with (1.0, 1.5) (eq. 7), AdamW with lr 1e-4 and weight
+decay 1e-4, cosine annealing, batch 16, 21-25 epochs; the mask is thresholded at 0.5 and closed
+morphologically. Options: focal loss for the class output (seed 001, eq. 12, alpha 0.25, gamma 2),
+seed 001's loss-weight schedules (:mod:`classseg.training.schedules`) and seed 004's multi-scale
+class head (:func:`classseg.models.joint.build_joint_model`).
+
+Implementation choices (where the seeds are silent or differ from this project):
+
+* Every slice is used (tumor-free slices have empty masks); the class target of a slice is
+  "its (augmented) mask is non-empty" (design.md "Labels"), derived in the tf.data pipeline.
+* The patient-level split is the project's (``classseg.data.resolve_splits``, 70/15/15 by
+  default) so phases are comparable; seed 000 uses 80/10/10 and stratified batches (not done here).
+* The loss weights are two ``keras.Variable`` given to ``compile(loss_weights=...)`` and set each
+  epoch by :class:`~classseg.training.schedules.LossWeightScheduler`. The best epoch is chosen on
+  ``val_fixed_loss = lambda_cls * val_CE + lambda_seg * val_Dice`` (constant weights), since the
+  scheduled ``val_loss`` changes meaning from epoch to epoch.
+* Cosine decay is per step (``keras.optimizers.schedules.CosineDecay`` over all training steps).
+* Evaluation mirrors phase 3 (:func:`classseg.pipeline.evaluate_variants`): classification metrics
+  of P(tumor) = softmax[:, 1] at 0.5; segmentation report of the post-processed masks on every test
+  slice (threshold 0.5, closing, hole filling: the project's ``PostprocessConfig`` default, so the
+  figures compare with phase 3; seed 000 states closing only); end-to-end Dice = per-slice Dice over
+  every slice after emptying the masks of slices the class output calls tumor-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.training.schedules import SCHEDULES
+
+log = logging.getLogger(__name__)
+
+CLASS_LOSSES = ("ce", "focal")
+MODEL_FILE = "joint.keras"
+CHECKPOINT_FILE = "best.weights.h5"  # during training only
+
+
+@dataclass
+class JointConfig:
+    """Joint-model training settings; defaults are seed 000's (schedule / focal / multi-scale off)."""
+
+    weights: str | None = "imagenet"  # "imagenet", None (random init) or a no-top ResNet-50 weights file
+    img_size: int = 224  # seed 000, eq. 4-5
+    epochs: int = 25  # seed 000: 21-25
+    batch_size: int = 16
+    lr: float = 1e-4  # AdamW (seed 000)
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"  # "cosine" (seed 000: cosine annealing) or "constant"
+    lambda_cls: float = 1.0  # seed 000, eq. 7
+    lambda_seg: float = 1.5
+    schedule: str = "fixed"  # fixed | freeze | dynamic (seed 001, eq. 13-15)
+    class_loss: str = "ce"  # ce (seed 000) | focal (seed 001, eq. 12)
+    focal_alpha: float = 0.25  # seed 001
+    focal_gamma: float = 2.0
+    multiscale_head: bool = False  # seed 004
+    dropout: float = 0.5  # seed 000
+    seed: int = 0
+    augment: bool = False
+    threshold: float = 0.5  # class gate and mask threshold (seed 000)
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # project-wide split (seed 000: 80/10/10)
+    infer_batch: int = 16  # batch size of the latency measurement
+    run_eagerly: bool = False  # tests / debugging: skips tf.function tracing (~45 s CPU for ResNet-50)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.class_loss not in CLASS_LOSSES:
+            raise ValueError(f"unknown class loss {self.class_loss!r}; choose one of {', '.join(CLASS_LOSSES)}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.img_size < 32 or self.img_size % 32:
+            raise ValueError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+def weights_label(weights: str | Path | None) -> str:
+    """How the encoder was initialised, for labelling results: imagenet, none (random init) or the file."""
+    if weights is None or str(weights).lower() in ("none", ""):
+        return "none (random init)"
+    return str(weights)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def joint_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, shuffle: bool = False,
+                  augment: Any = None, seed: int = 0, num_classes: int = 2) -> Any:
+    """``(image, {"class": one-hot, "mask": mask})`` batches built on ``classseg.data.segmentation_dataset``.
+
+    The class target is derived from the (possibly augmented) mask: 1 = tumor = mask non-empty.
+    """
+    import tensorflow as tf
+
+    from classseg.data import segmentation_dataset
+
+    ds = segmentation_dataset(images, masks, batch_size, shuffle=shuffle, augment=augment, seed=seed)
+
+    def targets(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        tumor = tf.cast(tf.reduce_max(y, axis=[1, 2, 3]) > 0, tf.int32)
+        return x, {"class": tf.one_hot(tumor, num_classes), "mask": y}
+
+    return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def _class_loss(config: JointConfig) -> Any:
+    import keras
+
+    if config.class_loss == "focal":  # seed 001, eq. 12
+        return keras.losses.CategoricalFocalCrossentropy(alpha=config.focal_alpha, gamma=config.focal_gamma,
+                                                         name="focal")
+    return keras.losses.CategoricalCrossentropy(name="ce")
+
+
+def compile_joint(model: Any, config: JointConfig, steps_per_epoch: int) -> tuple[Any, Any]:
+    """Compile with AdamW (+ cosine decay) and ``loss_weights`` held in two ``keras.Variable``.
+
+    Returns ``(w_cls, w_seg)``, the variables a :class:`LossWeightScheduler` assigns. Call inside the
+    strategy scope.
+    """
+    import keras
+
+    from classseg.losses import DiceLoss
+    from classseg.metrics import DiceCoefficient
+
+    w_cls = keras.Variable(config.lambda_cls, trainable=False, dtype="float32", name="loss_weight_class")
+    w_seg = keras.Variable(config.lambda_seg, trainable=False, dtype="float32", name="loss_weight_mask")
+    lr: Any = config.lr
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(1, config.epochs * steps_per_epoch))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
+        loss={"class": _class_loss(config), "mask": DiceLoss()},
+        loss_weights={"class": w_cls, "mask": w_seg},
+        metrics={"class": [keras.metrics.CategoricalAccuracy(name="accuracy")],
+                 "mask": [DiceCoefficient(config.threshold)]},
+        run_eagerly=config.run_eagerly,
+    )
+    return w_cls, w_seg
+
+
+def predict_joint(model: Any, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``(tumor_prob (N,), mask_prob (N, H, W))`` float32 for raw 0..255 images (N, H, W, 3), inference mode.
+
+    ``tumor_prob`` is the class softmax at index 1 (tumor); works for dict or list model outputs.
+    """
+    import tensorflow as tf
+
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    if len(images) == 0:
+        return np.zeros(0, np.float32), np.zeros((0, h, w), np.float32)
+    ds = (tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
+          .map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE))
+    out = model.predict(ds, verbose=0)
+    if not isinstance(out, dict):
+        out = dict(zip(model.output_names, out, strict=True))
+    cls, mask = np.asarray(out["class"], np.float32), np.asarray(out["mask"], np.float32)
+    return cls[:, 1], mask.reshape(mask.shape[:3])
+
+
+def inference_ms_per_slice(model: Any, images: np.ndarray, batch_size: int = 16, min_seconds: float = 1.0,
+                           max_reps: int = 20) -> float:
+    """Mean latency (ms per slice) of the whole model, compiled call ``model(x, training=False)``.
+
+    Same method as :func:`classseg.training.classifiers.inference_ms_per_slice` (which expects one
+    output tensor): one warm-up/trace call, then at least 3 and up to ``max_reps`` timed batches.
+    """
+    import tensorflow as tf
+
+    x = tf.constant(np.resize(images, (batch_size,) + images.shape[1:]).astype(np.float32))
+    call = tf.function(lambda t: model(t, training=False))
+
+    def run() -> None:
+        tf.nest.map_structure(lambda t: t.numpy(), call(x))
+
+    run()  # trace + warm-up
+    reps, start = 0, time.perf_counter()
+    while reps < 3 or (time.perf_counter() - start < min_seconds and reps < max_reps):
+        run()
+        reps += 1
+    return (time.perf_counter() - start) / (reps * batch_size) * 1000.0
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def _strip(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "per_patient"}
+
+
+def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+                   patient_ids: np.ndarray, config: JointConfig) -> dict[str, Any]:
+    """Phase-3-style figures of one set: classification, mask-head segmentation, end-to-end (gated).
+
+    Top level: ``classification_metrics`` of ``tumor_prob`` at ``config.threshold``; the
+    ``segmentation_report`` of the post-processed masks on every slice (``dice``/``iou``/``hd95`` over
+    ground-truth tumor slices, ``dice_all_slices``, ``dice_per_patient``); ``end_to_end_dice`` = per-slice
+    Dice over every slice after emptying the masks where ``tumor_prob < threshold`` (phase 3's
+    ``dice_end_to_end``), with the full gated report under ``end_to_end``; ``threshold_only``: the
+    report without post-processing.
+    """
+    from classseg.evaluation.classification import classification_metrics
+    from classseg.evaluation.segmentation import segmentation_report
+
+    gt = masks.reshape(masks.shape[:3])
+    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
+    processed = postprocess(mask_prob, pp)
+    passed = tumor_prob >= config.threshold
+    gated = processed * passed[:, None, None].astype(np.uint8)
+    raw = (mask_prob >= config.threshold).astype(np.uint8)
+
+    seg = segmentation_report(processed, gt, patient_ids)
+    e2e = segmentation_report(gated, gt, patient_ids)
+    thr = segmentation_report(raw, gt, patient_ids)
+    tumor = gt.reshape(len(gt), -1).any(axis=1)
+    return {
+        **classification_metrics(labels, tumor_prob, config.threshold),
+        **_strip(seg),
+        "end_to_end_dice": e2e["dice_all_slices"],
+        "end_to_end_dice_per_patient": e2e["dice_per_patient"],
+        "end_to_end": _strip(e2e),
+        "threshold_only": {k: thr[k] for k in ("dice", "iou", "hd95", "dice_all_slices", "dice_per_patient",
+                                                "false_positive_slices")},
+        "gating_effect": {
+            "tumor_slices": int(tumor.sum()),
+            "non_tumor_slices": int((~tumor).sum()),
+            "tumor_slices_not_segmented_by_gate": int((tumor & ~passed).sum()),
+            "non_tumor_slices_with_mask_gated": int((gated.any(axis=(1, 2)) & ~tumor).sum()),
+            "non_tumor_slices_with_mask_ungated": int((processed.any(axis=(1, 2)) & ~tumor).sum()),
+        },
+        "per_patient": seg["per_patient"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
+    """Per epoch: total / class / mask losses, class accuracy and mask Dice (train vs val), loss weights and lr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.arange(1, len(history) + 1)
+    panels = [("loss", "total loss (scheduled weights)"), ("class_loss", "class loss (unweighted)"),
+              ("mask_loss", "mask Dice loss (unweighted)"), ("class_accuracy", "class accuracy"),
+              ("mask_dice", "mask Dice (threshold 0.5)"), ("weights", "loss weights / learning rate")]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, (key, title) in zip(axes.ravel(), panels, strict=True):
+        if key == "weights":
+            for col, label in (("w_cls", "w_cls"), ("w_seg", "w_seg")):
+                if col in history:
+                    ax.plot(epochs, history[col], marker="o", label=label)
+            if "learning_rate" in history:
+                ax2 = ax.twinx()
+                ax2.plot(epochs, history["learning_rate"], color="gray", linestyle="--", label="lr")
+                ax2.set_ylabel("learning rate")
+        else:
+            if key in history:
+                ax.plot(epochs, history[key], marker="o", label="train")
+            if f"val_{key}" in history:
+                ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+            if key == "loss" and "val_fixed_loss" in history:
+                ax.plot(epochs, history["val_fixed_loss"], marker="s", label="val, fixed weights")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
+    """A human-readable summary of ``metrics.json`` (test and validation)."""
+    rows = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+            ("f1_macro", "F1 (macro)"), ("auc", "AUC"), ("dice", "Dice (GT tumor slices, mask head)"),
+            ("iou", "IoU (GT tumor slices)"), ("hd95", "HD95 px (GT tumor slices)"),
+            ("dice_all_slices", "Dice per slice, all slices, mask head alone"),
+            ("dice_per_patient", "Dice per patient (volume), mask head alone"),
+            ("end_to_end_dice", "Dice per slice, end to end (mask emptied when class says no tumor)"),
+            ("end_to_end_dice_per_patient", "Dice per patient, end to end")]
+    val = metrics.get("val", {})
+    lines = [
+        "# Joint ResNet-50 U-Net (seed 000)" + (" with multi-scale head (seed 004)" if metrics["multiscale_head"]
+                                                 else ""),
+        "",
+        f"- encoder weights: {metrics['weights']}; image size {metrics['img_size']} px; {metrics['epochs']} epochs "
+        f"(best epoch {metrics['best_epoch']} on val_fixed_loss); seed {metrics['seed']}; schedule "
+        f"{metrics['schedule']}; class loss {metrics['class_loss']}; lambda (cls, seg) = "
+        f"({metrics['lambda_cls']}, {metrics['lambda_seg']}); augmentation {metrics['augment']}",
+        f"- split file: {metrics['split_file']}; {metrics['n_train_slices']} train / {metrics['n_val_slices']} val / "
+        f"{metrics['n_slices']} test slices",
+        f"- parameters {metrics['params']:,}; inference {_fmt(metrics['ms_per_slice'])} ms/slice "
+        f"(batch {metrics['infer_batch']}, {metrics['device']}); training {metrics['train_seconds']} s",
+        "",
+        "| Metric | test | val |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {_fmt(metrics.get(key))} | {_fmt(val.get(key))} |" for key, label in rows]
+    lines += [
+        "",
+        f"Class threshold {metrics['threshold']} on P(tumor); masks thresholded at {metrics['threshold']} then "
+        f"post-processed ({metrics['postprocess_config']}). Dice/IoU/HD95 average over ground-truth tumor slices; "
+        "'all slices' counts an empty prediction on an empty slice as Dice 1; volume Dice sums a patient's slices.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _device_label() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
+def train_joint(
+    config: JointConfig | None = None,
+    data_dir: str | Path | None = None,
+    splits_path: str | Path | None = None,
+    out_dir: str | Path = "runs/joint",
+    strategy: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the joint model, evaluate its best epoch on val and test, write the run folder; return metrics.
+
+    Writes ``joint.keras`` (best epoch), ``history.csv``, ``metrics.json``, ``metrics.md``,
+    ``training_curves.png``, ``splits.csv`` and ``manifest.json`` into ``out_dir``. ``strategy``: a
+    ``tf.distribute`` strategy (default strategy when None). Raises ``FileNotFoundError`` /
+    ``ValueError`` for bad data folders, split files or empty splits, ``RuntimeError`` when ImageNet
+    weights cannot be fetched.
+    """
+    import keras
+    import tensorflow as tf
+
+    from classseg import data as cdata
+    from classseg.models.joint import build_joint_model
+    from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.training.schedules import LossWeightScheduler
+
+    config = config or JointConfig()
+    data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+
+    # ---- model first, so a missing ImageNet file fails before the data is loaded ----------------
+    strategy = strategy or tf.distribute.get_strategy()
+    weights = None if config.weights is None or str(config.weights).lower() in ("none", "") else config.weights
+    with strategy.scope():
+        model = build_joint_model((config.img_size, config.img_size, 3), weights=weights,
+                                  multiscale_head=config.multiscale_head, dropout=config.dropout)
+
+    # ---- data: every slice, patient-level split -------------------------------------------------
+    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed, fractions=config.fractions)
+    split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
+    parts = {}
+    for split in ("train", "val", "test"):
+        rows = frame[frame["split"] == split].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError(f"{data_dir}: the split leaves no slices in {split!r}; use more patients or another split")
+        parts[split] = cdata.load_arrays(rows, config.img_size, progress=progress)
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    augment = cdata.build_augmenter(cdata.AugmentConfig(), seed=config.seed) if config.augment else None
+    train_ds = joint_dataset(train.images, train.masks, config.batch_size, shuffle=True, augment=augment,
+                             seed=config.seed)
+    val_ds = joint_dataset(val.images, val.masks, config.batch_size)
+    steps = math.ceil(len(train) / config.batch_size)
+
+    with strategy.scope():
+        w_cls, w_seg = compile_joint(model, config, steps)
+
+    def log_lr(epoch: int, logs: dict[str, Any] | None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+    # The checkpoint holds weights only (the optimizer state would triple the file); the best epoch is
+    # then saved as an uncompiled inference model, joint.keras (~120 MB at 224 px).
+    checkpoint = out / CHECKPOINT_FILE
+    callbacks = [
+        LossWeightScheduler(config.schedule, config.epochs, w_cls, w_seg, base=(config.lambda_cls, config.lambda_seg)),
+        keras.callbacks.LambdaCallback(on_epoch_end=log_lr),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_fixed_loss", mode="min", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.CSVLogger(out / "history.csv"),
+    ]
+    start = time.perf_counter()
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                    shuffle=False, verbose=1 if progress else 0)  # train_ds is shuffled by tf.data
+    train_seconds = time.perf_counter() - start
+    history = pd.DataFrame(fit.history)
+    val_fixed = history["val_fixed_loss"].to_numpy(dtype=float)
+    best_epoch = int(np.nanargmin(val_fixed)) + 1 if np.isfinite(val_fixed).any() else None
+
+    # ---- save and evaluate the best epoch in inference mode -------------------------------------
+    if checkpoint.exists():
+        model.load_weights(checkpoint)
+        checkpoint.unlink()
+    else:  # no finite validation loss in any epoch: keep the last weights, say so
+        log.warning("val_fixed_loss was never finite; evaluating the weights of the last epoch")
+    best = keras.Model(model.input, model.output, name=model.name)  # same layers, no optimizer / loss
+    best.save(out / MODEL_FILE)
+    results = {}
+    for name, arrays in (("test", test), ("val", val)):
+        tumor_prob, mask_prob = predict_joint(model, arrays.images, config.batch_size)
+        results[name] = evaluate_joint(tumor_prob, mask_prob, arrays.labels, arrays.masks,
+                                       arrays.frame["patient_id"].to_numpy(), config)
+    ms = inference_ms_per_slice(best, test.images, config.infer_batch)
+    split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
+    metrics: dict[str, Any] = {
+        "model": "joint_resnet50_unet" + ("_multiscale" if config.multiscale_head else ""),
+        "kind": "joint",
+        "weights": weights_label(weights),
+        "img_size": config.img_size,
+        "epochs": config.epochs,
+        "best_epoch": best_epoch,
+        "schedule": config.schedule,
+        "class_loss": config.class_loss,
+        "lambda_cls": config.lambda_cls,
+        "lambda_seg": config.lambda_seg,
+        "multiscale_head": config.multiscale_head,
+        "augment": config.augment,
+        "seed": config.seed,
+        "splits": split_label,
+        "split_file": split_label,
+        "data_dir": str(data_dir),
+        "batch_size": config.batch_size,
+        "n_train_slices": len(train),
+        "n_val_slices": len(val),
+        "params": int(best.count_params()),
+        "ms_per_slice": ms,
+        "infer_batch": config.infer_batch,
+        "device": _device_label(),
+        "train_seconds": round(train_seconds, 2),
+        "threshold": config.threshold,
+        "postprocess_config": asdict(config.postprocess),
+        "evaluated_on": f"test split, epoch {best_epoch or len(history)} "
+                        f"({'min val_fixed_loss' if best_epoch else 'last; val loss never finite'}), inference mode",
+        **results["test"],
+        "val": _strip(results["val"]),
+    }
+    write_json(out / "metrics.json", metrics)
+    write_metrics_md(metrics, out / "metrics.md")
+    plot_training_curves(history, out / "training_curves.png")
+    write_manifest(out, command="train-joint", kind="joint", config=asdict(config), data_dir=str(data_dir),
+                   split_file=split_label, seed=config.seed, weights=metrics["weights"], img_size=config.img_size,
+                   epochs=config.epochs, strategy=type(strategy).__name__,
+                   replicas=int(strategy.num_replicas_in_sync))
+    return metrics

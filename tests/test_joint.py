@@ -1,0 +1,198 @@
+"""Joint multi-task model (seed 000): architecture, evaluation, train_joint smoke run and CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_patient
+
+from classseg.training.joint import JointConfig, evaluate_joint, joint_dataset, predict_joint, train_joint
+
+RESNET50_NOTOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
+
+
+def _decoder_params(filters=(256, 128, 64, 32, 16), skips=(1024, 512, 256, 64, 0), bottleneck=2048) -> int:
+    """Hand count: per stage ConvT 2x2 (+bias), 2 x [Conv3x3 no bias + BN (4 per channel)]; then 1x1 sigmoid conv."""
+    total, c_in = 0, bottleneck
+    for f, s in zip(filters, skips, strict=True):
+        total += c_in * f * 4 + f  # Conv2DTranspose
+        total += (f + s) * f * 9 + 4 * f  # conv a + BN
+        total += f * f * 9 + 4 * f  # conv b + BN
+        c_in = f
+    return total + c_in + 1  # mask head
+
+
+def test_joint_model_224_four_classes() -> None:
+    from classseg.models.backbones import CaffePreprocess
+    from classseg.models.joint import build_joint_model
+
+    model = build_joint_model((224, 224, 3), weights=None, num_classes=4)
+    assert model.output["mask"].shape == (None, 224, 224, 1)
+    assert model.output["class"].shape == (None, 4)
+    assert model.get_layer("conv5_block3_out").output.shape == (None, 7, 7, 2048)  # stage 5 bottleneck
+    assert isinstance(model.get_layer("preprocess"), CaffePreprocess)
+    assert model.get_layer("class_dropout").rate == 0.5
+    head = 2048 * 4 + 4
+    assert model.count_params() == RESNET50_NOTOP_PARAMS + _decoder_params() + head
+
+
+def test_joint_model_64_multiscale_predicts() -> None:
+    from classseg.models.joint import build_joint_model
+
+    model = build_joint_model((64, 64, 3), weights=None, multiscale_head=True)
+    assert model.get_layer("class_gap_concat").output.shape == (None, 256 + 512 + 1024 + 2048)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    tumor_prob, mask_prob = predict_joint(model, images, batch_size=2)
+    assert tumor_prob.shape == (3,) and mask_prob.shape == (3, 64, 64)
+    assert np.all((tumor_prob >= 0) & (tumor_prob <= 1)) and np.all((mask_prob >= 0) & (mask_prob <= 1))
+    probs = np.asarray(model(images.astype(np.float32), training=False)["class"])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs[:, 1], tumor_prob, rtol=1e-4, atol=1e-6)
+
+
+def test_joint_model_rejects_bad_sizes_and_offline_imagenet(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keras.src.utils import file_utils
+
+    from classseg.models.joint import build_joint_model
+
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_joint_model((100, 100, 3), weights=None)
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(RuntimeError, match="--weights none"):
+        build_joint_model((64, 64, 3), weights="imagenet")
+
+
+def test_joint_dataset_derives_class_from_mask() -> None:
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    masks = np.zeros((3, 32, 32, 1), np.uint8)
+    masks[1, 5:9, 5:9] = 1
+    x, y = next(iter(joint_dataset(images, masks, batch_size=3)))
+    np.testing.assert_array_equal(y["class"].numpy(), [[1, 0], [0, 1], [1, 0]])
+    assert y["mask"].shape == (3, 32, 32, 1) and x.dtype.name == "float32"
+
+
+def test_evaluate_joint_known_values() -> None:
+    # Slices 0, 1 tumor (8x8 square), 2, 3 empty. The mask head is perfect except a 1-px hole in slice 0
+    # (closed by post-processing) and a false-positive square on slice 2, which the class output gates out.
+    gt = np.zeros((4, 16, 16, 1), np.uint8)
+    gt[:2, 4:12, 4:12] = 1
+    prob = gt[..., 0].astype(np.float32).copy()
+    prob[0, 7, 7] = 0.0
+    prob[2, 4:12, 4:12] = 0.9
+    tumor_prob = np.array([0.9, 0.8, 0.1, 0.3])
+    m = evaluate_joint(tumor_prob, prob, np.array([1, 1, 0, 0]), gt, np.array(["A", "A", "B", "B"]),
+                       JointConfig(weights=None, img_size=64))
+    assert m["accuracy"] == 1.0 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0
+    assert m["dice"] == pytest.approx(1.0)  # tumor slices, after closing / hole filling
+    assert m["dice_all_slices"] == pytest.approx(0.75)  # [1, 1, 0 (false positive), 1]
+    assert m["dice_per_patient"] == pytest.approx(0.5)  # A = 1, B = 0
+    assert m["end_to_end_dice"] == pytest.approx(1.0)  # slice 2 emptied by the gate
+    assert m["end_to_end_dice_per_patient"] == pytest.approx(1.0)
+    assert m["threshold_only"]["dice"] == pytest.approx((126 / 127 + 1.0) / 2)  # hole kept: 2*63 / (63 + 64)
+    assert m["gating_effect"]["non_tumor_slices_with_mask_ungated"] == 1
+    assert m["gating_effect"]["non_tumor_slices_with_mask_gated"] == 0
+
+
+@pytest.fixture
+def tiny_joint_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "kaggle_3m"
+    for k in range(4):
+        write_patient(root, f"TCGA_AA_{k:04d}_20000101", n_slices=4, size=64, tumor_slices=(2, 3), seed=k)
+    return root
+
+
+def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path) -> None:
+    import keras
+
+    from classseg import data as cdata
+    from classseg.evaluation.classification import classification_metrics
+
+    out = tmp_path / "run"
+    config = JointConfig(weights=None, img_size=64, epochs=1, batch_size=8, schedule="dynamic", infer_batch=4,
+                         run_eagerly=True)
+    returned = train_joint(config, tiny_joint_tree, out_dir=out, progress=False)
+
+    for name in ("joint.keras", "history.csv", "metrics.json", "metrics.md", "training_curves.png", "splits.csv",
+                 "manifest.json"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["accuracy"] == returned["accuracy"] and saved["end_to_end_dice"] == returned["end_to_end_dice"]
+    assert not (out / "best.weights.h5").exists()  # training checkpoint removed once joint.keras is written
+    for key in ("accuracy", "dice", "dice_per_patient", "sensitivity", "specificity", "auc", "f1_macro",
+                "end_to_end_dice", "params", "ms_per_slice", "weights", "img_size", "epochs", "schedule", "seed",
+                "splits"):
+        assert key in saved, key
+    assert saved["weights"] == "none (random init)" and saved["img_size"] == 64 and saved["epochs"] == 1
+    assert saved["schedule"] == "dynamic" and saved["kind"] == "joint" and saved["ms_per_slice"] > 0
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 1 and history.loc[0, "w_cls"] == 0.0 and history.loc[0, "w_seg"] == 1.5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "joint" and manifest["config"]["schedule"] == "dynamic"
+
+    # Test figures are those of the saved best model on the test patients of splits.csv.
+    splits = cdata.load_splits(out / "splits.csv")
+    assert set(splits["split"]) == {"train", "val", "test"} and len(splits) == 4
+    frame = cdata.resolve_splits(cdata.discover(tiny_joint_tree), out / "splits.csv")
+    test = cdata.load_arrays(frame[frame["split"] == "test"], 64, progress=False)
+    assert saved["n_slices"] == len(test) and saved["n_tumor_slices"] == int(test.labels.sum())
+    model = keras.models.load_model(out / "joint.keras", compile=False)
+    assert model.count_params() == saved["params"]
+    tumor_prob = np.asarray(model(test.images.astype(np.float32), training=False)["class"])[:, 1]  # eager: no trace
+    assert saved["accuracy"] == pytest.approx(classification_metrics(test.labels, tumor_prob)["accuracy"])
+
+
+def test_cli_registers_and_rejects_bad_arguments(tmp_path: Path) -> None:
+    from classseg.commands import train_joint as cmd
+
+    parser = argparse.ArgumentParser(prog="classseg")
+    cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+                              "--schedule", "freeze", "--class-loss", "focal", "--multiscale", "--seed", "3",
+                              "--out", str(tmp_path / "o"), "--strategy", "mirrored"])
+    assert (args.schedule, args.class_loss, args.multiscale, args.seed, args.func) == ("freeze", "focal", True, 3,
+                                                                                        cmd.run)
+    with pytest.raises(SystemExit, match="multiple of 32"):
+        cmd.run(parser.parse_args(["train-joint", "--img-size", "100"]))
+    with pytest.raises(SystemExit, match="not found"):
+        cmd.run(parser.parse_args(["train-joint", "--weights", str(tmp_path / "missing.h5")]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train-joint", "--schedule", "linear"])
+
+
+def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    import classseg.training.joint as tj
+    from classseg.commands import train_joint as cmd
+
+    seen = {}
+
+    def fake_train(config, data_dir, splits_path, out_dir, strategy=None, progress=True):
+        seen.update(config=config, data_dir=data_dir, out=out_dir, progress=progress)
+        figures = dict.fromkeys(("accuracy", "sensitivity", "specificity", "f1_macro", "auc", "dice", "iou", "hd95",
+                                 "dice_per_patient", "end_to_end_dice"), 0.5)
+        return {**figures, "n_slices": 4, "n_tumor_slices": 2, "img_size": 64, "epochs": 2, "best_epoch": 1,
+                "schedule": config.schedule, "seed": 3, "weights": "none (random init)", "params": 1234,
+                "ms_per_slice": 1.5, "infer_batch": 16, "device": "CPU"}
+
+    monkeypatch.setattr(tj, "train_joint", fake_train)
+    parser = argparse.ArgumentParser(prog="classseg")
+    cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+                              "--schedule", "dynamic", "--class-loss", "focal", "--multiscale", "--seed", "3",
+                              "--out", str(tmp_path / "o"), "--quiet"])
+    assert cmd.run(args) == 0
+    c = seen["config"]
+    assert (c.weights, c.img_size, c.epochs, c.schedule, c.class_loss, c.multiscale_head, c.seed) == (
+        None, 64, 2, "dynamic", "focal", True, 3)
+    assert (c.lr, c.weight_decay, c.lambda_cls, c.lambda_seg, c.batch_size) == (1e-4, 1e-4, 1.0, 1.5, 16)
+    assert seen["progress"] is False
+    assert "end-to-end Dice 0.5000" in capsys.readouterr().out
