@@ -1,0 +1,31 @@
+"""``classseg report RUN_DIR --out DIR``: tables and figures of a run-all folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``report``."""
+    p = subparsers.add_parser("report", help="tables (md/tex/csv) and figures (png/pdf) of a run-all folder")
+    p.add_argument("run_dir", help="a folder written by `classseg run-all`")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report and list the files."""
+    from pathlib import Path
+
+    from classseg.report import write_report
+
+    out = args.out or str(Path(args.run_dir) / "report")
+    try:
+        written = write_report(args.run_dir, out)
+    except FileNotFoundError as err:
+        raise SystemExit(f"classseg report: {err}") from None
+    for kind, paths in written.items():
+        print(f"{kind}: {len(paths)}")
+        for path in paths:
+            print(f"  {path}")
+    return 0

@@ -1,0 +1,52 @@
+"""``classseg run-all``: every stage on one split file, resumable, then the report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from classseg.data import DEFAULT_DATA_DIR
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``run-all``."""
+    p = subparsers.add_parser("run-all", help="split -> phase 1 -> phase 2 -> phase 3 -> joint -> report")
+    p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), help="kaggle_3m-style folder")
+    p.add_argument("--profile", choices=("quick", "paper"), default="quick",
+                   help="quick: weights none, 128 px, 2 small backbones, few epochs; paper: the papers' settings")
+    p.add_argument("--out", default=None, help="run folder (default runs/run-all-<profile>); reused to resume")
+    p.add_argument("--splits", default=None, help="patient_id,split CSV to use instead of computing one")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--weights", default=None, help="override the profile's weights: imagenet | none | PATH")
+    p.add_argument("--backbones", default=None, help="override the profile's backbones (comma separated)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse the options into a profile and run every stage."""
+    from classseg.runall import get_profile, run_all
+
+    weights = args.weights
+    overrides = {
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "backbones": tuple(b.strip() for b in args.backbones.split(",")) if args.backbones else None,
+    }
+    if weights is not None:
+        overrides["weights"] = None if weights.lower() == "none" else weights
+    profile = get_profile(args.profile, **overrides)
+    out = args.out or f"runs/run-all-{args.profile}"
+    strategy = None
+    if args.strategy == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    start = time.perf_counter()
+    try:
+        run_all(args.data_dir, out, profile, splits_path=args.splits, strategy=strategy)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise SystemExit(f"classseg run-all: {err}") from None
+    print(f"run-all ({profile.name}) finished in {time.perf_counter() - start:.0f} s; report in {out}/report")
+    return 0
