@@ -16,6 +16,12 @@ _EXPORTS = {
     "fine_tune": "classseg.models.classifier",
     "build_resunet": "classseg.models.resunet",
     "build_joint_model": "classseg.models.joint",
+    "BackboneSpec": "classseg.models.backbones",
+    "get_spec": "classseg.models.backbones",
+    "CaffePreprocess": "classseg.models.backbones",
+    "split_head": "classseg.models.classifier",
+    "load_classifier": "classseg.models.classifier",
+    "FrozenBackbone": "classseg.models.classifier",
 }
 
 
@@ -27,7 +33,8 @@ def __getattr__(name: str):
 
 def register_custom_objects() -> None:
     """Import every module that registers Keras-serialisable objects (for safe_mode loading)."""
-    for module in ("classseg.models.backbones", "classseg.models.resunet", "classseg.models.joint",
+    for module in ("classseg.models.backbones", "classseg.models.classifier", "classseg.models.resunet",
+                   "classseg.models.joint",
                    "classseg.losses", "classseg.metrics"):
         try:
             importlib.import_module(module)

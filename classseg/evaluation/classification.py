@@ -1,0 +1,129 @@
+"""Slice-level classification metrics (tumor = positive class 1) and their figures.
+
+A slice is called positive when ``p(tumor) >= threshold``. Definitions (tn, fp, fn, tp from the
+confusion matrix ``[[tn, fp], [fn, tp]]``):
+
+    accuracy    = (tp + tn) / n
+    precision   = tp / (tp + fp)
+    sensitivity = recall = tp / (tp + fn)
+    specificity = tn / (tn + fp)
+    f1_micro    = F1 of pooled counts over both classes (= accuracy for single-label binary)
+    f1_macro    = mean of the per-class F1 scores (seed 002, Table I reports both)
+    auc         = area under the ROC curve of p(tumor) (None when y_true has one class)
+
+Undefined ratios (zero denominator) are reported as ``None``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def tumor_probability(y_prob: np.ndarray) -> np.ndarray:
+    """``p(tumor)`` as a 1-D float array from (n,) probabilities or (n, 2) softmax outputs."""
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    if y_prob.ndim == 2:
+        y_prob = y_prob[:, 1]
+    return y_prob.reshape(-1)
+
+
+def _labels(y_true: np.ndarray) -> np.ndarray:
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:  # one-hot
+        y_true = y_true.argmax(axis=1)
+    return y_true.reshape(-1).astype(np.int64)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict:
+    """Accuracy, precision, sensitivity, specificity, F1 micro/macro, AUC, confusion matrix, n."""
+    y_true = _labels(y_true)
+    prob = tumor_probability(y_prob)
+    if len(y_true) != len(prob):
+        raise ValueError(f"y_true has {len(y_true)} samples but y_prob has {len(prob)}")
+    y_pred = (prob >= threshold).astype(np.int64)
+    cm = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
+    tn, fp, fn, tp = (int(v) for v in cm.ravel())
+    n = int(cm.sum())
+    both = len(np.unique(y_true)) == 2
+    return {
+        "n": n,
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, n),
+        "precision": _ratio(tp, tp + fp),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "f1_micro": float(skm.f1_score(y_true, y_pred, labels=[0, 1], average="micro", zero_division=0))
+        if n else None,
+        "f1_macro": float(skm.f1_score(y_true, y_pred, labels=[0, 1], average="macro", zero_division=0))
+        if n else None,
+        "auc": float(skm.roc_auc_score(y_true, prob)) if both else None,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.95) -> float:
+    """Highest threshold ``t`` with sensitivity of ``p(tumor) >= t`` at least ``target``.
+
+    Computed on the validation split for the pipeline gate: lowering the gate threshold trades
+    specificity for sensitivity, and a missed tumor is the costly error.
+    """
+    y_true = _labels(y_true)
+    prob = tumor_probability(y_prob)
+    if not (y_true == 1).any():
+        raise ValueError("threshold_for_sensitivity needs at least one positive sample")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    # Candidate thresholds are the positive scores: sensitivity(t) = #(pos >= t) / #pos.
+    pos = np.sort(prob[y_true == 1])[::-1]
+    k = int(np.ceil(target * len(pos) - 1e-9))  # positives that must be caught
+    return float(pos[max(k, 1) - 1])
+
+
+def plot_confusion_matrix(cm: list | np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Save the 2x2 confusion matrix (rows = truth, columns = prediction) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    disp = skm.ConfusionMatrixDisplay(np.asarray(cm), display_labels=["no tumor", "tumor"])
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Save the ROC curve of ``p(tumor)`` (with its AUC in the legend) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y_true = _labels(y_true)
+    prob = tumor_probability(y_prob)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    if len(np.unique(y_true)) == 2:
+        skm.RocCurveDisplay.from_predictions(y_true, prob, ax=ax, name="classifier")
+    else:
+        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

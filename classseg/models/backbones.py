@@ -1,0 +1,212 @@
+"""ImageNet backbones (``keras.applications``) that take raw RGB pixels 0..255.
+
+Seed paper 002 (Duong-Trung, "Classification-Segmentation Pipeline for MRI via Transfer
+Learning and Residual Networks", Table I) benchmarks ResNet50, ResNet50V2, InceptionResNetV2,
+EfficientNetB0 and MobileNetV2 as frozen feature extractors; seed 003 adds ResNet101/152.
+
+Every backbone returned by :func:`get_backbone` carries the preprocessing its ImageNet weights
+expect as layers (design.md, "Pixels"), so a saved or exported model needs nothing else:
+
+* ``"caffe"`` (ResNet50/101/152): RGB -> BGR, subtract the ImageNet BGR mean (no scaling),
+* ``"tf"`` (ResNet50V2, InceptionResNetV2, MobileNetV2): ``x / 127.5 - 1`` into [-1, 1],
+* ``"raw"`` (EfficientNet): nothing, the network rescales and normalises inside.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import ops
+
+#: ImageNet channel means in BGR order used by the "caffe" mode
+#: (``keras.applications.imagenet_utils.preprocess_input``).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one ImageNet backbone.
+
+    ``feature_layers`` names the last layer at stride 2, 4, 8, 16, 32 (for U-Net style
+    decoders); ``None`` where Keras gives those layers auto-generated, unstable names.
+    ``min_size`` is the smallest input side ``keras.applications`` accepts.
+    ``weights_file`` is the no-top ImageNet file name Keras looks for in ``~/.keras/models/``.
+    """
+
+    name: str
+    constructor: Callable[..., keras.Model]
+    preprocess_mode: str
+    default_size: int
+    feature_layers: tuple[str, ...] | None = None
+    min_size: int = 32
+    weights_file: str = ""
+
+    def imagenet_weights_file(self, img_size: int) -> str:
+        """File name of the no-top ImageNet weights for an input of side ``img_size``."""
+        if self.name == "mobilenetv2":
+            # keras.applications.MobileNetV2 only ships these sizes; others load the 224 file.
+            rows = img_size if img_size in (96, 128, 160, 192, 224) else 224
+            return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+        return self.weights_file
+
+
+def _resnet_file(name: str) -> str:
+    return f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "resnet50", keras.applications.ResNet50, "caffe", 224,
+            ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
+             "conv5_block3_out"),
+            weights_file=_resnet_file("resnet50"),
+        ),
+        BackboneSpec(
+            "resnet50v2", keras.applications.ResNet50V2, "tf", 224,
+            ("conv1_conv", "conv2_block3_1_relu", "conv3_block4_1_relu", "conv4_block6_1_relu",
+             "post_relu"),
+            weights_file=_resnet_file("resnet50v2"),
+        ),
+        BackboneSpec(
+            "resnet101", keras.applications.ResNet101, "caffe", 224,
+            ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out",
+             "conv5_block3_out"),
+            weights_file=_resnet_file("resnet101"),
+        ),
+        BackboneSpec(
+            "resnet152", keras.applications.ResNet152, "caffe", 224,
+            ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out",
+             "conv5_block3_out"),
+            weights_file=_resnet_file("resnet152"),
+        ),
+        BackboneSpec(
+            # Its activations are auto-named ("activation_74", ...), so no stable feature names.
+            "inceptionresnetv2", keras.applications.InceptionResNetV2, "tf", 299, None,
+            min_size=75,
+            weights_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        BackboneSpec(
+            "efficientnetb0", keras.applications.EfficientNetB0, "raw", 224,
+            ("block2a_expand_activation", "block3a_expand_activation",
+             "block4a_expand_activation", "block6a_expand_activation", "top_activation"),
+            weights_file="efficientnetb0_notop.h5",
+        ),
+        BackboneSpec(
+            "efficientnetb7", keras.applications.EfficientNetB7, "raw", 600,
+            ("block2a_expand_activation", "block3a_expand_activation",
+             "block4a_expand_activation", "block6a_expand_activation", "top_activation"),
+            weights_file="efficientnetb7_notop.h5",
+        ),
+        BackboneSpec(
+            "mobilenetv2", keras.applications.MobileNetV2, "tf", 224,
+            ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
+             "block_13_expand_relu", "out_relu"),
+        ),
+    )
+}
+
+
+@keras.saving.register_keras_serializable(package="classseg")
+class CaffePreprocess(keras.layers.Layer):
+    """Caffe-style ImageNet preprocessing: ``y = x[..., ::-1] - mean_bgr``.
+
+    Same as ``keras.applications.resnet50.preprocess_input`` (He et al. 2016, the original
+    Caffe ResNet weights), but as a serializable layer so it travels inside the model.
+    Implemented as a gather + subtraction, both exportable to ONNX / TFLite.
+    """
+
+    def __init__(self, mean: tuple[float, float, float] = CAFFE_BGR_MEAN, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+
+    def call(self, inputs):
+        bgr = ops.take(inputs, [2, 1, 0], axis=-1)
+        return bgr - ops.convert_to_tensor(self.mean, dtype=bgr.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": list(self.mean)}
+
+
+def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
+    """The layer mapping raw RGB 0..255 to what a backbone expects (``None`` for ``"raw"``)."""
+    if mode == "caffe":
+        return CaffePreprocess(name="preprocess")
+    if mode == "tf":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if mode == "raw":
+        return None
+    raise ValueError(f"unknown preprocess mode {mode!r}; expected 'caffe', 'tf' or 'raw'")
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Registry lookup; ``KeyError`` listing the valid names for an unknown one."""
+    key = name.strip().lower()
+    if key not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
+    return BACKBONES[key]
+
+
+def _offline_message(spec: BackboneSpec, img_size: int, err: Exception) -> str:
+    fname = spec.imagenet_weights_file(img_size)
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"  # as keras get_file
+    return (
+        f"could not get the ImageNet weights for {spec.name} ({type(err).__name__}: {err}). "
+        f"Either place the file '{fname}' in {cache}/ (download it from "
+        f"{WEIGHTS_URL} on a machine with network), or pass a local weights file with "
+        f"--weights PATH, or train from random initialisation with --weights none."
+    )
+
+
+def get_backbone(
+    name: str,
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    weights: str | Path | None = "imagenet",
+    include_preprocessing: bool = True,
+) -> keras.Model:
+    """Build a headless ``keras.applications`` backbone.
+
+    ``weights``: ``"imagenet"``, ``None`` (random init) or a path to a local ``.h5`` /
+    ``.weights.h5`` file for the headless network. With ``include_preprocessing`` the model
+    takes raw RGB 0..255 and its first layer (``"preprocess"``) is the backbone's own
+    preprocessing; the backbone layers are inlined, so ``model.get_layer(spec.feature_layers[i])``
+    works. Raises ``KeyError`` for an unknown name, ``FileNotFoundError`` for a missing weights
+    file and ``RuntimeError`` (saying how to proceed) when ImageNet weights cannot be fetched.
+    """
+    spec = get_spec(name)
+    h, w, c = (int(v) for v in input_shape)
+    if c != 3 or min(h, w) < spec.min_size:
+        raise ValueError(
+            f"{spec.name} needs input shape (H, W, 3) with H, W >= {spec.min_size}, "
+            f"got {tuple(input_shape)}"
+        )
+    if isinstance(weights, str) and weights.lower() in ("none", ""):
+        weights = None
+    if weights is not None and weights != "imagenet":
+        weights = Path(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        weights = str(weights)
+
+    inputs = keras.Input((h, w, 3), name="image")
+    layer = preprocessing_layer(spec.preprocess_mode) if include_preprocessing else None
+    x = layer(inputs) if layer is not None else inputs
+    kwargs = dict(include_top=False, input_tensor=x, input_shape=(h, w, 3))
+    if weights == "imagenet":
+        try:
+            net = spec.constructor(weights="imagenet", **kwargs)
+        except Exception as err:  # get_file raises plain Exception / URLError / OSError offline
+            raise RuntimeError(_offline_message(spec, min(h, w), err)) from err
+    else:
+        net = spec.constructor(weights=weights, **kwargs)
+    return keras.Model(inputs, net.output, name=f"{spec.name}_backbone")

@@ -1,0 +1,127 @@
+"""Frozen-backbone classifier: exact parameter counts, truly frozen backbone, cached head == end-to-end."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from classseg.models.classifier import (  # noqa: E402
+    FrozenBackbone,
+    backbone_of,
+    build_classifier,
+    build_head,
+    fine_tune,
+    head_of,
+    load_classifier,
+    split_head,
+)
+
+
+def _trainable(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+def _pixels(n=8, size=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name, expected", [("resnet50", 35_917_570), ("mobilenetv2", 23_334_658)])
+def test_paper_head_exact_trainable_params_at_256(name, expected):
+    model = build_classifier(name, (256, 256, 3), weights=None, head="paper")
+    assert _trainable(model) == expected
+    assert _trainable(head_of(model)) == expected  # everything trainable is in the head
+    assert not model.get_layer("backbone").trainable
+
+
+def test_paper_head_layers_follow_figure_2():
+    head = build_head((8, 8, 2048), "paper")
+    dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [1024, 1024, 1024, 256, 2]
+    assert [d.count_params() for d in dense[1:]] == [1_049_600, 1_049_600, 262_400, 514]  # Figure 2
+    drops = [layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)]
+    assert drops == [0.3] * 4
+    gap = build_head((1, 1, 1280), "gap", dropout=0.5)
+    assert _trainable(gap) == 1280 * 2 + 2
+    with pytest.raises(ValueError, match="unknown head"):
+        build_head((1, 1, 8), "mlp")
+
+
+def test_split_head_shares_weights():
+    head = build_head((2, 2, 16), "paper")
+    fixed, trainable = split_head(head)
+    assert fixed.count_params() == 0
+    assert {id(v) for v in trainable.weights} == {id(v) for v in head.weights}
+    feats = np.random.default_rng(0).normal(size=(3, 2, 2, 16)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(trainable(fixed(feats))), np.asarray(head(feats)))
+
+
+def test_fit_leaves_every_backbone_variable_bit_identical():
+    keras.utils.set_random_seed(0)
+    model = build_classifier("mobilenetv2", (32, 32, 3), weights=None, head="gap")
+    net = backbone_of(model)
+    bn = [v for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)
+          for v in layer.weights]
+    assert any("moving_mean" in v.path for v in bn) and any("moving_variance" in v.path for v in bn)
+    before = [np.array(v) for v in net.weights]
+    head_before = [np.array(v) for v in head_of(model).weights]
+    x, y = _pixels(8), keras.utils.to_categorical([0, 1] * 4, 2)
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    after = [np.array(v) for v in net.weights]
+    assert len(before) == len(after) == len(net.weights)
+    for b, a, v in zip(before, after, net.weights, strict=True):
+        assert np.array_equal(b, a), f"backbone variable changed: {v.path}"
+    assert any(not np.array_equal(b, np.array(v)) for b, v in zip(head_before, head_of(model).weights, strict=True))
+
+
+def test_backbone_ignores_outer_training_flag():
+    # EfficientNet has stochastic-depth Dropout inside: it must stay off while the head trains.
+    keras.utils.set_random_seed(0)
+    model = build_classifier("efficientnetb0", (32, 32, 3), weights=None, head="gap", dropout=0.0)
+    x = _pixels(4)
+    np.testing.assert_array_equal(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
+    assert isinstance(model.get_layer("backbone"), FrozenBackbone)
+
+
+def test_cached_feature_head_equals_end_to_end():
+    keras.utils.set_random_seed(1)
+    model = build_classifier("resnet50", (32, 32, 3), weights=None, head="paper")
+    x = _pixels(6, seed=2)
+    fixed, trainable = split_head(head_of(model))
+    feats = np.asarray(fixed(model.get_layer("backbone")(x)))
+    # train the head on cached features only, then compare with the end-to-end model
+    trainable.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    trainable.fit(feats, keras.utils.to_categorical([0, 1, 0, 1, 0, 1], 2), epochs=1, verbose=0)
+    cached = np.asarray(trainable.predict(feats, verbose=0))
+    end_to_end = np.asarray(model.predict(x, verbose=0))
+    np.testing.assert_allclose(cached, end_to_end, atol=1e-5)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    model = build_classifier("resnet50", (32, 32, 3), weights=None, head="gap")
+    path = tmp_path / "classifier.keras"
+    model.save(path)
+    loaded = load_classifier(path)
+    x = _pixels(3, seed=3)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    assert loaded.get_layer("backbone").layer.layers[1].name == "preprocess"
+    assert _trainable(loaded) == _trainable(model)
+
+
+def test_fine_tune_unfreezes_top_layers_but_not_batchnorm():
+    model = build_classifier("mobilenetv2", (32, 32, 3), weights=None, head="gap")
+    net = backbone_of(model)
+    fine_tune(model, 10)
+    top = net.layers[-10:]
+    for layer in net.layers:
+        expected = layer in top and not isinstance(layer, keras.layers.BatchNormalization)
+        assert layer.trainable == expected, layer.name
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
+    assert _trainable(model) > _trainable(head_of(model))
+    fine_tune(model, 0)
+    assert _trainable(model) == _trainable(head_of(model))

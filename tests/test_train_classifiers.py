@@ -1,0 +1,149 @@
+"""Smoke test of phase-1 training on a tiny synthetic kaggle_3m-style folder, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from classseg.commands import train_classifiers as command  # noqa: E402
+from classseg.training.classifiers import ClassifierConfig, extract_features, train_classifiers  # noqa: E402
+
+PATIENTS = ["TCGA_CS_0001_20000101", "TCGA_CS_0002_20000101", "TCGA_DU_0003_20000101",
+            "TCGA_DU_0004_20000101"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """4 patients x 4 slices of 32x32 RGB TIFF; slices 3-4 have a bright tumor blob in the mask."""
+    root = tmp_path_factory.mktemp("kaggle_3m")
+    rng = np.random.default_rng(0)
+    for patient in PATIENTS:
+        folder = root / patient
+        folder.mkdir()
+        for k in range(1, 5):
+            image = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+            mask = np.zeros((32, 32), np.uint8)
+            if k >= 3:
+                cv2.circle(mask, (16, 16), 6, 255, -1)
+                image[mask > 0] = 220
+            cv2.imwrite(str(folder / f"{patient}_{k}.tif"), image)
+            cv2.imwrite(str(folder / f"{patient}_{k}_mask.tif"), mask)
+    return root
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="classseg")
+    command.add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_train_classifiers_smoke(data_dir, tmp_path):
+    out = tmp_path / "run"
+    # ResNet50: randomly initialised MobileNetV2 features vanish (~1e-11), which would make the
+    # probability checks below trivially true.
+    config = ClassifierConfig(backbones=("resnet50",), weights=None, img_size=32, head="gap", epochs=1,
+                              batch_size=3, progress=False)
+    results = train_classifiers(config, data_dir, out_dir=out)
+
+    assert list(results["backbone"]) == ["resnet50"]
+    row = results.iloc[0]
+    assert row["trainable_params"] == 2048 * 2 + 2 and row["total_params"] > row["trainable_params"]
+    for col in ("accuracy", "f1_micro", "f1_macro", "sensitivity", "specificity", "auc", "train_time_s",
+                "infer_ms_per_slice"):
+        assert np.isfinite(row[col]), col
+    assert 0.0 <= row["accuracy"] <= 1.0
+
+    run = out / "resnet50"
+    for name in ("classifier.keras", "history.csv", "metrics.json", "metrics.md", "predictions.csv",
+                 "confusion_matrix.png", "roc.png"):
+        assert (run / name).is_file(), name
+    for name in ("results.csv", "results.md", "results.json", "splits.csv", "manifest.json"):
+        assert (out / name).is_file(), name
+
+    splits = pd.read_csv(out / "splits.csv")
+    n_test = 4 * int((splits["split"] == "test").sum())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["n"] == n_test == sum(map(sum, metrics["test"]["confusion_matrix"]))
+    assert metrics["path"] == "cached-features"
+    assert metrics["runs"][0]["e2e_check_max_abs_diff"] < 1e-5
+    assert len(pd.read_csv(run / "history.csv")) == 1
+
+    gate = json.loads((out / "results.json").read_text())["gate"]
+    assert gate["backbone"] == "resnet50" and 0.0 <= gate["threshold"] <= 1.0
+    assert gate["val_at_threshold"]["sensitivity"] >= 0.95
+
+    # the saved end-to-end model reproduces the recorded test probabilities from raw pixels
+    from classseg.data import discover, load_arrays
+    from classseg.models.classifier import load_classifier
+
+    preds = pd.read_csv(run / "predictions.csv")
+    test = preds[preds["split"] == "test"]
+    assert len(test) == n_test and test["p_tumor"].std() > 1e-4  # not a constant output
+    df = discover(data_dir).set_index("image_path").loc[test["image_path"]].reset_index()
+    images = load_arrays(df, 32, progress=False).images.astype("float32")
+    model = load_classifier(run / "classifier.keras")
+    np.testing.assert_allclose(model.predict(images, verbose=0)[:, 1], test["p_tumor"], atol=1e-5)
+
+
+def test_extract_features_keeps_every_sample():
+    from classseg.models.classifier import build_classifier, head_of, split_head
+
+    model = build_classifier("mobilenetv2", (32, 32, 3), weights=None, head="paper")
+    images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    feats = extract_features(model, images, batch_size=3, progress=False)  # batches 3, 3, 1
+    assert feats.shape == (7, 1 * 1 * 1280)  # paper head: pooled + flattened features
+    fixed, _ = split_head(head_of(model))
+    direct = np.asarray(fixed(model.get_layer("backbone")(images.astype("float32"))))
+    np.testing.assert_allclose(feats, direct, rtol=1e-5, atol=1e-30)
+    assert extract_features(model, images[:0], progress=False).shape == (0, 1280)
+
+
+def test_cli_unknown_backbone_is_one_line_error(data_dir, tmp_path):
+    args = _parser().parse_args(["train-classifiers", str(data_dir), "--backbones", "mobilenetv2,vgg99",
+                                 "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as info:
+        args.func(args)
+    assert "vgg99" in str(info.value) and "resnet50" in str(info.value)
+
+
+def test_cli_missing_inputs_are_one_line_errors(data_dir, tmp_path):
+    parser = _parser()
+    cases = [(["train-classifiers", str(tmp_path / "nodata")], "data folder not found"),
+             (["train-classifiers", str(data_dir), "--weights", str(tmp_path / "w.h5")], "weights file not found"),
+             (["train-classifiers", str(data_dir), "--splits", str(tmp_path / "s.csv")], "split file not found")]
+    for argv, message in cases:
+        args = parser.parse_args(argv)
+        with pytest.raises(SystemExit, match=message):
+            args.func(args)
+
+
+def test_cli_parses_every_option():
+    args = _parser().parse_args(["train-classifiers", "DATA", "--backbones", "resnet50,mobilenetv2",
+                                 "--weights", "none", "--img-size", "64", "--epochs", "2", "--batch-size", "8",
+                                 "--repeats", "3", "--seed", "7", "--splits", "s.csv", "--out", "o",
+                                 "--head", "gap", "--fine-tune", "5", "--class-weights", "--strategy",
+                                 "mirrored", "--augment"])
+    assert (args.data_dir, args.backbones, args.weights, args.img_size, args.epochs, args.batch_size,
+            args.repeats, args.seed, args.splits, args.out, args.head, args.fine_tune, args.class_weights,
+            args.strategy, args.augment) == ("DATA", "resnet50,mobilenetv2", "none", 64, 2, 8, 3, 7, "s.csv",
+                                             "o", "gap", 5, True, "mirrored", True)
+    assert args.func is command.run
+
+
+def test_cli_names_and_defaults_match_the_library():
+    from classseg.models.backbones import BACKBONES
+    from classseg.training.classifiers import PAPER_BACKBONES
+
+    assert command.BACKBONE_NAMES == tuple(BACKBONES)
+    assert command.PAPER_BACKBONES == PAPER_BACKBONES
+    args = _parser().parse_args(["train-classifiers"])
+    assert args.img_size is None and args.epochs is None  # -> ClassifierConfig defaults
+    assert args.backbones == ",".join(PAPER_BACKBONES) and args.weights == "imagenet"
