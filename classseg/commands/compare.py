@@ -1,0 +1,36 @@
+"""``classseg compare RUN_DIR... --out DIR``: one comparison table (md / tex / csv) across run folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``compare``."""
+    parser = subparsers.add_parser(
+        "compare", help="compare run folders (classifiers, segmenter, joint, pipeline) in one table",
+        description="Read metrics.json / results.csv and manifest.json of each run folder and write "
+                    "DIR/comparison.md, comparison.tex (booktabs) and comparison.csv, one row per model.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by classseg commands")
+    parser.add_argument("--out", required=True, help="folder for comparison.md/.tex/.csv")
+    parser.add_argument("--caption", default="Model comparison on the test split", help="table caption")
+    parser.add_argument("--digits", type=int, default=3, help="decimals shown in md/tex (csv keeps full values)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the table, write the three files and print the Markdown."""
+    from classseg.tables import compare_runs, comparison_notes, write_table
+
+    try:
+        df = compare_runs(args.run_dirs)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"classseg compare: {err}") from None
+    notes = comparison_notes(df)
+    df = df.dropna(axis=1, how="all")  # drop the columns that no run reported
+    paths = write_table(df, Path(args.out) / "comparison", args.caption, notes,
+                        label="tab:comparison", digits=args.digits)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

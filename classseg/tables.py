@@ -1,0 +1,346 @@
+"""Result tables: Markdown / LaTeX (booktabs) / CSV writers and the cross-run comparison.
+
+Markdown and LaTeX are written here by hand on purpose: ``DataFrame.to_markdown`` needs
+``tabulate`` and ``DataFrame.to_latex`` needs ``jinja2``, neither of which is a classseg
+dependency. Every table carries a caption and a notes line saying how its numbers were
+obtained (split, seeds, weights, image size, epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Columns of :func:`compare_runs`, in order (``<metric>_std`` columns follow their metric when present).
+COMPARE_COLUMNS = (
+    "model", "kind", "weights", "img_size", "epochs", "seed",
+    "accuracy", "f1", "sensitivity", "specificity", "auc",
+    "dice", "iou", "hd95", "dice_end_to_end", "dice_per_patient",
+    "params", "ms_per_slice", "split_file", "run_dir",
+)
+
+#: Metric column -> keys accepted in metrics.json / results.csv, first match wins.
+METRIC_ALIASES: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy", "acc"),
+    "f1": ("f1", "f1_score", "f1_tumor", "f1_macro"),
+    "sensitivity": ("sensitivity", "recall", "tpr"),
+    "specificity": ("specificity", "tnr"),
+    "auc": ("auc", "roc_auc"),
+    "dice": ("dice", "dice_tumor", "dice_tumor_slices", "mean_dice"),
+    "iou": ("iou", "jaccard", "mean_iou"),
+    "hd95": ("hd95",),
+    "dice_end_to_end": ("dice_end_to_end", "end_to_end_dice", "dice_all_slices", "dice_all"),
+    "dice_per_patient": ("dice_per_patient", "per_patient_dice", "patient_dice"),
+    "params": ("params", "total_params", "n_params", "param_count"),
+    "ms_per_slice": ("ms_per_slice", "infer_ms_per_slice", "inference_ms_per_slice"),
+}
+
+#: Labelling field -> keys accepted in metrics.json / results.csv / manifest.json (and its ``config``).
+LABEL_ALIASES: dict[str, tuple[str, ...]] = {
+    "model": ("model", "name", "backbone", "model_name"),
+    "weights": ("weights",),
+    "img_size": ("img_size", "image_size", "input_size"),
+    "epochs": ("epochs",),
+    "seed": ("seed", "seeds"),
+    "split_file": ("split_file", "splits_file", "splits_path", "splits"),
+}
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+# ----------------------------------------------------------------------------------------- formatting
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_mean_std(mean: float | None, std: float | None = None, digits: int = 3) -> str:
+    """``"0.912 ± 0.013"``; just the mean when ``std`` is missing, ``""`` when the mean is."""
+    if _is_missing(mean):
+        return ""
+    if _is_missing(std):
+        return f"{float(mean):.{digits}f}"
+    return f"{float(mean):.{digits}f} ± {float(std):.{digits}f}"
+
+
+def format_value(value: Any, digits: int = 3) -> str:
+    """Display text for one cell: floats with ``digits`` decimals, whole numbers without, blanks for NaN."""
+    if _is_missing(value):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def format_table(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """String table for display: ``x`` and ``x_std`` columns merge into ``"x ± std"``."""
+    out = {}
+    for col in df.columns:
+        if col.endswith("_std") and col[: -len("_std")] in df.columns:
+            continue
+        std_col = f"{col}_std"
+        if std_col in df.columns:
+            out[col] = [format_mean_std(m, s, digits) for m, s in zip(df[col], df[std_col], strict=True)]
+        else:
+            out[col] = [format_value(v, digits) for v in df[col]]
+    return pd.DataFrame(out, index=df.index)
+
+
+def _numeric_columns(df: pd.DataFrame) -> set[str]:
+    return {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+
+
+def to_markdown(df: pd.DataFrame, caption: str = "", notes: str = "", digits: int = 3) -> str:
+    """GitHub-flavoured Markdown table (numeric columns right-aligned), caption above, notes below."""
+    numeric = _numeric_columns(df)
+    text = format_table(df, digits)
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", r"\|").replace("\n", " ")
+
+    lines = []
+    if caption:
+        lines += [f"**{caption}**", ""]
+    lines.append("| " + " | ".join(cell(c) for c in text.columns) + " |")
+    lines.append("|" + "|".join("---:" if c in numeric else ":---" for c in text.columns) + "|")
+    for _, row in text.iterrows():
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    if notes:
+        lines += ["", f"*Notes:* {notes}"]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: Any) -> str:
+    """Escape LaTeX special characters; ``±`` becomes ``$\\pm$``."""
+    escaped = re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], str(text))
+    return escaped.replace("±", r"$\pm$")
+
+
+def to_latex(df: pd.DataFrame, caption: str = "", notes: str = "", label: str | None = None,
+             digits: int = 3) -> str:
+    """A ``table`` float with a booktabs ``tabular`` (``\\toprule``/``\\midrule``/``\\bottomrule``).
+
+    Needs ``\\usepackage{booktabs}``. The notes line is set in footnotesize under the table.
+    """
+    numeric = _numeric_columns(df)
+    text = format_table(df, digits)
+    spec = "".join("r" if c in numeric else "l" for c in text.columns)
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+              " & ".join(latex_escape(c) for c in text.columns) + r" \\", r"\midrule"]
+    for _, row in text.iterrows():
+        lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines += [r"\par\smallskip", rf"{{\footnotesize \emph{{Notes:}} {latex_escape(notes)}\par}}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def run_notes(split: Any = None, seeds: Any = None, weights: Any = None, img_size: Any = None,
+              epochs: Any = None, extra: str = "") -> str:
+    """The notes line every table carries, e.g. ``"Split: splits.csv; seed(s): 0, 1; weights: none; ..."``.
+
+    Each argument may be a single value or an iterable of values (unique values are listed).
+    """
+
+    def show(values: Any, unit: str = "") -> str:
+        if values is None or isinstance(values, (str, int, float)):
+            values = [values]
+        uniq = []
+        for v in values:
+            if not _is_missing(v) and str(v) not in uniq:
+                uniq.append(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+        uniq = list(dict.fromkeys(uniq))
+        return (", ".join(uniq) + unit) if uniq else "not recorded"
+
+    text = (f"Split: {show(split)}; seed(s): {show(seeds)}; weights: {show(weights)}; "
+            f"image size: {show(img_size, ' px')}; epochs: {show(epochs)}.")
+    return f"{text} {extra}".strip()
+
+
+def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, notes: str, label: str | None = None,
+                digits: int = 3) -> dict[str, Path]:
+    """Write ``<out_stem>.md``, ``.tex`` (booktabs) and ``.csv`` (raw values); returns ``{"md", "tex", "csv"}``."""
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_stem.with_name(f"{out_stem.name}.{ext}") for ext in ("md", "tex", "csv")}
+    paths["md"].write_text(to_markdown(df, caption, notes, digits), encoding="utf-8")
+    paths["tex"].write_text(to_latex(df, caption, notes, label, digits), encoding="utf-8")
+    df.to_csv(paths["csv"], index=False)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------- comparison
+
+
+def _number(value: Any) -> tuple[float | None, float | None]:
+    """(mean, std) from a metric value: a number, ``{"mean", "std"}``, a per-patient mapping or list."""
+    if isinstance(value, bool) or _is_missing(value):
+        return None, None
+    if isinstance(value, (int, float)):
+        return (None, None) if math.isnan(float(value)) else (float(value), None)
+    if isinstance(value, str):
+        try:
+            return float(value), None
+        except ValueError:
+            return None, None
+    if isinstance(value, Mapping):
+        if "mean" in value:
+            return _number(value["mean"])[0], _number(value.get("std"))[0]
+        return _number(list(value.values()))
+    if isinstance(value, (list, tuple)):
+        items = [v.get("dice") if isinstance(v, Mapping) else v for v in value]
+        nums = [n for n in (_number(v)[0] for v in items) if n is not None]
+        return (float(sum(nums) / len(nums)), None) if nums else (None, None)
+    try:  # NumPy scalars
+        return float(value), None
+    except (TypeError, ValueError):
+        return None, None
+
+
+def _sections(d: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Where test figures live: the dict itself, then its ``test`` sub-dict (never ``val`` or others)."""
+    test = d.get("test")
+    return [d, test] if isinstance(test, Mapping) else [d]
+
+
+def _first(sources: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> Any:
+    """First usable value: sources in order (shallow first), within a source the aliases in order."""
+    keys = tuple(keys)
+    for src in sources:
+        for key in keys:
+            if key in src and not _is_missing(src[key]) and src[key] != "":
+                return src[key]
+    return None
+
+
+def _label_sources(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    config = manifest.get("config")
+    return [manifest] + ([config] if isinstance(config, Mapping) else [])
+
+
+def _row(sources: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]], **fixed: Any) -> dict:
+    row: dict[str, Any] = {}
+    for col, keys in LABEL_ALIASES.items():
+        value = _first(list(sources) + list(labels), keys)
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        row[col] = value if isinstance(value, (str, int, float)) else None
+    for col, keys in METRIC_ALIASES.items():
+        where = list(sources) + list(labels) if col == "params" else sources  # a model property: manifest too
+        mean, std = _number(_first(where, keys))
+        if std is None:  # results.csv style: a separate <key>_std column
+            std = _number(_first(sources, [f"{k}_std" for k in keys]))[0]
+        row[col] = mean
+        if std is not None:
+            row[f"{col}_std"] = std
+    row.update({k: v for k, v in fixed.items() if v is not None})
+    return row
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder not found: {run_dir}")
+    manifest = _read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
+    labels = _label_sources(manifest)
+    rows = []
+    if (run_dir / "results.csv").exists():  # phase 1: one row per backbone
+        table = pd.read_csv(run_dir / "results.csv")
+        for record in table.to_dict("records"):
+            record = {k: v for k, v in record.items() if not _is_missing(v)}
+            name = str(_first([record], LABEL_ALIASES["model"]) or run_dir.name)
+            per_model = run_dir / name / "metrics.json"
+            extra = _sections(_read_json(per_model))[::-1] if per_model.exists() else []  # test first
+            rows.append(_row([record, *extra], labels, model=name, kind="classifier"))
+        return rows
+    if not (run_dir / "metrics.json").exists():
+        raise ValueError(f"{run_dir}: no results.csv or metrics.json (not a classseg run folder)")
+    metrics = _read_json(run_dir / "metrics.json")
+    shared = _sections(metrics)[::-1]  # a ``test`` sub-dict first, then the top level
+    if any(isinstance(metrics.get(k), Mapping) for k in ("gated", "segment_all")):  # pipeline output folder
+        for key, label in (("gated", "gated"), ("segment_all", "segment all")):
+            if isinstance(metrics.get(key), Mapping):
+                rows.append(_row([metrics[key], *shared], labels,
+                                 model=f"{run_dir.name} ({label})", kind="pipeline"))
+        return rows
+    has = {col: _first(shared, keys) is not None for col, keys in METRIC_ALIASES.items()}
+    kind = manifest.get("kind") or metrics.get("kind") or (
+        "joint" if has["accuracy"] and has["dice"] else "segmenter" if has["dice"] else "classifier")
+    model = (_first(shared + labels, ("model", "name", "model_name"))
+             or {"segmenter": "resunet", "joint": "joint"}.get(str(kind))
+             or _first(shared + labels, ("backbone",)) or run_dir.name)
+    rows.append(_row(shared, labels, model=str(model), kind=str(kind)))
+    return rows
+
+
+def compare_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per model from classseg run folders (test-split figures).
+
+    Folder kinds: phase-1 (``results.csv``, one row per backbone; per-backbone ``metrics.json``
+    fills gaps), segmenter / joint / classifier (``metrics.json``, test figures at top level or
+    under ``test``), pipeline output (``metrics.json`` with ``gated`` / ``segment_all`` sections,
+    one row each). Labelling fields come from the metrics, then ``manifest.json`` (and its
+    ``config``). Known keys are taken where present (see ``METRIC_ALIASES``; ``f1`` falls back
+    to ``f1_macro``); others stay blank. ``<metric>_std`` columns appear when runs report them.
+    """
+    rows = []
+    for run_dir in run_dirs:
+        for row in _run_rows(Path(run_dir)):
+            row["run_dir"] = str(run_dir)
+            rows.append(row)
+    columns = [c for c in COMPARE_COLUMNS]
+    for row in rows:
+        for key in row:
+            if key.endswith("_std") and key not in columns:
+                columns.insert(columns.index(key[: -len("_std")]) + 1, key)
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("img_size", "epochs", "params"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
+    df["seed"] = pd.Series([None if _is_missing(v) else str(int(v)) if isinstance(v, (int, float)) else str(v)
+                            for v in df["seed"]], index=df.index, dtype=object)
+    metric_cols = [c for c in df.columns if c in METRIC_ALIASES or c.endswith("_std")]
+    df[metric_cols] = df[metric_cols].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def comparison_notes(df: pd.DataFrame) -> str:
+    """Notes line for a :func:`compare_runs` table (splits, seeds, weights, sizes, epochs, metric definitions)."""
+    return run_notes(df.get("split_file"), df.get("seed"), df.get("weights"), df.get("img_size"),
+                     df.get("epochs"),
+                     extra=("Test-split figures as recorded by each run. dice/iou/hd95: mean over ground-truth "
+                            "tumor slices; dice_end_to_end: per-slice Dice over all slices (empty vs empty = 1); "
+                            "dice_per_patient: mean volume Dice; f1 = macro F1 where only f1_micro/f1_macro "
+                            "were recorded; ms_per_slice measured by each run on its own machine (manifest.json). "
+                            "Blank = not reported by that run."))
