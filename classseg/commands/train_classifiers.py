@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", choices=("paper", "gap"), default="paper")
     p.add_argument("--fine-tune", type=int, default=0, metavar="N",
                    help="unfreeze the top N backbone layers (BatchNorm stays frozen); end-to-end training")
+    p.add_argument("--train-backbone", action="store_true",
+                   help="train the whole backbone end to end, BatchNorm in training mode (with --weights none: "
+                        "from scratch; not the paper's frozen method)")
     p.add_argument("--augment", action="store_true", help="augment training slices (end-to-end training)")
     p.add_argument("--class-weights", action="store_true", help="balanced class weights in the loss")
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     config = ClassifierConfig(
         backbones=tuple(names), weights=_weights(args.weights), head=args.head, seed=args.seed,
         class_weights=args.class_weights, fine_tune_layers=args.fine_tune, augment=args.augment,
+        train_backbone=args.train_backbone,
         progress=not args.quiet, **optional)
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else None
     try:

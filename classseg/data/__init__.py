@@ -9,8 +9,15 @@ from classseg.data.arrays import SliceArrays, load_arrays, resize_image, resize_
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.discovery import discover, slice_number, summarize
 from classseg.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, is_mask_file, read_image, read_mask
-from classseg.data.splits import (apply_splits, kfold_patients, load_splits, resolve_splits, save_splits,
-                                  split_patients, split_table)
+from classseg.data.splits import (
+    apply_splits,
+    kfold_patients,
+    load_splits,
+    resolve_splits,
+    save_splits,
+    split_patients,
+    split_table,
+)
 
 
 def default_data_dir() -> Path:

@@ -25,7 +25,7 @@ class SliceArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "SliceArrays":
+    def subset(self, index: np.ndarray) -> SliceArrays:
         """The slices at ``index`` (boolean mask or positions)."""
         return SliceArrays(self.images[index], self.masks[index], self.labels[index],
                            self.frame.iloc[np.flatnonzero(index) if np.asarray(index).dtype == bool else index]

@@ -7,8 +7,8 @@ faster of the two on this data (see ``benchmarks/augment.py`` and docs/benchmark
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

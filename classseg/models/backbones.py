@@ -56,6 +56,26 @@ class BackboneSpec:
         return self.weights_file
 
 
+def _resunet_encoder(weights: str | None = None, input_tensor=None, input_shape=None, include_top=False):
+    """The encoder (stem to bottleneck) of seed 002's ResUNet, weights from a trained segmenter.
+
+    The ResUNet is fully convolutional, so it is rebuilt at ``input_shape`` and the trained
+    weights are copied in; its own ``Rescaling(1/255)`` stays inside (preprocess mode "raw").
+    """
+    from classseg.models.resunet import build_resunet
+
+    if weights == "imagenet":
+        raise ValueError("resunet_encoder has no ImageNet weights: pass weights=PATH to a trained segmenter "
+                         ".keras file (classseg train-segmenter), or None for random initialisation")
+    model = build_resunet(tuple(input_shape))
+    if weights is not None:
+        model.set_weights(keras.saving.load_model(weights, compile=False, safe_mode=True).get_weights())
+    encoder = keras.Model(model.input, model.get_layer("bottleneck_out").output, name="resunet_encoder")
+    if input_tensor is None:
+        return encoder
+    return keras.Model(input_tensor, encoder(input_tensor), name="resunet_encoder")
+
+
 def _resnet_file(name: str) -> str:
     return f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -104,6 +124,12 @@ BACKBONES: dict[str, BackboneSpec] = {
             ("block2a_expand_activation", "block3a_expand_activation",
              "block4a_expand_activation", "block6a_expand_activation", "top_activation"),
             weights_file="efficientnetb7_notop.h5",
+        ),
+        BackboneSpec(
+            # Not an ImageNet network: the encoder of a trained phase-2 ResUNet (weights = its
+            # segmenter.keras). In-domain transfer for when ImageNet weights are unavailable.
+            "resunet_encoder", _resunet_encoder, "raw", 256,
+            ("stem_bn2", "enc2_out", "enc3_out", "enc4_out", "bottleneck_out"), min_size=16,
         ),
         BackboneSpec(
             "mobilenetv2", keras.applications.MobileNetV2, "tf", 224,

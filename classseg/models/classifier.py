@@ -96,23 +96,32 @@ def build_classifier(
     head: str = "paper",
     num_classes: int = 2,
     dropout: float = 0.3,
+    train_backbone: bool = False,
 ) -> keras.Model:
     """Frozen backbone + dense head, taking raw RGB 0..255 of ``input_shape``.
 
     ``backbone``: a registry name (:data:`~classseg.models.backbones.BACKBONES`) or a
     Keras model that already takes raw pixels. ``weights``: "imagenet", None or a local file
-    (see :func:`~classseg.models.backbones.get_backbone`). Only the head is trainable.
+    (see :func:`~classseg.models.backbones.get_backbone`). Only the head is trainable, unless
+    ``train_backbone``: then the whole backbone trains end to end with BatchNorm in training
+    mode (with ``weights=None`` this is training from scratch, an explicit opt-in that is not
+    seed 002's method; used where ImageNet weights are unavailable).
     """
     if isinstance(backbone, str):
         name = get_spec(backbone).name
         net = get_backbone(name, input_shape, weights)
     else:
         name, net = backbone.name, backbone
-    net.trainable = False
     inputs = keras.Input(tuple(input_shape), name="image")
-    frozen = FrozenBackbone(net, name="backbone")
-    frozen.trainable = False
-    features = frozen(inputs)
+    if train_backbone:
+        net.trainable = True
+        net.name = "backbone"
+        features = net(inputs)
+    else:
+        net.trainable = False
+        frozen = FrozenBackbone(net, name="backbone")
+        frozen.trainable = False
+        features = frozen(inputs)
     head_model = build_head(tuple(features.shape[1:]), head, num_classes, dropout, name="head")
     outputs = head_model(features)
     return keras.Model(inputs, outputs, name=f"{name}_classifier")
@@ -120,7 +129,8 @@ def build_classifier(
 
 def backbone_of(model: keras.Model) -> keras.Model:
     """The backbone network (raw pixels -> feature map) inside a classifier."""
-    return model.get_layer("backbone").layer
+    layer = model.get_layer("backbone")
+    return layer.layer if isinstance(layer, FrozenBackbone) else layer
 
 
 def head_of(model: keras.Model) -> keras.Model:

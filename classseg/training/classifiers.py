@@ -65,6 +65,7 @@ class ClassifierConfig:
     seed: int = 0
     class_weights: bool = False
     fine_tune_layers: int = 0
+    train_backbone: bool = False  # train the whole backbone end to end (from scratch with weights=None)
     augment: bool = False
     target_sensitivity: float = 0.95
     infer_batch: int = 16
@@ -193,7 +194,8 @@ def _train_one(name: str, config: ClassifierConfig, parts: dict[str, SliceArrays
     set_seed(seed)
     size = config.img_size
     with strategy.scope():
-        model = build_classifier(name, (size, size, 3), config.weights, config.head, 2, config.dropout)
+        model = build_classifier(name, (size, size, 3), config.weights, config.head, 2, config.dropout,
+                                 train_backbone=config.train_backbone)
         if config.fine_tune_layers > 0:
             fine_tune(model, config.fine_tune_layers)
     train, val, test = parts["train"], parts["val"], parts["test"]
@@ -201,7 +203,7 @@ def _train_one(name: str, config: ClassifierConfig, parts: dict[str, SliceArrays
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                restore_best_weights=True)]
     verbose = 2 if config.progress else 0
-    fast = config.fine_tune_layers <= 0 and not config.augment
+    fast = config.fine_tune_layers <= 0 and not config.augment and not config.train_backbone
     out: dict = {"model": model, "seed": seed, "path": "cached-features" if fast else "end-to-end"}
 
     if fast:
