@@ -125,3 +125,34 @@ def test_fine_tune_unfreezes_top_layers_but_not_batchnorm():
     assert _trainable(model) > _trainable(head_of(model))
     fine_tune(model, 0)
     assert _trainable(model) == _trainable(head_of(model))
+
+
+def test_train_backbone_option_trains_everything_and_batchnorm(tmp_path) -> None:
+    """--train-backbone (from scratch with weights=None): every weight trains, BN statistics move."""
+    from classseg.models.classifier import backbone_of
+
+    model = build_classifier("resunet_encoder", (32, 32, 3), weights=None, head="gap", train_backbone=True)
+    net = backbone_of(model)
+    assert len(model.trainable_weights) > len(head_of(model).trainable_weights)
+    moving_mean = next(w for w in net.non_trainable_weights if "moving_mean" in w.path)
+    before = moving_mean.numpy().copy()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model.fit(x, np.eye(2)[[0, 1, 0, 1]], epochs=1, verbose=0)
+    assert not np.array_equal(before, moving_mean.numpy())
+
+
+def test_resunet_encoder_takes_a_trained_segmenter(tmp_path) -> None:
+    from classseg.models.resunet import build_resunet
+
+    seg = build_resunet((32, 32, 3))
+    path = tmp_path / "segmenter.keras"
+    seg.save(path)
+    model = build_classifier("resunet_encoder", (64, 64, 3), weights=str(path), head="gap")
+    from classseg.models.classifier import backbone_of
+
+    kernel = next(w for w in backbone_of(model).weights if "bottleneck_conv2" in w.path and "kernel" in w.path)
+    want = next(w for w in seg.weights if "bottleneck_conv2" in w.path and "kernel" in w.path)
+    np.testing.assert_array_equal(kernel.numpy(), want.numpy())
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        build_classifier("resunet_encoder", (32, 32, 3), weights="imagenet", head="gap")

@@ -12,8 +12,19 @@ import pytest
 from conftest import write_patient
 
 from classseg.cli import main as cli_main
-from classseg.data import (ImageReadError, apply_splits, discover, kfold_patients, load_arrays, load_splits,
-                           read_image, read_mask, save_splits, split_patients, summarize)
+from classseg.data import (
+    ImageReadError,
+    apply_splits,
+    discover,
+    kfold_patients,
+    load_arrays,
+    load_splits,
+    read_image,
+    read_mask,
+    save_splits,
+    split_patients,
+    summarize,
+)
 
 
 def test_discover_rows_and_numeric_order(tmp_path: Path) -> None:

@@ -228,6 +228,8 @@ def get_backbone(
     layer = preprocessing_layer(spec.preprocess_mode) if include_preprocessing else None
     x = layer(inputs) if layer is not None else inputs
     kwargs = dict(include_top=False, input_tensor=x, input_shape=(h, w, 3))
+    if weights == "imagenet" and not spec.weights_file and spec.name != "mobilenetv2":
+        spec.constructor(weights="imagenet")  # raises its own ValueError: no ImageNet weights exist
     if weights == "imagenet":
         try:
             net = spec.constructor(weights="imagenet", **kwargs)
