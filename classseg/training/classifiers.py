@@ -71,6 +71,11 @@ class ClassifierConfig:
     infer_batch: int = 16
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # "none" from a CLI, notebook or JSON means random initialisation, exactly like None.
+        if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", ""):
+            self.weights = None
+
 
 # --------------------------------------------------------------------------------------------
 # pieces
