@@ -156,3 +156,12 @@ def test_resunet_encoder_takes_a_trained_segmenter(tmp_path) -> None:
     np.testing.assert_array_equal(kernel.numpy(), want.numpy())
     with pytest.raises(ValueError, match="no ImageNet weights"):
         build_classifier("resunet_encoder", (32, 32, 3), weights="imagenet", head="gap")
+
+
+def test_resunet_decoder_backbone_with_gapmax_head() -> None:
+    """The gate design: frozen ResUNet decoder features + mask, [GAP, GMP] head (2 x 17 features)."""
+    model = build_classifier("resunet_decoder", (32, 32, 3), weights=None, head="gapmax")
+    assert head_of(model).get_layer("pool").output.shape[-1] == 2 * (16 + 1)
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2 * 17 * 2 + 2
+    x = np.zeros((1, 32, 32, 3), "float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0).sum(), 1.0, rtol=1e-6)

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", default=None, metavar="FILE", help="patient split CSV (default: computed)")
     p.add_argument("--out", default="runs/classifiers", metavar="DIR")
-    p.add_argument("--head", choices=("paper", "gap"), default="paper")
+    p.add_argument("--head", choices=("paper", "gap", "gapmax"), default="paper")
     p.add_argument("--fine-tune", type=int, default=0, metavar="N",
                    help="unfreeze the top N backbone layers (BatchNorm stays frozen); end-to-end training")
     p.add_argument("--train-backbone", action="store_true",

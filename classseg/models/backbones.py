@@ -56,24 +56,37 @@ class BackboneSpec:
         return self.weights_file
 
 
-def _resunet_encoder(weights: str | None = None, input_tensor=None, input_shape=None, include_top=False):
-    """The encoder (stem to bottleneck) of seed 002's ResUNet, weights from a trained segmenter.
-
-    The ResUNet is fully convolutional, so it is rebuilt at ``input_shape`` and the trained
-    weights are copied in; its own ``Rescaling(1/255)`` stays inside (preprocess mode "raw").
-    """
+def _trained_resunet(part: str, weights: str | None, input_shape, outputs) -> keras.Model:
+    """A ResUNet rebuilt at ``input_shape`` with a trained segmenter's weights (``weights``) or random
+    ones (None), cut at ``outputs(model) -> tensor``. The ResUNet is fully convolutional, so any size
+    (a multiple of 16) takes the trained weights; its own ``Rescaling(1/255)`` stays inside."""
     from classseg.models.resunet import build_resunet
 
     if weights == "imagenet":
-        raise ValueError("resunet_encoder has no ImageNet weights: pass weights=PATH to a trained segmenter "
+        raise ValueError(f"{part} has no ImageNet weights: pass weights=PATH to a trained segmenter "
                          ".keras file (classseg train-segmenter), or None for random initialisation")
     model = build_resunet(tuple(input_shape))
     if weights is not None:
         model.set_weights(keras.saving.load_model(weights, compile=False, safe_mode=True).get_weights())
-    encoder = keras.Model(model.input, model.get_layer("bottleneck_out").output, name="resunet_encoder")
-    if input_tensor is None:
-        return encoder
-    return keras.Model(input_tensor, encoder(input_tensor), name="resunet_encoder")
+    return keras.Model(model.input, outputs(model), name=part)
+
+
+def _attach(net: keras.Model, input_tensor) -> keras.Model:
+    return net if input_tensor is None else keras.Model(input_tensor, net(input_tensor), name=net.name)
+
+
+def _resunet_encoder(weights: str | None = None, input_tensor=None, input_shape=None, include_top=False):
+    """The encoder (stem to bottleneck) of seed 002's ResUNet."""
+    return _attach(_trained_resunet("resunet_encoder", weights, input_shape,
+                                    lambda m: m.get_layer("bottleneck_out").output), input_tensor)
+
+
+def _resunet_decoder(weights: str | None = None, input_tensor=None, input_shape=None, include_top=False):
+    """Last decoder features (16 channels) + tumor-probability map of a trained ResUNet."""
+    return _attach(_trained_resunet(
+        "resunet_decoder", weights, input_shape,
+        lambda m: keras.layers.Concatenate(name="decoder_and_mask")([m.get_layer("dec4_out").output, m.output])),
+        input_tensor)
 
 
 def _resnet_file(name: str) -> str:
@@ -130,6 +143,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             # segmenter.keras). In-domain transfer for when ImageNet weights are unavailable.
             "resunet_encoder", _resunet_encoder, "raw", 256,
             ("stem_bn2", "enc2_out", "enc3_out", "enc4_out", "bottleneck_out"), min_size=16,
+        ),
+        BackboneSpec(
+            # The whole trained ResUNet: its last decoder features (16 channels) and its tumor
+            # probability map, concatenated. A gate that reuses what the segmenter learned.
+            "resunet_decoder", _resunet_decoder, "raw", 256, None, min_size=16,
         ),
         BackboneSpec(
             "mobilenetv2", keras.applications.MobileNetV2, "tf", 224,

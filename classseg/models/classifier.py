@@ -17,7 +17,7 @@ import keras
 
 from classseg.models.backbones import get_backbone, get_spec
 
-HEADS = ("paper", "gap")
+HEADS = ("paper", "gap", "gapmax")
 
 #: Seed 002, Figure 2: Dense 1024-1024-1024-256 (ReLU), each followed by Dropout.
 PAPER_UNITS = (1024, 1024, 1024, 256)
@@ -55,6 +55,8 @@ def build_head(
     Pooling uses ``padding="same"`` so tiny inputs (1x1 features) work; for even feature maps
     (8x8 at 256 px) it equals the paper's valid pooling.
     ``"gap"``: GlobalAveragePooling2D -> Dropout -> Dense softmax.
+    ``"gapmax"``: [GlobalAveragePooling2D, GlobalMaxPooling2D] concatenated -> Dropout -> Dense
+    softmax; the max keeps small, local findings (a small tumor) that averaging dilutes.
     The layers before the first Dense have no weights; :func:`split_head` separates them.
     """
     if head not in HEADS:
@@ -66,6 +68,10 @@ def build_head(
         for i, units in enumerate(PAPER_UNITS, start=1):
             x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    elif head == "gapmax":
+        x = keras.layers.Concatenate(name="pool")([keras.layers.GlobalAveragePooling2D(name="pool_avg")(inputs),
+                                                   keras.layers.GlobalMaxPooling2D(name="pool_max")(inputs)])
+        x = keras.layers.Dropout(dropout, name="dropout_1")(x)
     else:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(inputs)
         x = keras.layers.Dropout(dropout, name="dropout_1")(x)
