@@ -10,7 +10,7 @@ from classseg.data import DEFAULT_DATA_DIR
 #: Registry names (classseg.models.backbones.BACKBONES, checked by a test); here so that
 #: registering the command does not import TensorFlow.
 BACKBONE_NAMES = ("resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
-                  "efficientnetb7", "mobilenetv2")
+                  "efficientnetb7", "resunet_encoder", "resunet_decoder", "mobilenetv2")
 PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
 
 
