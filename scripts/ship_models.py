@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 from pathlib import Path
 
 from classseg.runinfo import environment_info, read_json, write_json
@@ -35,6 +34,8 @@ def main() -> None:
     parser.add_argument("--classifier-run", required=True, type=Path)
     parser.add_argument("--segmenter-run", required=True, type=Path)
     parser.add_argument("--pipeline-run", type=Path, default=None, help="pipeline output on held-out patients")
+    parser.add_argument("--gate-backbone-run", type=Path, default=None,
+                        help="train-segmenter run whose ResUNet the gate's backbone is (resunet_* backbones)")
     parser.add_argument("--out", type=Path, default=Path("saved_models"))
     args = parser.parse_args()
 
@@ -49,8 +50,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cls_path = args.out / "classifier.keras"
     seg_path = args.out / "segmenter.keras"
-    shutil.copyfile(gate["model"], cls_path)
-    shutil.copyfile(args.segmenter_run / "segmenter.keras", seg_path)
+    import keras
+
+    from classseg.models import register_custom_objects
+
+    register_custom_objects()
+    # Re-saved uncompiled: the shipped files carry no optimizer state (a third of the size).
+    for source, target in ((Path(gate["model"]), cls_path), (args.segmenter_run / "segmenter.keras", seg_path)):
+        keras.saving.load_model(source, compile=False, safe_mode=True).save(target)
     config = results["config"]
     manifest = {
         "gate_threshold": gate["threshold"],
@@ -89,6 +96,15 @@ def main() -> None:
         },
         "environment": environment_info(),
     }
+    if args.gate_backbone_run:
+        gb = read_json(args.gate_backbone_run / "metrics.json")
+        manifest["classifier"]["weights_init"] = (
+            f"frozen backbone = a ResUNet trained from scratch by `classseg train-segmenter` "
+            f"({'tumor slices only' if gb['tumor_only'] else 'all slices, tumor and tumor-free'}, "
+            f"{gb['img_size']} px, {gb['epochs_run']} epochs, best epoch {gb['best_epoch']}, lr {gb['lr']}, "
+            f"loss {gb['loss']}, seed {gb['seed']}); no ImageNet weights")
+        manifest["gate_backbone"] = {"val": _pick(gb.get("val")), "test": _pick(gb),
+                                     "config": read_json(args.gate_backbone_run / "manifest.json").get("config")}
     if args.pipeline_run:
         pipe = read_json(args.pipeline_run / "metrics.json")
         manifest["pipeline_test"] = {"gated": _pick(pipe["gated"]), "segment_all": _pick(pipe["segment_all"]),
