@@ -165,3 +165,11 @@ def test_resunet_decoder_backbone_with_gapmax_head() -> None:
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2 * 17 * 2 + 2
     x = np.zeros((1, 32, 32, 3), "float32")
     np.testing.assert_allclose(model.predict(x, verbose=0).sum(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["gap", "gapmax", "paper"])
+def test_split_head_keeps_dropout_on_the_trained_side(head: str) -> None:
+    model = build_classifier("mobilenetv2", (32, 32, 3), weights=None, head=head)
+    fixed, trainable = split_head(head_of(model))
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in fixed.layers)
+    assert isinstance(trainable.layers[1], keras.layers.Dropout) or head == "paper"

@@ -87,6 +87,8 @@ def split_head(head: keras.Model) -> tuple[keras.Model, keras.Model]:
     """
     layers = head.layers[1:]  # skip the InputLayer
     first = next(i for i, layer in enumerate(layers) if layer.weights)
+    while first > 0 and isinstance(layers[first - 1], keras.layers.Dropout):
+        first -= 1  # Dropout must stay on the trained side, or cached-feature training never drops
     if first == 0:
         return keras.Model(head.input, head.input, name="head_fixed"), head
     cut = layers[first - 1].output
