@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.plotting import save_figure
 from classseg.runinfo import read_json
 from classseg.tables import compare_runs, write_table
 
@@ -27,13 +28,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem, dpi=150, suffixes=(".png", ".pdf"), tight=False)
 
 
 def _label(split_file: str, seeds: Any, weights: Any, img_size: Any, epochs: Any) -> str:

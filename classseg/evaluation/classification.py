@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from classseg.plotting import save_figure
+
 
 def tumor_probability(y_prob: np.ndarray) -> np.ndarray:
     """``p(tumor)`` as a 1-D float array from (n,) probabilities or (n, 2) softmax outputs."""
@@ -97,12 +99,7 @@ def plot_confusion_matrix(cm: list | np.ndarray, path: str | Path, title: str = 
     disp = skm.ConfusionMatrixDisplay(np.asarray(cm), display_labels=["no tumor", "tumor"])
     disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)[0]
 
 
 def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -121,9 +118,4 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: st
         ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)[0]

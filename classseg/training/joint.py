@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.training.schedules import SCHEDULES
 
@@ -277,10 +278,7 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)[0]
 
 
 def _fmt(value: Any) -> str:

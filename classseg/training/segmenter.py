@@ -24,6 +24,7 @@ import pandas as pd
 
 from classseg.evaluation.segmentation import dice as dice_score
 from classseg.evaluation.segmentation import segmentation_report
+from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
 
 log = logging.getLogger(__name__)
@@ -149,10 +150,7 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
         else:
             ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)[0]
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
@@ -187,10 +185,7 @@ def plot_examples(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
             axes[i, 0].set_ylabel(titles[i], fontsize=7)
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no tumor slices in this split", ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)[0]
 
 
 def _fmt(value: Any) -> str:
