@@ -39,6 +39,7 @@ import pandas as pd
 
 from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.tables import format_value
 from classseg.training.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
 
 
 def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return format_value(value, digits=4) or "n/a"
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:

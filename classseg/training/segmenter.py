@@ -26,6 +26,7 @@ from classseg.evaluation.segmentation import dice as dice_score
 from classseg.evaluation.segmentation import segmentation_report
 from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.tables import format_value
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def plot_examples(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
 
 
 def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return format_value(value, digits=4) or "n/a"
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
