@@ -119,13 +119,11 @@ TEST_PATIENTS = """\
 # The pipeline's input: the split's test patients (a folder of links to their folders), or all of DATA_DIR
 import shutil
 
+from classseg.runall import link_patients
+
 if ON == "test":
-    TEST_DIR = OUT / "test_patients"
-    shutil.rmtree(TEST_DIR, ignore_errors=True)  # links only: the data itself is never touched
-    TEST_DIR.mkdir(parents=True)
-    test_ids = load_splits(SPLITS).query("split == 'test'")["patient_id"]
-    for pid in test_ids[[(DATA_DIR / p).is_dir() for p in test_ids]]:
-        (TEST_DIR / pid).symlink_to((DATA_DIR / pid).resolve(), target_is_directory=True)
+    shutil.rmtree(OUT / "test_patients", ignore_errors=True)  # links only: the data itself is never touched
+    TEST_DIR = link_patients(DATA_DIR, load_splits(SPLITS), "test", OUT / "test_patients")
 else:
     TEST_DIR = DATA_DIR
 print(f"pipeline input: {TEST_DIR} ({len(list(TEST_DIR.iterdir()))} entries)")
