@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from classseg.data import DEFAULT_DATA_DIR, discover, save_splits, split_patients, summarize
+from classseg.data.splits import split_with_test
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--out", required=True, help="CSV file to write (patient_id,split)")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    split.add_argument("--test-from", metavar="DIR",
+                       help="the patients of this folder (e.g. the bundled sample) form the test split; the "
+                            "rest are split into train/val in the ratio of the TRAIN and VAL fractions")
     split.set_defaults(func=run_split)
 
 
@@ -58,7 +62,15 @@ def run_split(args: argparse.Namespace) -> int:
     """Write the split CSV and print each split's size and tumor share."""
     df = _discover_or_exit(args.data_dir)
     try:
-        splits = split_patients(df, tuple(args.fractions), seed=args.seed)
+        if args.test_from:
+            test_ids = set(_discover_or_exit(args.test_from)["patient_id"])
+            missing = sorted(test_ids - set(df["patient_id"]))
+            if missing:
+                raise ValueError(f"{len(missing)} patient(s) of {args.test_from} are not in {args.data_dir}: "
+                                 f"{', '.join(missing[:3])}")
+            splits = split_with_test(df, test_ids, tuple(args.fractions), seed=args.seed)
+        else:
+            splits = split_patients(df, tuple(args.fractions), seed=args.seed)
     except ValueError as err:
         raise SystemExit(f"classseg data split: {err}") from None
     path = save_splits(splits, Path(args.out))

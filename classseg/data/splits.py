@@ -64,6 +64,22 @@ def split_patients(df: pd.DataFrame, fractions: tuple[float, float, float] = (0.
     return pd.DataFrame({"patient_id": patients["patient_id"], "split": [SPLITS[k] for k in best]})
 
 
+def split_with_test(df: pd.DataFrame, test_patients: set[str] | list[str],
+                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
+    """``test_patients`` form the test split; the others are split train/val by :func:`split_patients`
+    in the ratio ``fractions[0] : fractions[1]`` (e.g. to keep a bundled sample as the held-out test set)."""
+    test = set(test_patients)
+    rest = df[~df["patient_id"].isin(test)]
+    if rest.empty:
+        raise ValueError("every patient is a test patient: nothing is left to train on")
+    total = fractions[0] + fractions[1]
+    if total <= 0:
+        raise ValueError(f"fractions {fractions} leave no share for train and val")
+    trainval = split_patients(rest, (fractions[0] / total, fractions[1] / total, 0.0), seed=seed)
+    held = pd.DataFrame({"patient_id": sorted(test & set(df["patient_id"])), "split": "test"})
+    return pd.concat([trainval, held], ignore_index=True).sort_values("patient_id").reset_index(drop=True)
+
+
 def kfold_patients(df: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Patient-level k folds stratified on the tumor label (scikit-learn StratifiedGroupKFold).
 
