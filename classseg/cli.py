@@ -12,6 +12,7 @@ COMMANDS = (
     "data",
     "train_classifiers",
     "train_segmenter",
+    "train_gate",
     "train_joint",
     "predict",
     "compare",

@@ -54,7 +54,7 @@ class _ConfusionMetric(keras.metrics.Metric):
 
     def reset_state(self) -> None:
         for v in (self.tp, self.fp, self.fn):
-            v.assign(ops.zeros_like(v))
+            v.assign(ops.zeros(v.shape, dtype=v.dtype))  # zeros_like(Variable) fails on JAX
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "threshold": self.threshold}

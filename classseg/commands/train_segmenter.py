@@ -1,9 +1,14 @@
-"""``classseg train-segmenter``: train seed 002's ResUNet from scratch and evaluate it (phase 2)."""
+"""``classseg train-segmenter``: train the ResUNet segmenter from scratch and evaluate it (phase 2).
+
+``--recipe fast`` (default) is the CPU recipe of issue 10 (per-patient z-scores, rich augmentation,
+BCE + Dice, AdamW with a cosine schedule, all slices, 128 px); ``--recipe paper`` is seed 002's
+(raw pixels, Focal Tversky, Adam lr 0.05, tumor slices only, 256 px). Any option given overrides the
+recipe's value. Interrupted runs resume at the next epoch when the same command is run again.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from classseg.data import DEFAULT_DATA_DIR
 
@@ -12,60 +17,113 @@ LOSS_CHOICES = ("focal_tversky", "tversky", "dice", "bce_dice")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train-segmenter``."""
-    from classseg.training.segmenter import SegmenterConfig
+    from classseg.training.segmenter import RECIPES
 
-    d = SegmenterConfig()
     p = subparsers.add_parser(
         "train-segmenter",
-        help="train the ResUNet segmenter (seed 002, phase 2) and evaluate it on val/test",
-        description="Train seed 002's ResUNet from scratch on tumor slices (Focal Tversky loss) and write "
-                    "segmenter.keras, history.csv, metrics.json/md, figures, splits.csv and manifest.json.",
+        help="train the ResUNet segmenter (phase 2) and evaluate it on val/test",
+        description="Train the ResUNet from scratch and write segmenter.keras with its model card "
+                    "(segmenter.card.json: input size, normalisation, post-processing chosen on val), "
+                    "history.csv, metrics.json/md, figures, splits.csv and manifest.json. Options left out "
+                    "take the recipe's value.",
     )
     p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), metavar="DATA_DIR",
                    help="kaggle_3m-style folder (default: %(default)s)")
-    p.add_argument("--img-size", type=int, default=d.img_size, help="square input size, multiple of 16")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="keep >= 8 for BatchNorm")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s, reference code)")
-    p.add_argument("--adam-epsilon", type=float, default=d.adam_epsilon,
-                   help="Adam epsilon (default %(default)s, reference code; Keras default 1e-7)")
-    p.add_argument("--loss", choices=LOSS_CHOICES, default=d.loss)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
+                   help="fast = the CPU recipe (default); paper = seed 002's settings")
+    p.add_argument("--img-size", type=int, help="square input size, multiple of 16 (fast 128, paper 256)")
+    p.add_argument("--epochs", type=int, help="epochs (fast 40, paper 30); with --minutes: the cap")
+    p.add_argument("--minutes", type=float, help="wall-clock training budget instead of a fixed epoch count")
+    p.add_argument("--batch-size", type=int, help="keep >= 8 for BatchNorm (fast 32, paper 16)")
+    p.add_argument("--optimizer", choices=("adamw", "adam"))
+    p.add_argument("--lr", type=float, help="peak learning rate (fast 2e-3, paper 0.05)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (fast 1e-4)")
+    p.add_argument("--adam-epsilon", type=float, help="Adam epsilon (paper 0.1, reference code)")
+    p.add_argument("--schedule", choices=("cosine", "onecycle", "plateau", "constant"))
+    p.add_argument("--loss", choices=LOSS_CHOICES)
+    p.add_argument("--normalization", choices=("patient_zscore", "raw"),
+                   help="patient_zscore = per-patient foreground z-score (fast); raw = 0..255 / 255 (paper)")
+    p.add_argument("--augment", choices=("recipe", "seeds", "none"),
+                   help="recipe = flips/rot90/affine/elastic/intensity/missing-sequence (fast); seeds = the "
+                        "seeds' moderate set (paper); none")
+    slices = p.add_mutually_exclusive_group()
+    slices.add_argument("--tumor-only", action="store_true", default=None,
+                        help="train on tumor slices only (paper)")
+    slices.add_argument("--include-negatives", action="store_true", default=None,
+                        help="train on every slice (fast)")
+    p.add_argument("--width", type=float, help="filter multiplier (1.0 = seed 002's 1.21 M params)")
+    p.add_argument("--patience", type=int, help="early-stopping patience on val Dice (0 = off)")
+    p.add_argument("--workers", type=int, help="augmentation threads (default 2)")
+    p.add_argument("--no-select-postprocess", action="store_true",
+                   help="keep the default post-processing instead of choosing it on the validation split")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="do not train: re-score the model already in --out on DATA_DIR (val/test at the slices' "
+                        "original size, post-processing chosen again on val)")
     p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/segmenter", metavar="DIR", help="run folder (default: %(default)s)")
-    p.add_argument("--include-negatives", action="store_true",
-                   help="train on tumor-free slices too (seed 002 uses tumor slices only)")
-    p.add_argument("--no-augment", action="store_true", help="switch off training augmentation")
-    p.add_argument("--width", type=float, default=d.width, help="filter multiplier (1.0 = seed 002's 1.21 M params)")
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience on val Dice")
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                   help="tf.distribute strategy (mirrored = all local GPUs)")
+                   help="tf.distribute strategy (TensorFlow backend; mirrored = all local GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace):
+    """The :class:`SegmenterConfig` of ``--recipe`` with every option the user gave applied."""
+    from classseg.training.segmenter import recipe_config
+
+    names = {"img_size": "img_size", "epochs": "epochs", "minutes": "minutes", "batch_size": "batch_size",
+             "optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "adam_epsilon": "adam_epsilon",
+             "schedule": "schedule", "loss": "loss", "normalization": "normalization", "width": "width",
+             "patience": "patience", "workers": "workers"}
+    overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    if args.minutes is not None and args.epochs is None:
+        overrides["epochs"] = 10_000  # the budget decides
+    if args.augment is not None:
+        overrides["augment"] = args.augment != "none"
+        if args.augment != "none":
+            overrides["augment_profile"] = args.augment
+    if args.tumor_only:
+        overrides["tumor_only"] = True
+    if args.include_negatives:
+        overrides["tumor_only"] = False
+    if args.no_select_postprocess:
+        overrides["select_postprocess"] = False
+    return recipe_config(args.recipe, seed=args.seed, **overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
-    from classseg.training.segmenter import SegmenterConfig, train_segmenter
+    from classseg.training.segmenter import evaluate_segmenter_run, train_segmenter
 
-    if args.img_size < 16 or args.img_size % 16:
-        raise SystemExit(f"classseg train-segmenter: --img-size must be a positive multiple of 16, got {args.img_size}")
-    if args.epochs < 1 or args.batch_size < 1:
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        raise SystemExit(f"classseg train-segmenter: {err}") from None
+    if config.img_size < 16 or config.img_size % 16:
+        raise SystemExit("classseg train-segmenter: --img-size must be a positive multiple of 16, "
+                         f"got {config.img_size}")
+    if config.epochs < 1 or config.batch_size < 1:
         raise SystemExit("classseg train-segmenter: --epochs and --batch-size must be >= 1")
-    if args.width <= 0:
-        raise SystemExit(f"classseg train-segmenter: --width must be positive, got {args.width}")
-    config = replace(SegmenterConfig(), img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
-                     lr=args.lr, adam_epsilon=args.adam_epsilon, loss=args.loss, seed=args.seed,
-                     tumor_only=not args.include_negatives, augment=not args.no_augment, width=args.width,
-                     patience=args.patience)
+    if config.minutes is not None and config.minutes <= 0:
+        raise SystemExit(f"classseg train-segmenter: --minutes must be positive, got {config.minutes}")
+    if config.width <= 0:
+        raise SystemExit(f"classseg train-segmenter: --width must be positive, got {config.width}")
     strategy = None
     if args.strategy == "mirrored":
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
     try:
-        metrics = train_segmenter(config, args.data_dir, args.splits, args.out, strategy=strategy,
-                                  progress=not args.quiet)
+        if args.evaluate_only:
+            from pathlib import Path
+
+            if not (Path(args.out) / "training.json").is_file():
+                raise FileNotFoundError(f"{args.out}: no finished training (training.json) to evaluate")
+            metrics = evaluate_segmenter_run(args.out, args.data_dir, args.splits, progress=not args.quiet)
+        else:
+            metrics = train_segmenter(config, args.data_dir, args.splits, args.out, strategy=strategy,
+                                      progress=not args.quiet)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         raise SystemExit(f"classseg train-segmenter: {err}") from None
 
@@ -73,13 +131,13 @@ def run(args: argparse.Namespace) -> int:
         return "n/a" if v is None else f"{v:.4f}"
 
     pp = metrics["postprocessed"]
-    print(f"test ({metrics['n_tumor_slices']} tumor slices of {metrics['n_slices']}; "
-          f"{metrics['img_size']} px, {metrics['epochs_run']} epochs, seed {metrics['seed']}, weights "
-          f"{metrics['weights']}):")
+    print(f"test ({metrics['n_tumor_slices']} tumor slices of {metrics['n_slices']}; recipe {metrics['recipe']}, "
+          f"{metrics['img_size']} px, {metrics['epochs_run']} epochs in {metrics['train_minutes']:.1f} min, seed "
+          f"{metrics['seed']}, weights {metrics['weights']}; scored at {metrics['scored_at']}):")
     print(f"  Dice {f(metrics['dice'])}  IoU {f(metrics['iou'])}  HD95 {f(metrics['hd95'])} px  "
           f"all-slice Dice {f(metrics['dice_all_slices'])}  volume Dice {f(metrics['dice_per_patient'])}")
-    print(f"  post-processed: Dice {f(pp['dice'])}  IoU {f(pp['iou'])}  HD95 {f(pp['hd95'])} px  "
-          f"all-slice Dice {f(pp['dice_all_slices'])}")
-    print(f"  val soft Tversky {f(metrics['val']['tversky_soft'])} (seed 002 reports 0.89)")
+    how = "fixed" if metrics["postprocess_rule"] == "fixed" else "chosen on val"
+    print(f"  post-processed ({how}): Dice {f(pp['dice'])}  IoU {f(pp['iou'])}  HD95 {f(pp['hd95'])} px  "
+          f"all-slice Dice {f(pp['dice_all_slices'])}  volume Dice {f(pp['dice_per_patient'])}")
     print(f"wrote {args.out}")
     return 0

@@ -1,28 +1,47 @@
-"""Joint image/mask augmentation with albumentations (seeds 000 and 001).
+"""Joint image/mask augmentation with albumentations (seeds 000 and 001, and the CPU recipe of issue 10).
 
 Albumentations was chosen over Keras 3 augmentation layers because it applies one random
 geometric transform to the image and its mask together, has elastic deformation, and was the
 faster of the two on this data (see ``benchmarks/augment.py`` and docs/benchmarks.md).
+
+The transforms cover what the LGG data really vary in: head position and size (flips, 90-degree
+rotations, small rotations, scale and shift), anatomy (elastic deformation), scanner gain and
+contrast (brightness / contrast / noise; on z-scored inputs these act in standard-deviation units)
+and the dataset's missing-sequence cases: for 9 patients post-contrast, for 6 pre-contrast was
+missing and replaced with FLAIR (dataset README). :class:`FlairForMissingSequence` mimics that.
+Images may be uint8 0..255 or float32 (patient z-scores); masks are uint8 {0, 1}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 Augmenter = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
+#: Channel order of the LGG slices: pre-contrast, FLAIR, post-contrast.
+FLAIR_CHANNEL = 1
+
 
 @dataclass
 class AugmentConfig:
-    """Probabilities and strengths of each transform (defaults: moderate, as in seeds 000/001)."""
+    """Probabilities and strengths of each transform (defaults: moderate, as in seeds 000/001).
+
+    ``rot90_p``, ``affine_p``, ``flair_for_missing_p`` are 0 here (the seeds' set); the CPU recipe
+    (:data:`RECIPE_AUGMENT`) turns them on.
+    """
 
     hflip: float = 0.5
     vflip: float = 0.0
+    rot90_p: float = 0.0
     rotate_limit: float = 15.0
     rotate_p: float = 0.5
+    affine_p: float = 0.0
+    scale_limit: float = 0.15  # zoom in [1 - s, 1 + s]
+    shift_limit: float = 0.06  # fraction of the side
     elastic_p: float = 0.2
     elastic_alpha: float = 30.0
     elastic_sigma: float = 6.0
@@ -31,22 +50,61 @@ class AugmentConfig:
     brightness_contrast_p: float = 0.5
     brightness_limit: float = 0.15
     contrast_limit: float = 0.15
+    flair_for_missing_p: float = 0.0  # replace pre- or post-contrast with FLAIR (dataset's missing sequences)
+
+
+#: The CPU recipe's augmentation (issue 10): every flip / 90-degree rotation of the dihedral group,
+#: rotation + scale + shift, elastic, intensity, and the missing-sequence substitution.
+RECIPE_AUGMENT = AugmentConfig(hflip=0.5, vflip=0.5, rot90_p=0.5, rotate_p=0.0, affine_p=0.6, scale_limit=0.15,
+                               shift_limit=0.06, rotate_limit=20.0, elastic_p=0.15, elastic_alpha=30.0,
+                               elastic_sigma=6.0, noise_p=0.15, noise_std=(0.01, 0.05), brightness_contrast_p=0.6,
+                               brightness_limit=0.2, contrast_limit=0.2, flair_for_missing_p=0.15)
+
+
+def _flair_transform_class() -> type:
+    import albumentations as A
+
+    class FlairForMissingSequence(A.ImageOnlyTransform):
+        """Replace the pre-contrast (0) or post-contrast (2) channel with FLAIR (1), as the LGG export did
+        for patients missing that sequence. Hand-written: albumentations' ChannelDropout fills a constant,
+        it does not copy another channel. Image-only, so the mask is untouched and stays aligned."""
+
+        def get_params(self) -> dict[str, Any]:
+            return {"channel": 0 if self.py_random.random() < 0.5 else 2}
+
+        def apply(self, img: np.ndarray, channel: int = 0, **params: Any) -> np.ndarray:
+            if img.ndim != 3 or img.shape[-1] != 3:
+                return img
+            out = img.copy()
+            out[..., channel] = img[..., FLAIR_CHANNEL]
+            return out
+
+    return FlairForMissingSequence
 
 
 def build_augmenter(config: AugmentConfig | None = None, seed: int = 0) -> Augmenter:
-    """A seeded callable ``(image uint8 HxWx3, mask uint8 HxW[x1]) -> (image, mask)``."""
+    """A seeded callable ``(image HxWx3 uint8 or float32, mask uint8 HxW[x1]) -> (image, mask)``."""
     import albumentations as A
     import cv2
 
     config = config or AugmentConfig()
+    flair = _flair_transform_class()
     transform = A.Compose([
         A.HorizontalFlip(p=config.hflip),
         A.VerticalFlip(p=config.vflip),
-        A.Rotate(limit=config.rotate_limit, border_mode=cv2.BORDER_CONSTANT, p=config.rotate_p),
+        A.RandomRotate90(p=config.rot90_p),
+        # Reflected borders: the slice edges are background, and a constant 0 would be "mean brain" in
+        # z-scored inputs.
+        A.Rotate(limit=config.rotate_limit, border_mode=cv2.BORDER_REFLECT_101, p=config.rotate_p),
+        A.Affine(scale=(1 - config.scale_limit, 1 + config.scale_limit),
+                 translate_percent=(-config.shift_limit, config.shift_limit),
+                 rotate=(-config.rotate_limit, config.rotate_limit), border_mode=cv2.BORDER_REFLECT_101,
+                 p=config.affine_p),
         A.ElasticTransform(alpha=config.elastic_alpha, sigma=config.elastic_sigma, p=config.elastic_p),
         A.GaussNoise(std_range=config.noise_std, p=config.noise_p),
         A.RandomBrightnessContrast(brightness_limit=config.brightness_limit,
                                    contrast_limit=config.contrast_limit, p=config.brightness_contrast_p),
+        flair(p=config.flair_for_missing_p),
     ], seed=seed)
 
     def augment(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,8 @@ residual unit with a projection shortcut).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
@@ -43,11 +45,15 @@ def build_resunet(
     input_shape: tuple[int, int, int] = (256, 256, 3),
     width: float = 1.0,
     name: str = "resunet",
+    input_scale: float | None = 1.0 / 255.0,
 ) -> keras.Model:
-    """Build seed 002's ResUNet taking raw RGB 0..255 and returning a float32 sigmoid mask (H, W, 1).
+    """Build seed 002's ResUNet returning a float32 sigmoid mask (H, W, 1).
 
     ``width`` multiplies every filter count (1.0 = the paper's 1,210,513-parameter model). The spatial
     size must be divisible by 16 (four 2x2 poolings) for the skip connections to line up.
+    ``input_scale``: the first layer's ``Rescaling`` factor (1/255 for raw RGB 0..255 pixels, the
+    paper's input); None = no rescaling, for inputs that are already normalised (patient z-scores,
+    :mod:`classseg.data.standardize`; the model card says which).
     """
     height, wid = input_shape[0], input_shape[1]
     if height is not None and height % 16 or wid is not None and wid % 16:
@@ -59,8 +65,20 @@ def build_resunet(
         return max(1, int(round(n * width)))
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = inputs if input_scale is None else layers.Rescaling(input_scale, name="rescale")(inputs)
+    skip1, skip2, skip3, skip4, x = _encoder(x, f)
 
+    for level, (filters, skip) in enumerate(((128, skip4), (64, skip3), (32, skip2), (16, skip1)), start=1):
+        x = layers.UpSampling2D(2, name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
+        x = _res_block(x, f(filters), f"dec{level}")
+
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _encoder(x: keras.KerasTensor, f: Callable[[int], int]) -> tuple[keras.KerasTensor, ...]:
+    """Stem, three residual down levels and the bottleneck; returns (skip1, skip2, skip3, skip4, bottleneck)."""
     # Stem (the reference notebook's "stage 1": two plain convs, ReLU before BN).
     x = layers.Conv2D(f(16), 3, padding="same", activation="relu", kernel_initializer="he_normal", name="stem_conv1")(x)
     x = layers.BatchNormalization(name="stem_bn1")(x)
@@ -74,12 +92,25 @@ def build_resunet(
     x = layers.MaxPooling2D(2, name="pool3")(skip3)
     skip4 = _res_block(x, f(128), "enc4")
     x = layers.MaxPooling2D(2, name="pool4")(skip4)
-    x = _res_block(x, f(256), "bottleneck")
+    return skip1, skip2, skip3, skip4, _res_block(x, f(256), "bottleneck")
 
-    for level, (filters, skip) in enumerate(((128, skip4), (64, skip3), (32, skip2), (16, skip1)), start=1):
-        x = layers.UpSampling2D(2, name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
-        x = _res_block(x, f(filters), f"dec{level}")
 
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+def build_gate_cnn(input_shape: tuple[int, int, int] = (128, 128, 3), width: float = 1.0,
+                   input_scale: float | None = None, dropout: float = 0.3, name: str = "gate_cnn") -> keras.Model:
+    """A small tumor / no-tumor CNN trained from scratch: the ResUNet encoder (same blocks and widths),
+    global average + max pooling, dropout, softmax 2 (index 1 = tumor). The in-domain alternative to a
+    frozen ImageNet backbone where no ImageNet weights can be had."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+
+    def f(n: int) -> int:
+        return max(1, int(round(n * width)))
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs if input_scale is None else layers.Rescaling(input_scale, name="rescale")(inputs)
+    x = _encoder(x, f)[-1]
+    x = layers.Concatenate(name="gapmax")([layers.GlobalAveragePooling2D(name="gap")(x),
+                                           layers.GlobalMaxPooling2D(name="gmp")(x)])
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(2, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name=name)

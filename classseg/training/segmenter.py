@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,39 @@ WEIGHTS_LABEL = "none (from scratch)"
 
 @dataclass
 class SegmenterConfig:
-    """Training settings. Defaults: seed 002 where it states them, else the ResUNet notebook it adapted."""
+    """Training settings. Defaults: the CPU recipe (``recipe="fast"``, issue 10); ``recipe="paper"``
+    (:func:`recipe_config`) restores seed 002 and the ResUNet notebook it adapted.
 
-    img_size: int = 256  # seed 002 / dataset native size
-    epochs: int = 30
-    batch_size: int = 16  # reference notebook's DataGenerator; >= 8 keeps BatchNorm statistics usable
-    lr: float = 0.05  # reference notebook: Adam(lr=0.05, epsilon=0.1)
-    adam_epsilon: float = 0.1  # large epsilon damps Adam's step; 0.05 is too big with the default 1e-7
-    loss: str = "focal_tversky"  # seed 002, eq. 3-4
-    tumor_only: bool = True  # seed 002 trains on defect slices only
+    - ``normalization``: ``patient_zscore`` (per-patient foreground z-score, :mod:`classseg.data.standardize`)
+      or ``raw`` (0..255 pixels scaled by 1/255 inside the model, the paper's input).
+    - ``augment_profile``: ``recipe`` (:data:`classseg.data.augment.RECIPE_AUGMENT`: flips, 90-degree
+      rotations, rotation/scale/shift, elastic, intensity, FLAIR for a missing sequence) or ``seeds``
+      (the seeds' moderate set, :class:`AugmentConfig` defaults).
+    - ``schedule``: ``cosine`` / ``onecycle`` (epoch-wise, :func:`classseg.training.checkpoints.scheduled_lr`)
+      or ``plateau`` (ReduceLROnPlateau, the notebook's); ``optimizer``: ``adamw`` or ``adam``.
+    - ``minutes``: a wall-clock budget instead of ``epochs`` (``epochs`` then caps the count).
+    - ``select_postprocess``: choose threshold / closing / hole filling / minimum component on the
+      validation split (:func:`classseg.training.selection.choose_postprocess`) and store them in the card.
+    """
+
+    recipe: str = "fast"
+    img_size: int = 128
+    epochs: int = 40
+    minutes: float | None = None
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    adam_epsilon: float = 1e-7
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    loss: str = "bce_dice"
+    tumor_only: bool = False  # all slices: the mask itself must say "no tumor" on healthy slices
     augment: bool = True
-    patience: int = 20  # EarlyStopping (reference notebook)
-    lr_patience: int = 5  # ReduceLROnPlateau
+    augment_profile: str = "recipe"
+    normalization: str = "patient_zscore"
+    patience: int = 0  # EarlyStopping patience on val_dice; 0 = off
+    lr_patience: int = 5  # ReduceLROnPlateau (schedule "plateau")
     lr_factor: float = 0.2
     min_lr: float = 1e-6
     seed: int = 0
@@ -54,19 +75,54 @@ class SegmenterConfig:
     threshold: float = 0.5
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # seed 002, Algorithm 1
     n_examples: int = 6
+    workers: int = 2  # augmentation threads
+    select_postprocess: bool = True
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
-def predict_masks(model: Any, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Tumor probabilities (N, H, W, 1) float32 for raw 0..255 images (N, H, W, 3), model in inference mode."""
-    import tensorflow as tf
+#: Named recipes: ``fast`` is the dataclass default; ``paper`` is seed 002 with the notebook's optimiser.
+RECIPES: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "paper": dict(img_size=256, epochs=30, batch_size=16, optimizer="adam", lr=0.05, adam_epsilon=0.1,
+                  weight_decay=0.0, schedule="plateau", loss="focal_tversky", tumor_only=True,
+                  augment_profile="seeds", normalization="raw", patience=20, select_postprocess=False),
+}
 
+
+def recipe_config(recipe: str = "fast", **overrides: Any) -> SegmenterConfig:
+    """The :class:`SegmenterConfig` of a named recipe (see :data:`RECIPES`) with ``overrides`` applied."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+    return SegmenterConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
+
+
+def predict_masks(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Model outputs for inputs (N, H, W, 3) in inference mode: tumor probabilities (N, H, W, 1) for a
+    segmenter, class probabilities (N, 2) for a gate.
+
+    Backend-agnostic (plain NumPy batches), so it runs on TensorFlow, JAX or PyTorch Keras.
+    """
     if len(images) == 0:
         shape = tuple(int(d) for d in model.output.shape[1:])
         return np.zeros((0, *shape), np.float32)
-    ds = (tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-          .map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE))
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = np.asarray(images[i:i + batch_size], np.float32)
+        n = len(batch)
+        if n < batch_size:  # pad: one input shape, so no retracing (TF) or recompiling (JAX)
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), np.float32)])
+        out.append(np.asarray(model.predict_on_batch(batch), np.float32)[:n])
+    return np.concatenate(out)
+
+
+def model_inputs(arrays: Any, normalization: str) -> np.ndarray:
+    """What the model is fed for :class:`SliceArrays`: raw pixels (uint8, cast per batch) or float32
+    per-patient z-scores (:func:`classseg.data.standardize.prepare_input`, the pipeline's function)."""
+    from classseg.data.standardize import prepare_input
+
+    if normalization == "raw":
+        return arrays.images
+    return prepare_input(arrays.images, normalization, arrays.frame["patient_id"].to_numpy())
 
 
 def _select(frame: pd.DataFrame, split: str, tumor_only: bool) -> pd.DataFrame:
@@ -225,6 +281,67 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def native_masks(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Ground-truth masks (H, W) uint8 at each slice's original size (scoring happens there, issue 12)."""
+    from classseg.data.io import read_image, read_mask
+
+    out = []
+    for image_path, mask_path in zip(frame["image_path"], frame["mask_path"]):
+        if mask_path:
+            out.append(read_mask(mask_path))
+        else:
+            out.append(np.zeros(read_image(image_path).shape[:2], np.uint8))
+    return out
+
+
+def to_native(probs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Probability maps (N, s, s[, 1]) resized (bilinear) to each slice's original (H, W)."""
+    import cv2
+
+    maps = probs[..., 0] if probs.ndim == 4 else probs
+    return [m if m.shape == shape else cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+            for m, shape in zip(maps, shapes)]
+
+
+def _stack_or_none(items: list[np.ndarray]) -> np.ndarray | None:
+    return np.stack(items) if items and len({a.shape for a in items}) == 1 else None
+
+
+def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path) -> list[Any]:
+    import keras
+
+    from classseg.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint, TimeBudget, scheduled_lr
+
+    callbacks: list[Any] = [AtomicModelCheckpoint(model_path, state, monitor="val_dice", mode="max")]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=config.lr_factor,
+                                                           patience=config.lr_patience, min_lr=config.min_lr))
+    else:
+        def lr_at(epoch: int, _lr: float = 0.0) -> float:
+            total = state.values.get("planned_epochs", config.epochs)
+            return scheduled_lr(epoch, config.lr, total, config.schedule, config.warmup_epochs)
+
+        callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
+    if config.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience))
+    if config.minutes is not None:
+        callbacks.append(TimeBudget(config.minutes, config.epochs, state))
+    callbacks += [keras.callbacks.CSVLogger(out / "history.csv", append=True),
+                  AtomicBackupAndRestore(str(out / "backup"))]
+    return callbacks
+
+
+def _optimizer(config: SegmenterConfig) -> Any:
+    import keras
+
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay,
+                                      epsilon=config.adam_epsilon)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=config.lr, epsilon=config.adam_epsilon)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected adamw or adam")
+
+
 def train_segmenter(
     config: SegmenterConfig | None = None,
     data_dir: str | Path | None = None,
@@ -235,18 +352,24 @@ def train_segmenter(
 ) -> dict[str, Any]:
     """Train the ResUNet, evaluate its best epoch on val and test, write the run folder; return metrics.
 
-    ``strategy``: a ``tf.distribute`` strategy (model built and compiled in its scope); the default
-    strategy when None. Raises ``FileNotFoundError`` / ``ValueError`` with a one-line message for bad
-    data folders or split files.
+    Resumable: rerun the same call on an interrupted run folder and it goes on at the next epoch
+    (``backup/``, ``train_state.json``). Backend-agnostic (TensorFlow, JAX, PyTorch Keras).
+    ``strategy``: a ``tf.distribute`` strategy (TensorFlow only; model built and compiled in its scope).
+    Raises ``FileNotFoundError`` / ``ValueError`` with a one-line message for bad data folders or split files.
     """
+    import contextlib
+    from functools import partial
+
     import keras
-    import tensorflow as tf
 
     from classseg import data as cdata
+    from classseg.data.augment import RECIPE_AUGMENT, AugmentConfig, build_augmenter
+    from classseg.data.sequence import ArraySequence
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
-    from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.runinfo import environment_info, set_seed, write_json
+    from classseg.training.checkpoints import RunState
 
     config = config or SegmenterConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
@@ -255,103 +378,192 @@ def train_segmenter(
     set_seed(config.seed)
     if config.batch_size < 8:
         log.warning("batch size %d < 8: BatchNorm batch statistics will be noisy", config.batch_size)
+    resuming = (out / "backup").is_dir()
+    if not resuming:  # a fresh run: no state or history of an earlier one may leak in
+        for stale in ("train_state.json", "history.csv"):
+            (out / stale).unlink(missing_ok=True)
+    state = RunState(out / "train_state.json")
 
-    # ---- data: discover, patient-level split, arrays -------------------------------------------
+    # ---- data: discover, patient-level split, arrays, normalisation ------------------------------
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
                                  fractions=config.fractions)
+    skipped = list(frame.attrs.get("skipped", []))
     split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     train_df = _select(frame, "train", config.tumor_only)
-    val_train_df = _select(frame, "val", config.tumor_only)  # monitored during training
-    if train_df.empty or val_train_df.empty:
+    val_fit_df = _select(frame, "val", config.tumor_only)  # monitored during training
+    if train_df.empty or val_fit_df.empty:
         raise ValueError(f"{data_dir}: the split leaves no {'tumor ' if config.tumor_only else ''}slices in "
                          f"{'train' if train_df.empty else 'val'}; use more patients or another split")
     train = cdata.load_arrays(train_df, config.img_size, progress=progress)
     val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
-    test_all = cdata.load_arrays(_select(frame, "test", False), config.img_size, progress=progress)
-    val_fit = val_all.subset(val_all.labels == 1) if config.tumor_only else val_all
+    train_x = model_inputs(train, config.normalization)
+    val_x = model_inputs(val_all, config.normalization)
+    fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
-    augment = cdata.build_augmenter(cdata.AugmentConfig(), seed=config.seed) if config.augment else None
-    train_ds = cdata.segmentation_dataset(train.images, train.masks, config.batch_size, shuffle=True,
-                                          augment=augment, seed=config.seed)
-    val_ds = cdata.segmentation_dataset(val_fit.images, val_fit.masks, config.batch_size)
+    aug_config = RECIPE_AUGMENT if config.augment_profile == "recipe" else AugmentConfig()
+    make_aug = partial(build_augmenter, aug_config) if config.augment else None
+    train_seq = ArraySequence(train_x, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
+                              seed=config.seed, workers=config.workers)
+    val_seq = ArraySequence(val_x[fit_idx], val_all.masks[fit_idx], config.batch_size)
 
     # ---- model --------------------------------------------------------------------------------
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build_resunet((config.img_size, config.img_size, 3), width=config.width)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=config.lr, epsilon=config.adam_epsilon),
-            loss=get_loss(config.loss),
-            metrics=segmentation_metrics(config.threshold),
-        )
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = build_resunet((config.img_size, config.img_size, 3), width=config.width,
+                              input_scale=None if config.normalization != "raw" else 1.0 / 255.0)
+        model.compile(optimizer=_optimizer(config), loss=get_loss(config.loss),
+                      metrics=segmentation_metrics(config.threshold))
     model_path = out / "segmenter.keras"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(model_path, monitor="val_dice", mode="max", save_best_only=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=config.lr_factor,
-                                          patience=config.lr_patience, min_lr=config.min_lr),
-        keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience),
-        keras.callbacks.CSVLogger(out / "history.csv"),
-    ]
+    max_epochs = config.epochs
     start = time.perf_counter()
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                    shuffle=False, verbose=1 if progress else 0)  # train_ds is shuffled by tf.data
-    train_seconds = time.perf_counter() - start
-    history = pd.DataFrame(fit.history)
-    best_epoch = int(np.argmax(history["val_dice"].to_numpy())) + 1
+    model.fit(train_seq, validation_data=val_seq, epochs=max_epochs,
+              callbacks=_callbacks(config, out, state, model_path), verbose=1 if progress else 2)
+    train_seconds = float(state.values.get("elapsed_s", time.perf_counter() - start))
+    write_json(out / "training.json", {
+        "config": asdict(config), "data_dir": str(data_dir), "n_train_slices": len(train),
+        "n_val_slices_monitored": len(fit_idx), "train_seconds": round(train_seconds, 2),
+        "machine": _machine_label(environment_info()), "backend": keras.backend.backend(),
+        "skipped_files": skipped, "split_file": str(splits_path) if splits_path else
+        f"{split_file} (computed, seed {config.seed})", "strategy": type(strategy).__name__ if strategy else "none"})
+    del train_seq, val_seq, train_x
+    return evaluate_segmenter_run(out, data_dir, splits_path, config, progress=progress)
 
-    # ---- evaluate the best epoch in inference mode ---------------------------------------------
-    best = keras.models.load_model(model_path)
-    val_probs = predict_masks(best, val_all.images, config.batch_size)
-    test_probs = predict_masks(best, test_all.images, config.batch_size)
-    train_probs = predict_masks(best, train.images, config.batch_size)
-    val_tumor = val_all.labels == 1
+
+def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_path: str | Path | None = None,
+                           config: SegmenterConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score a run folder's best model on val and test at the slices' original size, choose the
+    post-processing on val, and write ``metrics.json/md``, the model card, figures and the manifest.
+
+    Called at the end of :func:`train_segmenter`; also on its own (``train-segmenter --evaluate-only``)
+    to re-score a model trained elsewhere (e.g. on a GPU machine fed down-sized copies of the slices).
+    """
+    import keras
+
+    from classseg import data as cdata
+    from classseg.modelcard import ModelCard, write_card
+    from classseg.runinfo import read_json, write_json, write_manifest
+    from classseg.training.checkpoints import RunState
+    from classseg.training.selection import choose_postprocess
+
+    out = Path(out_dir)
+    training = read_json(out / "training.json")
+    if config is None:
+        known = {f for f in SegmenterConfig.__dataclass_fields__}
+        raw = {k: v for k, v in training["config"].items() if k in known}
+        raw["postprocess"] = PostprocessConfig(**raw.get("postprocess", {}))
+        raw["fractions"] = tuple(raw.get("fractions", (0.7, 0.15, 0.15)))
+        config = SegmenterConfig(**raw)
+    state = RunState(out / "train_state.json")
+    history = pd.read_csv(out / "history.csv")
+    best_epoch = int(state.values.get("best_epoch", int(np.argmax(history["val_dice"].to_numpy())) + 1))
+    train_seconds = float(training["train_seconds"])
+    model_path = out / "segmenter.keras"
+    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
+                                 fractions=config.fractions)
+    val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
+    test_all = cdata.load_arrays(_select(frame, "test", False), config.img_size, progress=progress)
+    val_x = model_inputs(val_all, config.normalization)
+    test_x = model_inputs(test_all, config.normalization)
+    split_file = training.get("split_file")
+
+    # ---- evaluate the best epoch in inference mode, at the slices' original size ----------------
+    best = keras.models.load_model(model_path, compile=False)
+    val_probs = predict_masks(best, val_x, config.batch_size)
+    test_probs = predict_masks(best, test_x, config.batch_size)
+    val_native_gt, test_native_gt = native_masks(val_all.frame), native_masks(test_all.frame)
+    val_native = to_native(val_probs, [m.shape for m in val_native_gt])
+    test_native = to_native(test_probs, [m.shape for m in test_native_gt])
+    vp, vg = _stack_or_none(val_native), _stack_or_none(val_native_gt)
+    tp, tg = _stack_or_none(test_native), _stack_or_none(test_native_gt)
+    scored_at = "original slice size"
+    if vp is None or vg is None or tp is None or tg is None:  # mixed slice sizes: score at the training size
+        vp, vg, tp, tg = val_probs[..., 0], val_all.masks[..., 0], test_probs[..., 0], test_all.masks[..., 0]
+        scored_at = f"{config.img_size} px (slices of mixed sizes)"
+    val_ids = val_all.frame["patient_id"].to_numpy()
+    test_ids = test_all.frame["patient_id"].to_numpy()
+
+    chosen, selection = config.postprocess, None
+    if config.select_postprocess and len(vp):
+        chosen, selection = choose_postprocess(vp[..., None], vg, val_ids)
+        selection.to_csv(out / "postprocess_selection.csv", index=False)
+    eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
+    minutes = train_seconds / 60.0
     metrics: dict[str, Any] = {
         "model": "resunet",
+        "recipe": config.recipe,
         "weights": WEIGHTS_LABEL,
         "params": int(best.count_params()),
         "img_size": config.img_size,
+        "normalization": config.normalization,
         "epochs": config.epochs,
+        "minutes_budget": config.minutes,
         "epochs_run": int(len(history)),
         "best_epoch": best_epoch,
         "seed": config.seed,
-        "split_file": str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})",
+        "split_file": split_file,
         "data_dir": str(data_dir),
+        "trained_on": training.get("data_dir"),
         "loss": config.loss,
         "tumor_only": config.tumor_only,
         "augment": config.augment,
         "batch_size": config.batch_size,
         "lr": config.lr,
-        "n_train_slices": len(train),
-        "n_val_slices_monitored": len(val_fit),
+        "n_train_slices": training["n_train_slices"],
+        "n_val_slices_monitored": training["n_val_slices_monitored"],
         "train_seconds": round(train_seconds, 2),
-        "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold 0.5",
-        **evaluate_segmenter(test_probs, test_all.masks, test_all.frame["patient_id"].to_numpy(), config),
-        "postprocess_config": asdict(config.postprocess),
+        "train_minutes": round(minutes, 2),
+        "machine": training["machine"],
+        "backend": training.get("backend"),
+        "skipped_files": training.get("skipped_files", []),
+        "scored_at": scored_at,
+        "evaluated_on": "test split, best epoch (max val_dice), inference mode; 'postprocessed' = the "
+                        "threshold and post-processing chosen on val (see postprocess_chosen)",
+        **evaluate_segmenter(tp[..., None], tg, test_ids, eval_config),
+        "postprocess_chosen": asdict(chosen),
+        "postprocess_rule": "max over the grid of mean(volume Dice per patient, slice accuracy of "
+                            "'mask non-empty') on the validation split" if selection is not None else "fixed",
     }
-    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_all.frame["patient_id"].to_numpy(), config)
+    metrics["val"] = evaluate_segmenter(vp[..., None], vg, val_ids, eval_config)
+    val_tumor = val_all.labels == 1
     metrics["val"]["tversky_soft"] = _soft_tversky(val_probs[val_tumor], val_all.masks[val_tumor])
-    # BatchNorm check: the same weights in training mode (history, augmented, batch statistics) vs
-    # inference mode (moving statistics); a large gap means the moving statistics are off.
-    metrics["batchnorm_check"] = {
-        "train_dice_training_mode_best_epoch": float(history["dice"].iloc[best_epoch - 1]),
-        "train_dice_inference_mode": dice_score(train_probs, train.masks),
-        "val_dice_inference_mode": dice_score(val_probs[val_tumor] if config.tumor_only else val_probs,
-                                              val_fit.masks),
-        "val_dice_history_best_epoch": float(history["val_dice"].iloc[best_epoch - 1]),
-    }
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")
+    write_card(model_path, ModelCard(
+        role="segmenter", img_size=config.img_size, normalization=config.normalization,
+        threshold=float(chosen.threshold), postprocess=asdict(chosen),
+        provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
+                    "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
+                    "machine": metrics["machine"], "loss": config.loss, "width": config.width,
+                    "val_postprocessed": {k: metrics["val"]["postprocessed"].get(k)
+                                          for k in ("dice", "dice_per_patient", "hd95")}}))
 
     tumor_idx = np.flatnonzero(test_all.labels == 1)
     pick = tumor_idx[np.linspace(0, len(tumor_idx) - 1, min(config.n_examples, len(tumor_idx))).astype(int)] \
         if len(tumor_idx) else tumor_idx
-    preds = (test_probs[pick] >= config.threshold).astype(np.uint8)
+    preds = (test_probs[pick] >= chosen.threshold).astype(np.uint8)
     titles = [f"{test_all.frame['patient_id'].iloc[i]} #{test_all.frame['slice'].iloc[i]}\n"
               f"Dice {dice_score(preds[k], test_all.masks[i]):.2f}" for k, i in enumerate(pick)]
     plot_examples(test_all.images[pick], test_all.masks[pick], preds, out / "examples.png", titles)
     write_manifest(out, command="train-segmenter", config=asdict(config), data_dir=str(data_dir),
-                   split_file=metrics["split_file"], seed=config.seed, weights=WEIGHTS_LABEL,
-                   img_size=config.img_size, epochs=config.epochs, epochs_run=metrics["epochs_run"],
-                   strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync))
+                   trained_on=training.get("data_dir"), split_file=metrics["split_file"], seed=config.seed,
+                   weights=WEIGHTS_LABEL, img_size=config.img_size, epochs=config.epochs,
+                   epochs_run=metrics["epochs_run"], train_minutes=metrics["train_minutes"],
+                   skipped_files=metrics["skipped_files"], strategy=training.get("strategy"),
+                   training_backend=training.get("backend"), evaluation_backend=keras.backend.backend())
     return metrics
+
+
+def _machine_label(env: dict[str, Any]) -> str:
+    """``CPU (n cores)[, GPU ...]``; on the JAX backend the GPU comes from ``jax.devices()``."""
+    gpus = env.get("gpus") or []
+    try:
+        import keras
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    except Exception:  # noqa: BLE001 - a label only
+        pass
+    return f"{env.get('cpu')} ({env.get('cpu_count')} cores)" + (f", GPU {gpus}" if gpus else "")

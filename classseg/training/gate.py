@@ -1,0 +1,200 @@
+"""The gate of Class-Seg (seed 002, phase 1 -> 3) trained in-domain: a small CNN from scratch.
+
+Without ImageNet weights a frozen ImageNet backbone carries no information (docs/benchmarks.md), so
+the default gate is :func:`classseg.models.resunet.build_gate_cnn`, trained from scratch on every
+slice of the train split with the segmenter's recipe (per-patient z-scores, the same augmentation,
+AdamW + cosine), label = "mask non-empty". Its threshold and the rule that combines its verdict with
+the segmenter's mask are chosen on the validation split (:func:`classseg.training.selection.choose_gate`)
+and written into ``gate.card.json``; the baseline it must beat is the segmenter's own "mask non-empty".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classseg.evaluation.classification import classification_metrics
+
+
+@dataclass
+class GateConfig:
+    """Gate training settings (the segmenter's fast recipe, with a classification loss)."""
+
+    img_size: int = 128
+    epochs: int = 30
+    minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    width: float = 1.0
+    dropout: float = 0.3
+    label_smoothing: float = 0.05
+    normalization: str = "patient_zscore"
+    augment: bool = True
+    seed: int = 0
+    workers: int = 2
+
+
+def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
+                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's post-processed mask at
+    the slice's original size, fed and post-processed exactly as its model card says."""
+    import keras
+
+    from classseg import data as cdata
+    from classseg.modelcard import read_card
+    from classseg.postprocess import PostprocessConfig, postprocess
+    from classseg.training.segmenter import model_inputs, native_masks, predict_masks, to_native
+
+    card = read_card(segmenter_path)
+    model = keras.models.load_model(segmenter_path, compile=False)
+    size = card.img_size if card else int(model.input_shape[1])
+    arrays = cdata.load_arrays(frame, size, progress=progress)
+    probs = predict_masks(model, model_inputs(arrays, card.normalization if card else "raw"), batch_size)
+    shapes = [m.shape for m in native_masks(arrays.frame)]
+    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
+    areas = np.array([int(postprocess(p, pp).sum()) for p in to_native(probs, shapes)])
+    return areas > 0, areas
+
+
+def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = None,
+               splits_path: str | Path | None = None, out_dir: str | Path = "runs/gate",
+               segmenter_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the gate CNN, choose threshold and rule on val, evaluate on test; write ``gate.keras`` and its card.
+
+    Resumable like :func:`classseg.training.segmenter.train_segmenter`. ``segmenter_path``: the segmenter
+    whose "mask non-empty" verdict is the baseline (and the partner of rule ``gate_and_mask``).
+    """
+    from functools import partial
+
+    import keras
+
+    from classseg import data as cdata
+    from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
+    from classseg.data.sequence import ArraySequence
+    from classseg.models.resunet import build_gate_cnn
+    from classseg.runinfo import environment_info, set_seed, write_json, write_manifest
+    from classseg.training.checkpoints import (
+        AtomicBackupAndRestore,
+        AtomicModelCheckpoint,
+        RunState,
+        TimeBudget,
+        scheduled_lr,
+    )
+    from classseg.training.segmenter import _machine_label, model_inputs
+
+    config = config or GateConfig()
+    data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    if not (out / "backup").is_dir():
+        for stale in ("train_state.json", "history.csv"):
+            (out / stale).unlink(missing_ok=True)
+    state = RunState(out / "train_state.json")
+
+    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
+    cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
+    if parts["train"].empty or parts["val"].empty:
+        raise ValueError(f"{data_dir}: the split leaves no slices in {'train' if parts['train'].empty else 'val'}")
+    arrays = {name: cdata.load_arrays(df, config.img_size, progress=progress) for name, df in parts.items()}
+    inputs = {name: model_inputs(a, config.normalization) for name, a in arrays.items()}
+
+    make_aug = partial(build_augmenter, RECIPE_AUGMENT) if config.augment else None
+    train_seq = ArraySequence(inputs["train"], arrays["train"].masks, config.batch_size, shuffle=True,
+                              make_augmenter=make_aug, seed=config.seed, target="label", workers=config.workers)
+    val_seq = ArraySequence(inputs["val"], arrays["val"].masks, config.batch_size, target="label")
+    model = build_gate_cnn((config.img_size, config.img_size, 3), width=config.width, dropout=config.dropout,
+                           input_scale=None if config.normalization != "raw" else 1.0 / 255.0)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    model_path = out / "gate.keras"
+
+    def lr_at(epoch: int, _lr: float = 0.0) -> float:
+        return scheduled_lr(epoch, config.lr, state.values.get("planned_epochs", config.epochs), config.schedule,
+                            config.warmup_epochs)
+
+    callbacks: list[Any] = [AtomicModelCheckpoint(model_path, state, monitor="val_auc", mode="max"),
+                            keras.callbacks.LearningRateScheduler(lr_at)]
+    if config.minutes is not None:
+        callbacks.append(TimeBudget(config.minutes, config.epochs, state))
+    callbacks += [keras.callbacks.CSVLogger(out / "history.csv", append=True),
+                  AtomicBackupAndRestore(str(out / "backup"))]
+    start = time.perf_counter()
+    model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
+              verbose=1 if progress else 2)
+    seconds = float(state.values.get("elapsed_s", time.perf_counter() - start))
+
+    best = keras.models.load_model(model_path, compile=False)
+    metrics = {"model": "gate_cnn", "weights": "none (from scratch)", "params": int(best.count_params()),
+               "config": asdict(config), "epochs_run": int(len(pd.read_csv(out / "history.csv"))),
+               "best_epoch": state.values.get("best_epoch"), "train_minutes": round(seconds / 60, 2),
+               "machine": _machine_label(environment_info()),
+               "split_file": str(splits_path) if splits_path else "computed"}
+    write_json(out / "training.json", metrics)
+    write_manifest(out, command="train-gate", config=asdict(config), data_dir=str(data_dir),
+                   split_file=metrics["split_file"], seed=config.seed, weights="none (from scratch)",
+                   img_size=config.img_size, train_minutes=metrics["train_minutes"], backend=keras.backend.backend())
+    return select_gate(model_path, data_dir, splits_path, segmenter_path, progress=progress)
+
+
+def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | Path | None = None,
+                segmenter_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Choose the gate's threshold and rule on val against ``segmenter_path``'s "mask non-empty",
+    report val and test, and (re)write ``gate.card.json`` and ``metrics.json`` beside the gate."""
+    import keras
+
+    from classseg import data as cdata
+    from classseg.modelcard import ModelCard, read_card, write_card
+    from classseg.runinfo import read_json, write_json
+    from classseg.training.segmenter import model_inputs, predict_masks
+    from classseg.training.selection import choose_gate, final_calls
+
+    gate_path = Path(gate_path)
+    out = gate_path.parent
+    training = read_json(out / "training.json") if (out / "training.json").is_file() else {}
+    old = read_card(gate_path)
+    config = GateConfig(**training.get("config", {}))
+    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("val", "test")}
+    best = keras.models.load_model(gate_path, compile=False)
+    probs, labels = {}, {}
+    for name, df in parts.items():
+        arrays = cdata.load_arrays(df, config.img_size, progress=progress)
+        probs[name] = predict_masks(best, model_inputs(arrays, config.normalization), 64)[:, 1]
+        labels[name] = arrays.labels
+    masks_nonempty: dict[str, np.ndarray | None] = {"val": None, "test": None}
+    if segmenter_path is not None:
+        for name in ("val", "test"):
+            masks_nonempty[name] = segmenter_masks_nonempty(segmenter_path, parts[name])[0]
+    choice, table = choose_gate(labels["val"], probs["val"], masks_nonempty["val"])
+    table.to_csv(out / "gate_selection.csv", index=False)
+    threshold = choice["threshold"] if choice["threshold"] is not None else 0.5
+
+    def report(name: str) -> dict[str, Any]:
+        y, p, m = labels[name], probs[name], masks_nonempty[name]
+        rep: dict[str, Any] = {"gate_alone": classification_metrics(y, p, threshold)}
+        if m is not None:
+            rep["mask_nonempty"] = classification_metrics(y, m.astype(float), 0.5)
+            rep["final_call"] = classification_metrics(y, final_calls(p, m, threshold, choice["rule"]).astype(float),
+                                                       0.5)
+        return rep
+
+    metrics = {**training, "segmenter": str(segmenter_path), "choice": choice,
+               "val": report("val"), "test": report("test")}
+    write_json(out / "metrics.json", metrics)
+    provenance = {k: training.get(k) for k in ("split_file", "epochs_run", "best_epoch", "train_minutes", "machine")}
+    write_card(gate_path, ModelCard(
+        role="gate", img_size=config.img_size, normalization=config.normalization, threshold=float(threshold),
+        gate_rule=choice["rule"], provenance={**(old.provenance if old else {}), **provenance, "selection": choice,
+                                              "baseline_segmenter": str(segmenter_path)}))
+    return metrics

@@ -1,0 +1,123 @@
+"""Choices made on the validation split only: post-processing of the masks, the gate's threshold and rule.
+
+Every choice here states its rule, is computed from validation predictions, and is written into the
+model card (:mod:`classseg.modelcard`) so that the pipeline applies exactly what was validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from itertools import product
+
+import numpy as np
+import pandas as pd
+
+from classseg.evaluation.segmentation import per_patient_dice
+from classseg.postprocess import PostprocessConfig, postprocess
+
+#: The grid searched by :func:`choose_postprocess` (min component in original-size pixels).
+POSTPROCESS_GRID: dict[str, Sequence] = {
+    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "closing": (False, True),
+    "min_component_px": (0, 16, 48, 96, 160, 256),
+}
+
+
+def detection_accuracy(pred_masks: np.ndarray, gt_masks: np.ndarray) -> float:
+    """Slice accuracy of the call "tumor = mask non-empty" against "tumor = ground truth non-empty"."""
+    pred = pred_masks.reshape(len(pred_masks), -1).any(axis=1)
+    gt = gt_masks.reshape(len(gt_masks), -1).any(axis=1)
+    return float((pred == gt).mean()) if len(gt) else float("nan")
+
+
+def choose_postprocess(probs: np.ndarray, masks: np.ndarray, patient_ids: Sequence[str],
+                       grid: dict[str, Sequence] | None = None, fill_holes: bool = True,
+                       closing_kernel: int = 5) -> tuple[PostprocessConfig, pd.DataFrame]:
+    """Pick threshold, closing and minimum component area on validation predictions.
+
+    Rule: maximise ``(volume Dice averaged over patients + slice accuracy of "mask non-empty") / 2``;
+    volume Dice (Buda et al. 2019) rewards outlines, the accuracy term penalises stray blobs on healthy
+    slices. Ties go to the earlier grid point (lower threshold, no closing, smaller minimum area).
+    Hole filling (seed 001) stays on. Returns the chosen config and the whole scored grid.
+    """
+    grid = {**POSTPROCESS_GRID, **(grid or {})}
+    gt = masks[..., 0] if masks.ndim == 4 else masks
+    maps = probs[..., 0] if probs.ndim == 4 else probs
+    ids = np.asarray(patient_ids)
+    rows = []
+    for threshold, closing, min_px in product(grid["threshold"], grid["closing"], grid["min_component_px"]):
+        cfg = PostprocessConfig(threshold=float(threshold), closing=bool(closing), closing_kernel=closing_kernel,
+                                fill_holes=fill_holes, min_component_px=int(min_px))
+        pred = postprocess(maps, cfg)
+        volume = float(np.mean(list(per_patient_dice(pred, gt, ids).values())))
+        accuracy = detection_accuracy(pred, gt)
+        rows.append({"threshold": cfg.threshold, "closing": cfg.closing, "min_component_px": cfg.min_component_px,
+                     "fill_holes": fill_holes, "dice_per_patient": volume, "detection_accuracy": accuracy,
+                     "score": (volume + accuracy) / 2})
+    table = pd.DataFrame(rows)
+    best = table.iloc[int(np.argmax(table["score"].to_numpy()))]
+    chosen = replace(PostprocessConfig(), threshold=float(best["threshold"]), closing=bool(best["closing"]),
+                     closing_kernel=closing_kernel, fill_holes=fill_holes,
+                     min_component_px=int(best["min_component_px"]))
+    return chosen, table
+
+
+def final_calls(gate_prob: np.ndarray, mask_nonempty: np.ndarray, threshold: float, rule: str) -> np.ndarray:
+    """The pipeline's per-slice call: ``gate`` = p >= t; ``gate_and_mask`` = p >= t and a non-empty mask;
+    ``mask`` = non-empty mask (gate ignored). Same definitions as :data:`classseg.modelcard.GATE_RULES`."""
+    verdict = np.asarray(gate_prob) >= threshold
+    mask = np.asarray(mask_nonempty, bool)
+    if rule == "gate":
+        return verdict
+    if rule == "gate_and_mask":
+        return verdict & mask
+    if rule == "mask":
+        return mask
+    raise ValueError(f"unknown gate rule {rule!r}")
+
+
+def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.ndarray | None,
+                thresholds: Sequence[float] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Choose the gate threshold and rule on validation slices.
+
+    Rule: among (rule, threshold) pairs whose sensitivity is at least that of "mask non-empty" (the
+    baseline a gate must beat, issue 10), take the highest accuracy; ties go to the higher
+    sensitivity, then to the threshold closest to 0.5. The baseline itself (rule ``mask``) competes,
+    so the gate is used only where it beats the segmenter's own verdict on validation. Without masks
+    (no segmenter) only rule ``gate`` is searched and the sensitivity floor is 0.
+    """
+    y = np.asarray(y_true).astype(bool)
+    grid = np.round(np.arange(0.02, 0.99, 0.02), 2) if thresholds is None else np.asarray(thresholds)
+
+    def score(pred: np.ndarray) -> tuple[float, float, float]:
+        tp = float((pred & y).sum())
+        sens = tp / y.sum() if y.any() else float("nan")
+        spec = float((~pred & ~y).sum()) / (~y).sum() if (~y).any() else float("nan")
+        return float((pred == y).mean()), sens, spec
+
+    rows = []
+    rules = ("gate",) if mask_nonempty is None else ("gate", "gate_and_mask")
+    for rule in rules:
+        for t in grid:
+            acc, sens, spec = score(final_calls(gate_prob, mask_nonempty if mask_nonempty is not None else y, t, rule))
+            rows.append({"rule": rule, "threshold": float(t), "accuracy": acc, "sensitivity": sens,
+                         "specificity": spec})
+    floor = 0.0
+    if mask_nonempty is not None:
+        acc, sens, spec = score(np.asarray(mask_nonempty, bool))
+        rows.append({"rule": "mask", "threshold": float("nan"), "accuracy": acc, "sensitivity": sens,
+                     "specificity": spec})
+        floor = sens
+    table = pd.DataFrame(rows)
+    ok = table[table["sensitivity"] >= floor - 1e-12].copy()
+    ok["closeness"] = -(ok["threshold"].fillna(0.5) - 0.5).abs()
+    ok["is_baseline"] = ok["rule"] == "mask"  # on a tie the gate has not beaten the baseline
+    best = ok.sort_values(["accuracy", "sensitivity", "is_baseline", "closeness"], ascending=False).iloc[0]
+    baseline = table[table["rule"] == "mask"].iloc[0].to_dict() if mask_nonempty is not None else None
+    choice = {"rule": str(best["rule"]), "threshold": None if best["rule"] == "mask" else float(best["threshold"]),
+              "accuracy": float(best["accuracy"]), "sensitivity": float(best["sensitivity"]),
+              "specificity": float(best["specificity"]), "baseline_mask_nonempty": baseline,
+              "selection_rule": "max accuracy subject to sensitivity >= that of 'mask non-empty' on val; "
+                                "the baseline competes"}
+    return choice, table
