@@ -65,18 +65,20 @@ def _flair_transform_class() -> type:
     import albumentations as A
 
     class FlairForMissingSequence(A.ImageOnlyTransform):
-        """Replace the pre-contrast (0) or post-contrast (2) channel with FLAIR (1), as the LGG export did
-        for patients missing that sequence. Hand-written: albumentations' ChannelDropout fills a constant,
+        """Replace the pre-contrast (0), the post-contrast (2) or both channels with FLAIR (1), as the LGG
+        export did for patients missing those sequences. Hand-written: albumentations' ChannelDropout fills a constant,
         it does not copy another channel. Image-only, so the mask is untouched and stays aligned."""
 
         def get_params(self) -> dict[str, Any]:
-            return {"channel": 0 if self.py_random.random() < 0.5 else 2}
+            # pre missing, post missing, or both (all three channels FLAIR, as for some LGG patients)
+            return {"channels": ((0,), (2,), (0, 2))[self.py_random.randrange(3)]}
 
-        def apply(self, img: np.ndarray, channel: int = 0, **params: Any) -> np.ndarray:
+        def apply(self, img: np.ndarray, channels: tuple[int, ...] = (0,), **params: Any) -> np.ndarray:
             if img.ndim != 3 or img.shape[-1] != 3:
                 return img
             out = img.copy()
-            out[..., channel] = img[..., FLAIR_CHANNEL]
+            for channel in channels:
+                out[..., channel] = img[..., FLAIR_CHANNEL]
             return out
 
     return FlairForMissingSequence

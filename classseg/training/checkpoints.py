@@ -83,8 +83,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 class TimeBudget(keras.callbacks.Callback):
     """Stop training when the next epoch would overrun ``minutes`` (time spent before a resume counts).
 
-    After the first epoch the number of epochs that fit is planned (``state["planned_epochs"]``) so
-    that an epoch-wise learning-rate schedule can reach its end inside the budget.
+    ``state["progress"]`` = elapsed / budget after each epoch drives a time-based learning-rate schedule
+    (:func:`lr_at_progress`), so the schedule ends with the budget whatever an epoch costs (the first
+    epoch, which includes compilation, is no guide to the others).
     """
 
     def __init__(self, minutes: float, max_epochs: int, state: RunState) -> None:
@@ -96,40 +97,48 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter() - float(self.state.values.get("elapsed_s", 0.0))
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        elapsed = time.perf_counter() - self._start
-        per_epoch = elapsed / (epoch + 1)
-        if "planned_epochs" not in self.state.values:
-            self.state.values["planned_epochs"] = int(max(1, min(self.max_epochs, self.budget // per_epoch)))
-        self.state.values["elapsed_s"] = elapsed
+        now = time.perf_counter()
+        elapsed = now - self._start
+        last = now - self._epoch_start
+        self.state.values.update(elapsed_s=elapsed, progress=min(1.0, elapsed / self.budget))
         self.state.save()
-        if elapsed + per_epoch > self.budget * 1.02 or epoch + 1 >= self.state.values["planned_epochs"]:
+        if elapsed + last > self.budget or epoch + 1 >= self.max_epochs:
             self.model.stop_training = True
 
 
-def scheduled_lr(epoch: int, base_lr: float, total_epochs: int, schedule: str, warmup_epochs: int = 1,
-                 min_ratio: float = 0.01) -> float:
-    """Learning rate of ``epoch`` (0-based) for an epoch-wise schedule.
+def lr_at_progress(progress: float, base_lr: float, schedule: str, min_ratio: float = 0.01) -> float:
+    """Learning rate at ``progress`` in [0, 1] of a run (epochs done / planned, or time spent / budget).
 
-    - ``cosine`` (Loshchilov & Hutter 2017, SGDR without restarts): linear warm-up over ``warmup_epochs``,
-      then ``lr = min + (base - min) * (1 + cos(pi * t)) / 2`` with t going 0 -> 1 over the remaining epochs.
-    - ``onecycle`` (Smith & Topin 2019): linear rise from base/10 to base over the first 30 %, then cosine
-      down to ``min_ratio * base``.
+    - ``cosine`` (Loshchilov & Hutter 2017, SGDR without restarts): ``min + (base - min) (1 + cos(pi t)) / 2``.
+    - ``onecycle`` (Smith & Topin 2019): linear rise from base/10 to base over the first 30 %, then the
+      cosine down to ``min_ratio * base``.
     - ``constant``: ``base_lr``.
     """
-    total = max(1, int(total_epochs))
+    t = min(1.0, max(0.0, float(progress)))
     low = base_lr * min_ratio
     if schedule == "constant":
         return base_lr
     if schedule == "cosine":
-        if epoch < warmup_epochs:
-            return base_lr * (epoch + 1) / (warmup_epochs + 1)
-        t = min(1.0, (epoch - warmup_epochs) / max(1, total - warmup_epochs - 1))
         return low + (base_lr - low) * 0.5 * (1.0 + math.cos(math.pi * t))
     if schedule == "onecycle":
-        peak = max(1, int(round(0.3 * total)))
-        if epoch < peak:
-            return base_lr * (0.1 + 0.9 * epoch / peak)
-        t = min(1.0, (epoch - peak) / max(1, total - peak - 1))
-        return low + (base_lr - low) * 0.5 * (1.0 + math.cos(math.pi * t))
+        if t < 0.3:
+            return base_lr * (0.1 + 0.9 * t / 0.3)
+        return low + (base_lr - low) * 0.5 * (1.0 + math.cos(math.pi * (t - 0.3) / 0.7))
     raise ValueError(f"unknown schedule {schedule!r}; expected cosine, onecycle or constant")
+
+
+def scheduled_lr(epoch: int, base_lr: float, total_epochs: int, schedule: str, warmup_epochs: int = 1,
+                 min_ratio: float = 0.01, progress: float | None = None) -> float:
+    """Learning rate of ``epoch`` (0-based): linear warm-up over ``warmup_epochs`` for ``cosine``, then
+    :func:`lr_at_progress` with progress = ``(epoch - warmup) / (total - warmup - 1)``, or the given
+    ``progress`` (time-budgeted runs)."""
+    if schedule == "cosine" and epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / (warmup_epochs + 1)
+    if progress is None:
+        start = warmup_epochs if schedule == "cosine" else 0
+        progress = (epoch - start) / max(1, int(total_epochs) - start - 1)
+    return lr_at_progress(progress, base_lr, schedule, min_ratio)

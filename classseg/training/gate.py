@@ -120,8 +120,9 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     model_path = out / "gate.keras"
 
     def lr_at(epoch: int, _lr: float = 0.0) -> float:
-        return scheduled_lr(epoch, config.lr, state.values.get("planned_epochs", config.epochs), config.schedule,
-                            config.warmup_epochs)
+        progress = state.values.get("progress") if config.minutes is not None else None
+        return scheduled_lr(epoch, config.lr, config.epochs, config.schedule, config.warmup_epochs,
+                            progress=progress)
 
     callbacks: list[Any] = [AtomicModelCheckpoint(model_path, state, monitor="val_auc", mode="max"),
                             keras.callbacks.LearningRateScheduler(lr_at)]

@@ -318,8 +318,9 @@ def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path)
                                                            patience=config.lr_patience, min_lr=config.min_lr))
     else:
         def lr_at(epoch: int, _lr: float = 0.0) -> float:
-            total = state.values.get("planned_epochs", config.epochs)
-            return scheduled_lr(epoch, config.lr, total, config.schedule, config.warmup_epochs)
+            progress = state.values.get("progress") if config.minutes is not None else None
+            return scheduled_lr(epoch, config.lr, config.epochs, config.schedule, config.warmup_epochs,
+                                progress=progress)
 
         callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
     if config.patience > 0:
