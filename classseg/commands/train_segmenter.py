@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
             if not (Path(args.out) / "training.json").is_file():
                 raise FileNotFoundError(f"{args.out}: no finished training (training.json) to evaluate")
-            metrics = evaluate_segmenter_run(args.out, args.data_dir, args.splits, progress=not args.quiet)
+            metrics = evaluate_segmenter_run(args.out, args.data_dir, args.splits, progress=not args.quiet,
+                                             select_postprocess=not args.no_select_postprocess)
         else:
             metrics = train_segmenter(config, args.data_dir, args.splits, args.out, strategy=strategy,
                                       progress=not args.quiet)

@@ -431,7 +431,8 @@ def train_segmenter(
 
 
 def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_path: str | Path | None = None,
-                           config: SegmenterConfig | None = None, progress: bool = True) -> dict[str, Any]:
+                           config: SegmenterConfig | None = None, progress: bool = True,
+                           select_postprocess: bool | None = None) -> dict[str, Any]:
     """Score a run folder's best model on val and test at the slices' original size, choose the
     post-processing on val, and write ``metrics.json/md``, the model card, figures and the manifest.
 
@@ -454,6 +455,8 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         raw["postprocess"] = PostprocessConfig(**raw.get("postprocess", {}))
         raw["fractions"] = tuple(raw.get("fractions", (0.7, 0.15, 0.15)))
         config = SegmenterConfig(**raw)
+    if select_postprocess is not None:
+        config = replace(config, select_postprocess=select_postprocess)
     state = RunState(out / "train_state.json")
     history = pd.read_csv(out / "history.csv")
     best_epoch = int(state.values.get("best_epoch", int(np.argmax(history["val_dice"].to_numpy())) + 1))
