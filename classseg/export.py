@@ -473,7 +473,10 @@ def export_onnx(model_or_path: Any, out_path: str | Path, opset: int = 17, parit
     proto.doc_string = f"classseg export of Keras model {original.name!r}"
     onnx.helper.set_model_props(proto, {"classseg.input": "RGB float32 0..255, NHWC (preprocessing inside)",
                                         "classseg.source_model": str(original.name)})
-    onnx.save(proto, str(out_path))
+    from classseg.atomic import atomic_path
+
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
 
     session = onnx_session(out_path)
     in_names = [i.name for i in session.get_inputs()]

@@ -37,6 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from classseg.atomic import atomic_write_text
 from classseg.data.arrays import resize_image
 from classseg.data.io import ImageReadError, is_image_file, is_mask_file, mask_path_for, read_image, read_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
@@ -516,7 +517,9 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None =
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
+    from classseg.atomic import atomic_open
+
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -837,7 +840,7 @@ def run(args: argparse.Namespace) -> int:
         for variant in ("gated", "segment_all"):
             metrics[variant].update({k: timing[variant][k] for k in ("ms_per_slice", "slices_per_s")})
         write_json(out / "metrics.json", metrics)
-        (out / "metrics.md").write_text(metrics_markdown(metrics))
+        atomic_write_text(out / "metrics.md", metrics_markdown(metrics))
     write_json(out / "summary.json", summary)
     print(f"{n_ok}/{len(inputs)} slices processed, {len(inputs) - n_ok} unreadable; "
           f"{sum(r['verdict'] == 'tumor' for r in acc.rows)} called tumor; "

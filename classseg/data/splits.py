@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from classseg.atomic import atomic_to_csv
+
 SPLITS = ("train", "val", "test")
 
 
@@ -95,11 +97,8 @@ def kfold_patients(df: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.DataFrame:
 
 
 def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
-    """Write a split table as CSV (``patient_id,split``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    splits.to_csv(path, index=False)
-    return path
+    """Write a split table as CSV (``patient_id,split``), atomically."""
+    return atomic_to_csv(splits, Path(path), index=False)
 
 
 def load_splits(path: str | Path) -> pd.DataFrame:
