@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="runs/segmenter", metavar="DIR", help="run folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (issue 13)")
     p.add_argument("--include-negatives", action="store_true",
                    help="train on tumor-free slices too (seed 002 uses tumor slices only)")
     p.add_argument("--no-augment", action="store_true", help="switch off training augmentation")
@@ -46,6 +47,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
+    # --- issue 13: never replace a finished run silently (metrics.json is written last) ---
+    from classseg.guards import OutputError, check_output_folder
+
+    try:
+        check_output_folder(args.out, ("metrics.json",), overwrite=getattr(args, "overwrite", False))
+    except OutputError as err:
+        raise SystemExit(f"classseg train-segmenter: {err}") from None
+    # --- end issue 13 ---
     from classseg.training.segmenter import SegmenterConfig, train_segmenter
 
     if args.img_size < 16 or args.img_size % 16:

@@ -1,0 +1,135 @@
+"""Issue 13: no silent overwrites, unwritable outputs as one line, skipped files reported (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_patient
+
+from classseg.cli import main
+from classseg.guards import OutputError, check_not_inside, check_output_file, check_output_folder
+
+
+def _one_line_exit(argv: list[str]) -> str:
+    """Run the CLI expecting a SystemExit whose message is one line; return the message."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    message = str(info.value.code)
+    assert info.value.code not in (0, None)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------- data split
+def test_data_split_refuses_to_overwrite_an_existing_file(tiny_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "splits.csv"
+    out.write_text("patient_id,split\nkeep,train\n")
+    message = _one_line_exit(["data", "split", str(tiny_tree), "--out", str(out)])
+    assert "already exists" in message and "--overwrite" in message and str(out) in message
+    assert out.read_text() == "patient_id,split\nkeep,train\n"
+    assert main(["data", "split", str(tiny_tree), "--out", str(out), "--overwrite"]) == 0
+    assert len(pd.read_csv(out)) == 4
+
+
+def test_data_split_to_a_folder_or_unwritable_place_is_one_line(tiny_tree: Path, tmp_path: Path) -> None:
+    message = _one_line_exit(["data", "split", str(tiny_tree), "--out", str(tmp_path)])
+    assert "is a folder" in message
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    message = _one_line_exit(["data", "split", str(tiny_tree), "--out", str(blocker / "splits.csv")])
+    assert message.startswith("classseg data split: cannot write to") and "file.txt" in message
+
+
+def test_read_only_output_is_one_line(tiny_tree: Path, tmp_path: Path, monkeypatch) -> None:
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    message = _one_line_exit(["data", "split", str(tiny_tree), "--out", str(tmp_path / "ro" / "s.csv")])
+    assert "read-only file system" in message and "ro" in message
+
+
+def test_os_error_during_a_command_is_one_line_not_a_traceback(tiny_tree: Path, tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    import classseg.commands.data as data_cmd
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s.csv"))
+
+    monkeypatch.setattr(data_cmd, "save_splits", disk_full)
+    assert main(["data", "split", str(tiny_tree), "--out", str(tmp_path / "s.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"classseg data split: {tmp_path / 's.csv'}: No space left on device"
+
+
+def test_data_split_reports_skipped_files(tiny_tree: Path, tmp_path: Path, capsys) -> None:
+    patient = next(tiny_tree.iterdir())
+    (patient / "notes.txt").write_text("x")
+    (patient / "broken_9.tif").write_bytes(b"not a tiff")
+    assert main(["data", "split", str(tiny_tree), "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped files: 2" in out
+    assert "notes.txt: not an image" in out and "broken_9.tif: corrupt or unreadable" in out
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_refuses_to_overwrite_before_loading(tmp_path: Path) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"never loaded: the refusal comes first")
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"old export")
+    message = _one_line_exit(["export", str(model)])
+    assert "already exists" in message and "--overwrite" in message
+    assert onnx.read_bytes() == b"old export"
+    saved = tmp_path / "m_savedmodel"
+    saved.mkdir()
+    assert "already exists" in _one_line_exit(["export", str(model), "--format", "savedmodel"])
+
+
+# ----------------------------------------------------------------------------- training commands
+@pytest.mark.parametrize(("command", "finished"), [("train-segmenter", "metrics.json"),
+                                                   ("train-classifiers", "results.json"),
+                                                   ("train-joint", "metrics.json")])
+def test_training_refuses_a_finished_run_folder(command: str, finished: str, tiny_tree: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / finished).write_text("{}")
+    (out / "stage.json").write_text("{}")
+    message = _one_line_exit([command, str(tiny_tree), "--out", str(out), "--epochs", "1"])
+    assert "already holds a finished run" in message and finished in message and "--overwrite" in message
+    assert (out / finished).read_text() == "{}" and (out / "stage.json").exists()
+
+
+def test_output_folder_check_accepts_interrupted_runs_and_drops_stale_stage_marker(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.csv").write_text("epoch\n0\n")  # an interrupted run: no metrics.json
+    assert check_output_folder(out, ("metrics.json",)) == out
+    (out / "metrics.json").write_text("{}")
+    (out / "stage.json").write_text(json.dumps({"stage": "phase2"}))
+    with pytest.raises(OutputError, match="finished run"):
+        check_output_folder(out, ("metrics.json",))
+    check_output_folder(out, ("metrics.json",), overwrite=True)
+    assert not (out / "stage.json").exists()  # it would describe the replaced model
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output_folder(tmp_path / "f", ("metrics.json",))
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output_file(out)
+
+
+# ----------------------------------------------------------------------------- symlinks
+def test_output_inside_a_symlinked_patient_folder_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_patient(data, "P1")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "P1").symlink_to(data / "P1", target_is_directory=True)
+    check_not_inside(tmp_path / "elsewhere", tree)
+    with pytest.raises(OutputError, match="inside"):
+        check_not_inside(data / "P1" / "out", tree)  # reached through the link
