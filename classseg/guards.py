@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from classseg.data.walk import walk_following_links
+
 
 class OutputError(ValueError):
     """An output path that must not or cannot be written; the message names it and says why."""
@@ -80,20 +82,6 @@ def walked_real_dirs(root: str | Path) -> set[Path]:
         seen.add(Path(os.path.realpath(dirpath)))
         seen.update(Path(os.path.realpath(os.path.join(dirpath, d))) for d in dirnames)
     return seen
-
-
-def walk_following_links(root: str | Path) -> Iterable[tuple[str, list[str], list[str]]]:
-    """``os.walk(root, followlinks=True)`` in sorted order, each real folder visited once (no link loops)."""
-    seen = {os.path.realpath(root)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        keep = []
-        for d in sorted(dirnames):
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if real not in seen:
-                seen.add(real)
-                keep.append(d)
-        dirnames[:] = keep
-        yield dirpath, dirnames, sorted(filenames)
 
 
 def check_not_inside(out: str | Path, input_root: str | Path, what: str = "the input folder") -> None:

@@ -39,7 +39,8 @@ import numpy as np
 
 from classseg.atomic import atomic_write_text
 from classseg.data.arrays import resize_image
-from classseg.data.io import ImageReadError, is_image_file, is_mask_file, mask_path_for, read_image, read_mask
+from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
+from classseg.data.walk import pair_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.runinfo import environment_info, read_json, write_json
@@ -446,6 +447,7 @@ class InputSlice:
     relative: Path
     patient: str
     mask_path: Path | None
+    note: str = ""  # why the ground truth is not used (an ambiguous mask pairing), else ""
 
 
 def natural_key(text: str) -> tuple:
@@ -481,7 +483,9 @@ def find_inputs(test_dir: str | Path) -> tuple[list[InputSlice], list[dict[str, 
                     skipped.append({"path": relative.as_posix(), "reason": "ground-truth mask without its image"})
             else:
                 patient = relative.parts[0] if len(relative.parts) > 1 else root.resolve().name
-                inputs.append(InputSlice(path, relative, patient, mask_path_for(path)))
+                mask, note = pair_mask(path, filenames)  # same stem twice beside one mask: never silent
+                note = f"ground truth not used: {note}" if note else ""
+                inputs.append(InputSlice(path, relative, patient, mask, note))
     inputs.sort(key=lambda s: (natural_key(s.patient), tuple(natural_key(p) for p in s.relative.parts)))
     return inputs, skipped
 
@@ -757,7 +761,8 @@ def _process_patient(pipe: ClassSegPipeline, items: list[InputSlice], names: dic
     position = {i: k for k, i in enumerate(good)}
     for i, (item, (image, truth, error)) in enumerate(zip(items, loaded, strict=True)):
         row = dict.fromkeys(PREDICTION_COLUMNS, "")
-        row.update(image=item.relative.as_posix(), status="error" if image is None else "ok", error=error)
+        row.update(image=item.relative.as_posix(), status="error" if image is None else "ok",
+                   error=error or item.note)
         if image is not None:
             k = position[i]
             mask = all_masks[k] if result.passed[k] else np.zeros(image.shape[:2], np.uint8)

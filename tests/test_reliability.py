@@ -133,3 +133,67 @@ def test_output_inside_a_symlinked_patient_folder_is_refused(tmp_path: Path) -> 
     check_not_inside(tmp_path / "elsewhere", tree)
     with pytest.raises(OutputError, match="inside"):
         check_not_inside(data / "P1" / "out", tree)  # reached through the link
+
+
+# ----------------------------------------------------------------------------- same stem twice
+def _same_stem_tree(root: Path) -> Path:
+    """x_1.tif and x_1.png beside one x_1_mask.tif; x_2.png and x_2.jpg beside one x_2_mask.tif."""
+    import cv2
+    import numpy as np
+
+    folder = root / "TCGA_AA_0001_20000101"
+    folder.mkdir(parents=True)
+    image = np.full((16, 16, 3), 30, np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    for name in ("x_1.tif", "x_1.png", "x_2.png", "x_2.jpg", "x_3.tif"):
+        cv2.imwrite(str(folder / name), image)
+    for name in ("x_1_mask.tif", "x_2_mask.tif", "x_3_mask.tif"):
+        cv2.imwrite(str(folder / name), mask)
+    return folder
+
+
+def test_same_stem_twice_is_reported_and_paired_deterministically(tmp_path: Path) -> None:
+    from classseg.data import discover
+
+    folder = _same_stem_tree(tmp_path / "data")
+    df = discover(tmp_path / "data")
+    assert sorted(Path(p).name for p in df["image_path"]) == ["x_1.tif", "x_3.tif"]
+    assert Path(df.loc[df["image_path"].str.endswith("x_1.tif"), "mask_path"].item()) == folder / "x_1_mask.tif"
+    reasons = {Path(s["path"]).name: s["reason"] for s in df.attrs["skipped"]}
+    assert set(reasons) == {"x_1.png", "x_2.png", "x_2.jpg"}
+    assert "same stem as x_1.tif, whose mask x_1_mask.tif is" in reasons["x_1.png"]
+    assert "ambiguous ground truth: x_2.jpg, x_2.png share the stem 'x_2'" in reasons["x_2.png"]
+    loose = discover(tmp_path / "data", require_masks=False)  # kept, unpaired, listed
+    assert len(loose) == 5 and {Path(s["path"]).name for s in loose.attrs["ambiguous"]} == {"x_1.png", "x_2.png",
+                                                                                           "x_2.jpg"}
+    assert loose.loc[loose["image_path"].str.endswith("x_1.png"), "mask_path"].isna().all()
+
+
+def test_pipeline_inputs_with_the_same_stem_say_why_ground_truth_is_unused(tmp_path: Path) -> None:
+    from classseg.pipeline import find_inputs
+
+    folder = _same_stem_tree(tmp_path / "data")
+    inputs, _ = find_inputs(tmp_path / "data")
+    by_name = {s.path.name: s for s in inputs}
+    assert set(by_name) == {"x_1.tif", "x_1.png", "x_2.png", "x_2.jpg", "x_3.tif"}  # every image is predicted
+    assert by_name["x_1.tif"].mask_path == folder / "x_1_mask.tif" and by_name["x_1.tif"].note == ""
+    assert by_name["x_1.png"].mask_path is None and "ground truth not used: same stem as x_1.tif" in by_name[
+        "x_1.png"].note
+    assert by_name["x_2.jpg"].mask_path is None and "ambiguous" in by_name["x_2.jpg"].note
+
+
+def test_data_commands_follow_symlinked_patient_folders(tmp_path: Path) -> None:
+    from classseg.data import discover
+
+    data = tmp_path / "data"
+    write_patient(data, "P1")
+    write_patient(data, "P2")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for p in ("P1", "P2"):
+        (tree / p).symlink_to(data / p, target_is_directory=True)
+    (tree / "P2" / "loop").symlink_to(tree, target_is_directory=True)  # a link loop is walked once
+    df = discover(tree)
+    assert sorted(df["patient_id"].unique()) == ["P1", "P2"] and len(df) == 8
+    assert all(str(p).startswith(str(tree)) for p in df["image_path"])

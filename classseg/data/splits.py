@@ -134,7 +134,14 @@ def apply_splits(df: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
 
 def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed: int = 0,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
-    """The slice table with a ``split`` column: from ``splits_path`` if given, else computed."""
+    """The slice table with a ``split`` column: from ``splits_path`` if given, else computed.
+
+    Files that discovery skipped (``df.attrs["skipped"]``) are reported on the console (logger
+    ``classseg.data``), so no training command passes over them silently.
+    """
+    from classseg.data.skipped import log_skipped
+
+    log_skipped(df, "not used for training")
     splits = load_splits(splits_path) if splits_path else split_patients(df, fractions, seed)
     return apply_splits(df, splits)
 

@@ -29,6 +29,7 @@ from classseg.atomic import atomic_to_csv, atomic_write_text, save_model
 from classseg.data import SliceArrays, discover, load_arrays, resolve_splits, save_splits
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
+from classseg.data.skipped import skipped_files
 from classseg.evaluation.classification import (
     classification_metrics,
     plot_confusion_matrix,
@@ -401,7 +402,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
                    weights=config.weights, img_size=config.img_size, epochs=config.epochs,
                    slices={s: len(p) for s, p in parts.items()},
                    tumor_slices={s: int(p.labels.sum()) for s, p in parts.items()},
-                   strategy=type(strategy).__name__)
+                   strategy=type(strategy).__name__, skipped=skipped_files(df))
 
     summaries = {}
     for name in config.backbones:

@@ -353,6 +353,7 @@ def train_joint(
     import tensorflow as tf
 
     from classseg import data as cdata
+    from classseg.data.skipped import skipped_files
     from classseg.models.joint import build_joint_model
     from classseg.runinfo import set_seed, write_json, write_manifest
     from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint
@@ -465,5 +466,5 @@ def train_joint(
     write_manifest(out, command="train-joint", kind="joint", config=asdict(config), data_dir=str(data_dir),
                    split_file=split_label, seed=config.seed, weights=metrics["weights"], img_size=config.img_size,
                    epochs=config.epochs, strategy=type(strategy).__name__,
-                   replicas=int(strategy.num_replicas_in_sync))
+                   replicas=int(strategy.num_replicas_in_sync), skipped=skipped_files(frame))
     return metrics
