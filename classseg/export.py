@@ -107,9 +107,12 @@ def load_model(path: str | Path) -> Any:
     The classseg modules that register custom objects are imported first (those not present in
     this build are skipped).
     """
+    from classseg.modelcheck import check_model_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
+    check_model_file(path)  # a corrupt / truncated / empty .keras says so (Keras says "File not found")
     for name in _REGISTERING_MODULES:
         try:
             importlib.import_module(name)

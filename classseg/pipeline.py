@@ -42,6 +42,7 @@ from classseg.data.arrays import resize_image
 from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
 from classseg.data.walk import pair_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
+from classseg.modelcheck import ModelCheckError, load_checked
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.runinfo import environment_info, read_json, write_json
 
@@ -309,9 +310,14 @@ class ClassSegPipeline:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
-        self._joint = make_runner(joint, backend, onnx_dir) if joint is not None else None
-        self._classifier = make_runner(classifier, backend, onnx_dir) if classifier is not None else None
-        self._segmenter = make_runner(segmenter, backend, onnx_dir) if segmenter is not None else None
+        # Each model is loaded on its own and checked against its role (issue 13: a classifier given as
+        # segmenter, a 3-class classifier, a corrupt file) - errors name that one model.
+        def load(role: str, model: ModelLike) -> KerasRunner | OnnxRunner | None:
+            return None if model is None else load_checked(role, model, lambda m: make_runner(m, backend, onnx_dir))
+
+        self._joint = load("joint", joint)
+        self._classifier = load("classifier", classifier)
+        self._segmenter = load("segmenter", segmenter)
 
     @classmethod
     def from_joint(cls, model_or_path: ModelLike, threshold: float | None = None,
@@ -805,6 +811,8 @@ def run(args: argparse.Namespace) -> int:
                       onnx_dir=out / "onnx")
         pipe = (ClassSegPipeline.from_joint(models["joint"], **kwargs) if "joint" in models
                 else ClassSegPipeline(models["classifier"], models["segmenter"], **kwargs))
+    except ModelCheckError as err:  # names the one model at fault and the problem
+        raise SystemExit(f"error: {err}") from None
     except Exception as err:  # noqa: BLE001 - any load/convert failure is reported in one line
         raise SystemExit(f"cannot load the models ({', '.join(map(str, models.values()))}): "
                          f"{type(err).__name__}: {err}") from err
