@@ -91,3 +91,45 @@ def check_not_inside(out: str | Path, input_root: str | Path, what: str = "the i
         if resolved == folder or folder in resolved.parents:
             raise OutputError(f"refusing to write into {what}: output {resolved} is inside {folder} "
                               f"(reached from {input_root}); choose --out elsewhere")
+
+
+#: Written into an output folder when a command starts filling it, removed when it has finished.
+UNFINISHED_MARKER = ".classseg-unfinished.json"
+
+
+def mark_unfinished(folder: str | Path, **info: object) -> Path:
+    """Mark ``folder`` as being written (a later run may replace it if this one never finishes)."""
+    from classseg.runinfo import write_json
+
+    return write_json(Path(folder) / UNFINISHED_MARKER, {"note": "written by a classseg command that has not "
+                                                         "finished; the next run replaces this folder", **info})
+
+
+def mark_finished(folder: str | Path) -> None:
+    """Remove the marker of :func:`mark_unfinished`."""
+    (Path(folder) / UNFINISHED_MARKER).unlink(missing_ok=True)
+
+
+def is_unfinished(folder: str | Path, finished_file: str | None = None) -> bool:
+    """True when ``folder`` carries the unfinished marker (and lacks ``finished_file`` if one is named)."""
+    folder = Path(folder)
+    if not (folder / UNFINISHED_MARKER).is_file():
+        return False
+    return finished_file is None or not (folder / finished_file).exists()
+
+
+def clear_unfinished(folder: str | Path) -> list[str]:
+    """Empty a folder that :func:`is_unfinished` (only then); returns the names removed."""
+    import shutil
+
+    folder = Path(folder)
+    if not is_unfinished(folder):
+        raise OutputError(f"{folder} is not the unfinished output of a classseg run; not clearing it")
+    removed = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+        removed.append(child.name)
+    return removed

@@ -42,6 +42,15 @@ from classseg.data.arrays import resize_image
 from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
 from classseg.data.walk import pair_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
+from classseg.guards import (
+    OutputError,
+    check_not_inside,
+    check_writable_dir,
+    clear_unfinished,
+    is_unfinished,
+    mark_finished,
+    mark_unfinished,
+)
 from classseg.modelcheck import ModelCheckError, load_checked
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.runinfo import environment_info, read_json, write_json
@@ -690,6 +699,14 @@ def _resolve_out(out: Path | None, test_dir: Path) -> Path:
     if resolved == test_dir or test_dir in resolved.parents:
         raise SystemExit(f"refusing to write into the test folder: output {resolved} is inside {test_dir}; "
                          "choose --out elsewhere")
+    try:  # issue 13: also patient folders reached through symbolic links; a half-written earlier output
+        check_not_inside(resolved, test_dir, "the test folder")
+        if resolved.is_dir() and is_unfinished(resolved):
+            clear_unfinished(resolved)
+            print(f"note: {resolved} held the unfinished output of an interrupted run; replacing it",
+                  file=sys.stderr)
+    except OutputError as err:
+        raise SystemExit(str(err)) from None
     if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
         raise SystemExit(f"output {resolved} already exists and is not an empty folder; choose another --out")
     return resolved
@@ -802,6 +819,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size {args.batch_size}: must be at least 1")
     out = _resolve_out(args.out, test_dir)
+    try:
+        check_writable_dir(out)  # before the models load: an unwritable --out is one line, not a traceback
+    except OutputError as err:
+        raise SystemExit(str(err)) from None
     models = _resolve_models(args)
     inputs, skipped = find_inputs(test_dir)
     if not inputs:
@@ -817,6 +838,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"cannot load the models ({', '.join(map(str, models.values()))}): "
                          f"{type(err).__name__}: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
+    mark_unfinished(out, test_dir=str(test_dir))  # removed once predictions.csv and summary.json are written
     _write_csv(out / "skipped.csv", skipped, ["path", "reason"])
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not input images (listed in {out / 'skipped.csv'})",
@@ -828,12 +850,19 @@ def run(args: argparse.Namespace) -> int:
     for item in inputs:
         by_patient.setdefault(item.patient, []).append(item)
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(8, 2 * available_cores())) as pool, \
-            tqdm(total=len(inputs), unit="slice", desc="Class-Seg") as bar:
-        for patient, items in by_patient.items():
-            bar.set_postfix_str(patient[-24:])
-            _process_patient(pipe, items, names, out, not args.no_overlays, pool, acc)
-            bar.update(len(items))
+    done = 0
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, 2 * available_cores())) as pool, \
+                tqdm(total=len(inputs), unit="slice", desc="Class-Seg") as bar:
+            for patient, items in by_patient.items():
+                bar.set_postfix_str(patient[-24:])
+                _process_patient(pipe, items, names, out, not args.no_overlays, pool, acc)
+                bar.update(len(items))
+                done += 1
+    except KeyboardInterrupt:
+        print(f"interrupted (Ctrl-C) after {done} of {len(by_patient)} patients; no predictions.csv was written "
+              f"and {out} is marked unfinished: run the same command again to replace it", file=sys.stderr)
+        return 130
     wall_s = time.perf_counter() - start
     _write_csv(out / "predictions.csv", acc.rows, PREDICTION_COLUMNS)
     n_ok = sum(r["status"] == "ok" for r in acc.rows)
@@ -855,6 +884,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(out / "metrics.json", metrics)
         atomic_write_text(out / "metrics.md", metrics_markdown(metrics))
     write_json(out / "summary.json", summary)
+    mark_finished(out)
     print(f"{n_ok}/{len(inputs)} slices processed, {len(inputs) - n_ok} unreadable; "
           f"{sum(r['verdict'] == 'tumor' for r in acc.rows)} called tumor; "
           f"{timing['gated']['ms_per_slice']:.1f} ms/slice (models), results in {out}")
@@ -868,7 +898,18 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m classseg.pipeline``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before the slices were processed; an output folder it created is marked "
+              "unfinished and the same command replaces it", file=sys.stderr)
+        return 130
+    except OSError as err:  # an output that cannot be written, a full disk: one line
+        from classseg.guards import os_error_message
+
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -129,3 +129,63 @@ def test_corrupt_keras_file_is_not_reported_as_missing(files) -> None:
     with pytest.raises(ModelCheckError, match="file not found"):
         check_model_file(files["truncated"].with_name("missing.keras"), "segmenter")
     assert np.asarray(load_model(files["classifier"])(np.zeros((1, 32, 32, 3), np.float32))).shape == (1, 2)
+
+
+# ----------------------------------------------------------------------------- interruptions, symlinks
+def _two_patient_dir(tmp_path: Path) -> Path:
+    for patient in ("P1", "P2"):
+        write_rgb(tmp_path / "test" / patient / f"{patient}_1.png", slice_image(32, 32, 250))
+    return tmp_path / "test"
+
+
+def test_ctrl_c_half_way_exits_130_and_the_rerun_replaces_the_unfinished_output(files, tmp_path: Path,
+                                                                               monkeypatch, capsys) -> None:
+    import classseg.pipeline as pl
+
+    test_dir = _two_patient_dir(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--test-dir", str(test_dir), "--classifier", str(files["classifier"]), "--segmenter",
+            str(files["segmenter"]), "--out", str(out), "--threshold", "0.5"]
+    real = pl._process_patient
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "_process_patient", interrupt_second)
+    assert pipeline_main(argv) == 130
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "interrupted" in x]
+    assert len(line) == 1 and "after 1 of 2 patients" in line[0] and "run the same command again" in line[0]
+    assert "Traceback" not in err
+    assert not (out / "predictions.csv").exists() and any((out / "masks").rglob("*.png"))  # half-way
+    monkeypatch.setattr(pl, "_process_patient", real)
+    assert pipeline_main(argv) == 0  # today: refused, the folder exists
+    assert "replacing it" in capsys.readouterr().err
+    assert (out / "predictions.csv").is_file() and not (out / ".classseg-unfinished.json").exists()
+    with pytest.raises(SystemExit, match="already exists"):  # a finished output is never replaced
+        pipeline_main(argv)
+
+
+def test_output_inside_a_symlinked_patient_folder_is_refused(files, tmp_path: Path) -> None:
+    data = _two_patient_dir(tmp_path)
+    tree = tmp_path / "links"
+    tree.mkdir()
+    (tree / "P1").symlink_to(data / "P1", target_is_directory=True)  # as run-all's phase 3 builds it
+    with pytest.raises(SystemExit, match="refusing to write into the test folder") as info:
+        pipeline_main(["--test-dir", str(tree), "--classifier", str(files["classifier"]), "--segmenter",
+                       str(files["segmenter"]), "--out", str(data / "P1" / "out")])
+    assert "\n" not in str(info.value.code)
+    assert not (data / "P1" / "out").exists()
+
+
+def test_unwritable_output_is_one_line(files, tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit, match="cannot write to") as info:
+        pipeline_main(["--test-dir", str(_two_patient_dir(tmp_path)), "--classifier", str(files["classifier"]),
+                       "--segmenter", str(files["segmenter"]), "--out", str(blocker / "out")])
+    assert "\n" not in str(info.value.code)

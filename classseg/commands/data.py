@@ -68,7 +68,7 @@ def run_split(args: argparse.Namespace) -> int:
     from classseg.guards import OutputError, check_output_file
 
     try:
-        check_output_file(args.out, overwrite=args.overwrite)
+        check_output_file(args.out, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"classseg data split: {err}") from None
     df = _discover_or_exit(args.data_dir)

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
         f"{path.stem}.onnx" if args.format == "onnx" else f"{path.stem}_savedmodel")
     try:
         if args.format == "onnx":
-            check_output_file(out, overwrite=args.overwrite)
+            check_output_file(out, overwrite=getattr(args, "overwrite", False))
         else:
-            if out.exists() and not args.overwrite:
+            if out.exists() and not getattr(args, "overwrite", False):
                 raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
             check_writable_dir(out.parent)
     except OutputError as err:

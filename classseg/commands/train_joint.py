@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.splits and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")
     try:
-        check_output_folder(args.out, FINISHED_FILES, overwrite=args.overwrite)
+        check_output_folder(args.out, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"{prog}: {err}") from None
     config = replace(JointConfig(), weights=weights, img_size=args.img_size, epochs=args.epochs,
