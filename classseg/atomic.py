@@ -130,3 +130,34 @@ def save_weights(model: Any, path: str | Path, **kwargs: Any) -> Path:
     with atomic_path(path) as tmp:
         model.save_weights(tmp, **kwargs)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on a clean exit it takes ``path``'s place.
+
+    An existing ``path`` is renamed aside first and removed once the new folder is in place, so a
+    crash leaves either the old folder, or the new one (plus at worst a hidden ``.<name>.*.old``
+    folder), never a half-written one under ``path``.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        if not tmp.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "nothing was written to the temporary folder", str(tmp))
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

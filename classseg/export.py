@@ -292,7 +292,10 @@ def export_savedmodel(model_or_path: Any, out_dir: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     names = input_names(model)
     signature = [tf.TensorSpec(t.shape, tf.float32, name=n) for t, n in zip(model.inputs, names, strict=True)]
-    model.export(str(out_dir), format="tf_saved_model", verbose=False, input_signature=signature)
+    from classseg.atomic import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:  # never a half-written SavedModel folder under out_dir
+        model.export(str(tmp), format="tf_saved_model", verbose=False, input_signature=signature)
     return out_dir
 
 

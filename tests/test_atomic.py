@@ -145,3 +145,22 @@ def test_sigkill_during_checkpoint_save_keeps_the_previous_checkpoint_loadable(t
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["epoch"]) == [0]  # epoch 0 logged; the kill came before epoch 1 was logged
     assert "loss" in history.columns
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path: Path) -> None:
+    from classseg.atomic import atomic_dir
+
+    target = tmp_path / "saved"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.pb").parent.mkdir()
+        (tmp / "a.pb").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.pb").write_text("half")
+        raise RuntimeError("crash")
+    assert (target / "a.pb").read_text() == "v1"
+    with atomic_dir(target) as tmp:
+        tmp.mkdir()
+        (tmp / "b.pb").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.pb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]

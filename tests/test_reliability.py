@@ -197,3 +197,11 @@ def test_data_commands_follow_symlinked_patient_folders(tmp_path: Path) -> None:
     df = discover(tree)
     assert sorted(df["patient_id"].unique()) == ["P1", "P2"] and len(df) == 8
     assert all(str(p).startswith(str(tree)) for p in df["image_path"])
+
+
+@pytest.mark.parametrize("command", ["train-segmenter", "train-classifiers", "train-joint"])
+def test_training_output_inside_the_data_folder_is_refused(command: str, tiny_tree: Path) -> None:
+    out = tiny_tree / "TCGA_AA_0001_20000101" / "run"
+    message = _one_line_exit([command, str(tiny_tree), "--out", str(out), "--epochs", "1"])
+    assert "refusing to write into the data folder" in message
+    assert not out.exists()

@@ -48,9 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
     # --- issue 13: never replace a finished run silently (metrics.json is written last) ---
-    from classseg.guards import OutputError, check_output_folder
+    from pathlib import Path
+
+    from classseg.guards import OutputError, check_not_inside, check_output_folder
 
     try:
+        if Path(args.data_dir).is_dir():
+            check_not_inside(args.out, args.data_dir, "the data folder")
         check_output_folder(args.out, ("metrics.json",), overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"classseg train-segmenter: {err}") from None
