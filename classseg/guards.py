@@ -39,7 +39,8 @@ def check_writable_dir(folder: str | Path) -> Path:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise OutputError(f"cannot write to {folder}: {os_error_message(err, folder)}") from None
+        what = "read-only file system" if err.errno == errno.EROFS else (err.strerror or str(err))
+        raise OutputError(f"cannot write to {folder}: {what}") from None
     return folder
 
 
