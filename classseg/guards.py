@@ -134,3 +134,29 @@ def clear_unfinished(folder: str | Path) -> list[str]:
             child.unlink()
         removed.append(child.name)
     return removed
+
+
+def check_can_create(path: str | Path) -> Path:
+    """``path`` (a folder to be made) can be created: its nearest existing ancestor is a writable folder.
+
+    Unlike :func:`check_writable_dir` nothing is created, so a run that fails later leaves no folder.
+    """
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"cannot write to {path}: it is a file, not a folder")
+        ancestor = path
+    else:
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OutputError(f"cannot write to {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(ancestor).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        what = "read-only file system" if read_only else "permission denied"
+        raise OutputError(f"cannot write to {path}: {what} ({ancestor})")
+    return path

@@ -44,8 +44,8 @@ from classseg.data.walk import pair_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
 from classseg.guards import (
     OutputError,
+    check_can_create,
     check_not_inside,
-    check_writable_dir,
     clear_unfinished,
     is_unfinished,
     mark_finished,
@@ -820,7 +820,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--batch-size {args.batch_size}: must be at least 1")
     out = _resolve_out(args.out, test_dir)
     try:
-        check_writable_dir(out)  # before the models load: an unwritable --out is one line, not a traceback
+        check_can_create(out)  # before the models load: an unwritable --out is one line, not a traceback
     except OutputError as err:
         raise SystemExit(str(err)) from None
     models = _resolve_models(args)

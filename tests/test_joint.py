@@ -158,7 +158,9 @@ def test_cli_registers_and_rejects_bad_arguments(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser(prog="classseg")
     cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+    (tmp_path / "data").mkdir()  # --out beside the data folder, not inside it (refused since issue 13)
+    args = parser.parse_args(["train-joint", str(tmp_path / "data"), "--weights", "none", "--img-size", "64",
+                              "--epochs", "2",
                               "--schedule", "freeze", "--class-loss", "focal", "--multiscale", "--seed", "3",
                               "--out", str(tmp_path / "o"), "--strategy", "mirrored"])
     assert (args.schedule, args.class_loss, args.multiscale, args.seed, args.func) == ("freeze", "focal", True, 3,
@@ -189,7 +191,9 @@ def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(tj, "train_joint", fake_train)
     parser = argparse.ArgumentParser(prog="classseg")
     cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+    (tmp_path / "data").mkdir()  # --out beside the data folder, not inside it (refused since issue 13)
+    args = parser.parse_args(["train-joint", str(tmp_path / "data"), "--weights", "none", "--img-size", "64",
+                              "--epochs", "2",
                               "--schedule", "dynamic", "--class-loss", "focal", "--multiscale", "--seed", "3",
                               "--out", str(tmp_path / "o"), "--quiet"])
     assert cmd.run(args) == 0

@@ -205,3 +205,16 @@ def test_training_output_inside_the_data_folder_is_refused(command: str, tiny_tr
     message = _one_line_exit([command, str(tiny_tree), "--out", str(out), "--epochs", "1"])
     assert "refusing to write into the data folder" in message
     assert not out.exists()
+
+
+def test_can_create_checks_without_creating(tmp_path: Path, monkeypatch) -> None:
+    from classseg.guards import check_can_create
+
+    target = tmp_path / "a" / "b"
+    assert check_can_create(target) == target and not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_can_create(tmp_path / "f" / "out")
+    monkeypatch.setattr("os.access", lambda *a, **k: False)
+    with pytest.raises(OutputError, match="cannot write to"):
+        check_can_create(target)
