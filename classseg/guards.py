@@ -51,7 +51,7 @@ def check_output_file(path: str | Path, overwrite: bool = False, option: str = "
         raise OutputError(f"{option} {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; pass --overwrite to replace it, or choose another {option}")
-    check_writable_dir(path.parent if str(path.parent) else Path("."))
+    check_can_create(path.parent)
     return path
 
 
@@ -70,7 +70,7 @@ def check_output_folder(folder: str | Path, finished: Iterable[str], overwrite: 
     if present and not overwrite:
         raise OutputError(f"{folder} already holds a finished run ({', '.join(present)}); pass --overwrite to "
                           f"replace it, or choose another {option}")
-    check_writable_dir(folder)
+    check_can_create(folder)  # nothing is created here: a run refused later leaves no folder behind
     if overwrite and (folder / "stage.json").exists():
         (folder / "stage.json").unlink()  # it described the results about to be replaced
     return folder
