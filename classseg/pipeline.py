@@ -860,6 +860,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(len(items))
                 done += 1
     except KeyboardInterrupt:
+        if getattr(args, "reraise_interrupt", False):  # run-all phase 3: run-all says what was finished
+            raise
         print(f"interrupted (Ctrl-C) after {done} of {len(by_patient)} patients; no predictions.csv was written "
               f"and {out} is marked unfinished: run the same command again to replace it", file=sys.stderr)
         return 130

@@ -245,20 +245,21 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     _stage(out, "phase2", per_stage["phase2"], phase2, log)
 
     def phase3(folder: Path) -> None:
-        from classseg.pipeline import main as pipeline_main
+        from classseg.pipeline import build_parser
+        from classseg.pipeline import run as run_pipeline
 
         gate = read_json(out / "phase1" / "results.json")["gate"]
         predictions = folder / "predictions"
         if predictions.exists():  # left by an interrupted attempt (this stage has no marker): start afresh
             shutil.rmtree(predictions)
         test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients")
-        code = pipeline_main(["--test-dir", str(test_dir),
-                              "--classifier", str(gate["model"]),
-                              "--segmenter", str(out / "phase2" / "segmenter.keras"),
-                              "--threshold", str(gate.get("threshold", 0.5)),
-                              "--out", str(folder / "predictions")])
-        if code == 130:
-            raise KeyboardInterrupt
+        args = build_parser().parse_args(["--test-dir", str(test_dir),
+                                          "--classifier", str(gate["model"]),
+                                          "--segmenter", str(out / "phase2" / "segmenter.keras"),
+                                          "--threshold", str(gate.get("threshold", 0.5)),
+                                          "--out", str(folder / "predictions")])
+        args.reraise_interrupt = True  # Ctrl-C: one line from run-all, not one from each level
+        code = run_pipeline(args)
         if code != 0:
             raise RuntimeError(f"phase 3 pipeline failed with exit code {code}")
 
