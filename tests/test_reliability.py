@@ -223,3 +223,17 @@ def test_can_create_checks_without_creating(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr("os.access", lambda *a, **k: False)
     with pytest.raises(OutputError, match="cannot write to"):
         check_can_create(target)
+
+
+def test_ctrl_c_in_any_command_is_exit_130_and_one_line(tiny_tree: Path, tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    import classseg.commands.data as data_cmd
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_cmd, "discover", interrupted)
+    assert main(["data", "split", str(tiny_tree), "--out", str(tmp_path / "s.csv")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("classseg data split: interrupted (Ctrl-C)") and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()
