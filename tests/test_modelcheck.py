@@ -26,12 +26,13 @@ from classseg.pipeline import main as pipeline_main  # noqa: E402
 
 def three_class_classifier() -> keras.Model:
     inputs = keras.Input((32, 32, 3))
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalMaxPooling2D()(inputs)))
+    pooled = keras.layers.GlobalMaxPooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(pooled))
 
 
 def two_channel_segmenter() -> keras.Model:
     inputs = keras.Input((32, 32, 3))
-    return keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="sigmoid")(inputs))
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="sigmoid", name="masks")(inputs))
 
 
 def gray_input_segmenter() -> keras.Model:
@@ -76,8 +77,8 @@ def _predict_error(argv: list[str], capsys) -> str:
                                  "output (N, H, W, 1); it looks like a classifier (give it as --classifier)"),
     ("segmenter", "segmenter", "classifier model {classifier}: outputs mask (N, 32, 32, 1); a classifier has one "
                                "class output (N, 2); it looks like a segmenter (give it as --segmenter)"),
-    ("three", "segmenter", "classifier model {classifier}: output dense (N, 3) has 3 classes; expected 2"),
-    ("classifier", "two_channel", "segmenter model {segmenter}: mask output conv2d (N, 32, 32, 2) has 2 channels"),
+    ("three", "segmenter", "classifier model {classifier}: output probs (N, 3) has 3 classes; expected 2"),
+    ("classifier", "two_channel", "segmenter model {segmenter}: mask output masks (N, 32, 32, 2) has 2 channels"),
     ("classifier", "gray", "segmenter model {segmenter}: input has 1 channel(s) (N, 32, 32, 1)"),
     ("classifier", "truncated", "segmenter model {segmenter}: corrupt or truncated .keras file"),
     ("empty", "segmenter", "classifier model {classifier}: file is empty (0 bytes"),
