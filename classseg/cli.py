@@ -48,7 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = " ".join(["classseg", args.command, *([args.data_command] if getattr(args, "data_command", None) else [])])
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (Ctrl-C); files already written are complete (each is written atomically)",
+              file=sys.stderr)
+        return 130
+    except OSError as err:  # an unwritable output, a folder given as a file, a full disk: one line
+        from classseg.guards import os_error_message
+
+        print(f"{prog}: {os_error_message(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

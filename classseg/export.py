@@ -107,9 +107,12 @@ def load_model(path: str | Path) -> Any:
     The classseg modules that register custom objects are imported first (those not present in
     this build are skipped).
     """
+    from classseg.modelcheck import check_model_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
+    check_model_file(path)  # a corrupt / truncated / empty .keras says so (Keras says "File not found")
     for name in _REGISTERING_MODULES:
         try:
             importlib.import_module(name)
@@ -289,7 +292,10 @@ def export_savedmodel(model_or_path: Any, out_dir: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     names = input_names(model)
     signature = [tf.TensorSpec(t.shape, tf.float32, name=n) for t, n in zip(model.inputs, names, strict=True)]
-    model.export(str(out_dir), format="tf_saved_model", verbose=False, input_signature=signature)
+    from classseg.atomic import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:  # never a half-written SavedModel folder under out_dir
+        model.export(str(tmp), format="tf_saved_model", verbose=False, input_signature=signature)
     return out_dir
 
 
@@ -473,7 +479,10 @@ def export_onnx(model_or_path: Any, out_path: str | Path, opset: int = 17, parit
     proto.doc_string = f"classseg export of Keras model {original.name!r}"
     onnx.helper.set_model_props(proto, {"classseg.input": "RGB float32 0..255, NHWC (preprocessing inside)",
                                         "classseg.source_model": str(original.name)})
-    onnx.save(proto, str(out_path))
+    from classseg.atomic import atomic_path
+
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
 
     session = onnx_session(out_path)
     in_names = [i.name for i in session.get_inputs()]

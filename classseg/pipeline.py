@@ -37,9 +37,21 @@ from typing import Any
 import cv2
 import numpy as np
 
+from classseg.atomic import atomic_write_text
 from classseg.data.arrays import resize_image
-from classseg.data.io import ImageReadError, is_image_file, is_mask_file, mask_path_for, read_image, read_mask
+from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
+from classseg.data.walk import pair_mask
 from classseg.export import available_cores, export_onnx, load_model, onnx_session
+from classseg.guards import (
+    OutputError,
+    check_can_create,
+    check_not_inside,
+    clear_unfinished,
+    is_unfinished,
+    mark_finished,
+    mark_unfinished,
+)
+from classseg.modelcheck import ModelCheckError, load_checked
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.runinfo import environment_info, read_json, write_json
 
@@ -307,9 +319,14 @@ class ClassSegPipeline:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
-        self._joint = make_runner(joint, backend, onnx_dir) if joint is not None else None
-        self._classifier = make_runner(classifier, backend, onnx_dir) if classifier is not None else None
-        self._segmenter = make_runner(segmenter, backend, onnx_dir) if segmenter is not None else None
+        # Each model is loaded on its own and checked against its role (issue 13: a classifier given as
+        # segmenter, a 3-class classifier, a corrupt file) - errors name that one model.
+        def load(role: str, model: ModelLike) -> KerasRunner | OnnxRunner | None:
+            return None if model is None else load_checked(role, model, lambda m: make_runner(m, backend, onnx_dir))
+
+        self._joint = load("joint", joint)
+        self._classifier = load("classifier", classifier)
+        self._segmenter = load("segmenter", segmenter)
 
     @classmethod
     def from_joint(cls, model_or_path: ModelLike, threshold: float | None = None,
@@ -445,6 +462,7 @@ class InputSlice:
     relative: Path
     patient: str
     mask_path: Path | None
+    note: str = ""  # why the ground truth is not used (an ambiguous mask pairing), else ""
 
 
 def natural_key(text: str) -> tuple:
@@ -480,7 +498,9 @@ def find_inputs(test_dir: str | Path) -> tuple[list[InputSlice], list[dict[str, 
                     skipped.append({"path": relative.as_posix(), "reason": "ground-truth mask without its image"})
             else:
                 patient = relative.parts[0] if len(relative.parts) > 1 else root.resolve().name
-                inputs.append(InputSlice(path, relative, patient, mask_path_for(path)))
+                mask, note = pair_mask(path, filenames)  # same stem twice beside one mask: never silent
+                note = f"ground truth not used: {note}" if note else ""
+                inputs.append(InputSlice(path, relative, patient, mask, note))
     inputs.sort(key=lambda s: (natural_key(s.patient), tuple(natural_key(p) for p in s.relative.parts)))
     return inputs, skipped
 
@@ -516,7 +536,9 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None =
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
+    from classseg.atomic import atomic_open
+
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -677,6 +699,14 @@ def _resolve_out(out: Path | None, test_dir: Path) -> Path:
     if resolved == test_dir or test_dir in resolved.parents:
         raise SystemExit(f"refusing to write into the test folder: output {resolved} is inside {test_dir}; "
                          "choose --out elsewhere")
+    try:  # issue 13: also patient folders reached through symbolic links; a half-written earlier output
+        check_not_inside(resolved, test_dir, "the test folder")
+        if resolved.is_dir() and is_unfinished(resolved):
+            clear_unfinished(resolved)
+            print(f"note: {resolved} held the unfinished output of an interrupted run; replacing it",
+                  file=sys.stderr)
+    except OutputError as err:
+        raise SystemExit(str(err)) from None
     if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
         raise SystemExit(f"output {resolved} already exists and is not an empty folder; choose another --out")
     return resolved
@@ -754,7 +784,8 @@ def _process_patient(pipe: ClassSegPipeline, items: list[InputSlice], names: dic
     position = {i: k for k, i in enumerate(good)}
     for i, (item, (image, truth, error)) in enumerate(zip(items, loaded, strict=True)):
         row = dict.fromkeys(PREDICTION_COLUMNS, "")
-        row.update(image=item.relative.as_posix(), status="error" if image is None else "ok", error=error)
+        row.update(image=item.relative.as_posix(), status="error" if image is None else "ok",
+                   error=error or item.note)
         if image is not None:
             k = position[i]
             mask = all_masks[k] if result.passed[k] else np.zeros(image.shape[:2], np.uint8)
@@ -788,6 +819,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size {args.batch_size}: must be at least 1")
     out = _resolve_out(args.out, test_dir)
+    try:
+        check_can_create(out)  # before the models load: an unwritable --out is one line, not a traceback
+    except OutputError as err:
+        raise SystemExit(str(err)) from None
     models = _resolve_models(args)
     inputs, skipped = find_inputs(test_dir)
     if not inputs:
@@ -797,10 +832,13 @@ def run(args: argparse.Namespace) -> int:
                       onnx_dir=out / "onnx")
         pipe = (ClassSegPipeline.from_joint(models["joint"], **kwargs) if "joint" in models
                 else ClassSegPipeline(models["classifier"], models["segmenter"], **kwargs))
+    except ModelCheckError as err:  # names the one model at fault and the problem
+        raise SystemExit(f"error: {err}") from None
     except Exception as err:  # noqa: BLE001 - any load/convert failure is reported in one line
         raise SystemExit(f"cannot load the models ({', '.join(map(str, models.values()))}): "
                          f"{type(err).__name__}: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
+    mark_unfinished(out, test_dir=str(test_dir))  # removed once predictions.csv and summary.json are written
     _write_csv(out / "skipped.csv", skipped, ["path", "reason"])
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not input images (listed in {out / 'skipped.csv'})",
@@ -812,12 +850,21 @@ def run(args: argparse.Namespace) -> int:
     for item in inputs:
         by_patient.setdefault(item.patient, []).append(item)
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(8, 2 * available_cores())) as pool, \
-            tqdm(total=len(inputs), unit="slice", desc="Class-Seg") as bar:
-        for patient, items in by_patient.items():
-            bar.set_postfix_str(patient[-24:])
-            _process_patient(pipe, items, names, out, not args.no_overlays, pool, acc)
-            bar.update(len(items))
+    done = 0
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, 2 * available_cores())) as pool, \
+                tqdm(total=len(inputs), unit="slice", desc="Class-Seg") as bar:
+            for patient, items in by_patient.items():
+                bar.set_postfix_str(patient[-24:])
+                _process_patient(pipe, items, names, out, not args.no_overlays, pool, acc)
+                bar.update(len(items))
+                done += 1
+    except KeyboardInterrupt:
+        if getattr(args, "reraise_interrupt", False):  # run-all phase 3: run-all says what was finished
+            raise
+        print(f"interrupted (Ctrl-C) after {done} of {len(by_patient)} patients; no predictions.csv was written "
+              f"and {out} is marked unfinished: run the same command again to replace it", file=sys.stderr)
+        return 130
     wall_s = time.perf_counter() - start
     _write_csv(out / "predictions.csv", acc.rows, PREDICTION_COLUMNS)
     n_ok = sum(r["status"] == "ok" for r in acc.rows)
@@ -837,8 +884,9 @@ def run(args: argparse.Namespace) -> int:
         for variant in ("gated", "segment_all"):
             metrics[variant].update({k: timing[variant][k] for k in ("ms_per_slice", "slices_per_s")})
         write_json(out / "metrics.json", metrics)
-        (out / "metrics.md").write_text(metrics_markdown(metrics))
+        atomic_write_text(out / "metrics.md", metrics_markdown(metrics))
     write_json(out / "summary.json", summary)
+    mark_finished(out)
     print(f"{n_ok}/{len(inputs)} slices processed, {len(inputs) - n_ok} unreadable; "
           f"{sum(r['verdict'] == 'tumor' for r in acc.rows)} called tumor; "
           f"{timing['gated']['ms_per_slice']:.1f} ms/slice (models), results in {out}")
@@ -852,7 +900,18 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m classseg.pipeline``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before the slices were processed; an output folder it created is marked "
+              "unfinished and the same command replaces it", file=sys.stderr)
+        return 130
+    except OSError as err:  # an output that cannot be written, a full disk: one line
+        from classseg.guards import os_error_message
+
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

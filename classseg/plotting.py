@@ -21,7 +21,10 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120, suffixes: Sequence[s
     paths = [path.with_suffix(s) for s in suffixes] or [path]
     if tight:
         fig.tight_layout()
+    from classseg.atomic import atomic_path
+
     for target in paths:
-        fig.savefig(target, dpi=dpi, bbox_inches="tight" if suffixes else None)
+        with atomic_path(target) as tmp:  # the temporary name keeps the suffix, so the format is unchanged
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if suffixes else None)
     plt.close(fig)
     return paths

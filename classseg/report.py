@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.atomic import atomic_write_text
 from classseg.plotting import save_figure
 from classseg.runinfo import read_json
 from classseg.tables import compare_runs, write_table
@@ -244,5 +245,5 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Pat
     index = ["# classseg report", "", f"Run folder: `{run}`", ""]
     index += [f"- [{p.name}]({p.relative_to(out)})" for p in written["tables"] if p.suffix == ".md"]
     index += [f"- ![{p.stem}]({p.relative_to(out)})" for p in written["figures"] if p.suffix == ".png"]
-    (out / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    atomic_write_text(out / "README.md", "\n".join(index) + "\n")
     return written

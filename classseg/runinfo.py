@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from classseg.atomic import atomic_write_text
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and Keras/TensorFlow for a reproducible run."""
@@ -73,11 +75,9 @@ def _default(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (dataclasses, NumPy scalars and paths allowed)."""
+    """Write ``obj`` as indented JSON (dataclasses, NumPy scalars and paths allowed), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -186,9 +186,11 @@ def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, notes: str
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_stem.with_name(f"{out_stem.name}.{ext}") for ext in ("md", "tex", "csv")}
-    paths["md"].write_text(to_markdown(df, caption, notes, digits), encoding="utf-8")
-    paths["tex"].write_text(to_latex(df, caption, notes, label, digits), encoding="utf-8")
-    df.to_csv(paths["csv"], index=False)
+    from classseg.atomic import atomic_to_csv, atomic_write_text
+
+    atomic_write_text(paths["md"], to_markdown(df, caption, notes, digits))
+    atomic_write_text(paths["tex"], to_latex(df, caption, notes, label, digits))
+    atomic_to_csv(df, paths["csv"], index=False)
     return paths
 
 

@@ -192,7 +192,7 @@ def test_cli_summary_json_and_split(tiny_tree: Path, tmp_path: Path, capsys) -> 
     out = tmp_path / "split.csv"
     assert cli_main(["data", "split", str(tiny_tree), "--out", str(out), "--seed", "1"]) == 0
     first = out.read_text()
-    cli_main(["data", "split", str(tiny_tree), "--out", str(out), "--seed", "1"])
+    cli_main(["data", "split", str(tiny_tree), "--out", str(out), "--seed", "1", "--overwrite"])
     assert out.read_text() == first
     with pytest.raises(SystemExit, match="does not exist"):
         cli_main(["data", "summary", str(tmp_path / "missing")])

@@ -156,11 +156,14 @@ def test_cli_export_onnx(tmp_path, capsys):
     model_path = tmp_path / "clf.keras"
     _with_augmentation().save(model_path)
     args = argparse.Namespace(model=str(model_path), format="onnx", out=None, opset=17, tolerance=1e-4,
-                              samples=2, seed=0)
+                              samples=2, seed=0, overwrite=False)
     assert export_cmd.run(args) == 0
     out = capsys.readouterr().out
     assert "parity PASS" in out and "stripped augmentation layers: flip" in out
     assert (tmp_path / "clf.onnx").is_file()
+    with pytest.raises(SystemExit, match="already exists; pass --overwrite"):  # issue 13: never silently
+        export_cmd.run(args)
+    args.overwrite = True
     args.tolerance = -1.0  # impossible: must exit non-zero and say FAIL
     assert export_cmd.run(args) == 1
     assert "parity FAIL" in capsys.readouterr().out

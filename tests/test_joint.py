@@ -110,16 +110,18 @@ def tiny_joint_tree(tmp_path: Path) -> Path:
     return root
 
 
-def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path) -> None:
+def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path, caplog) -> None:
     import keras
 
     from classseg import data as cdata
     from classseg.evaluation.classification import classification_metrics
 
     out = tmp_path / "run"
+    (tiny_joint_tree / "TCGA_AA_0000_20000101" / "TCGA_AA_0000_20000101_9.tif").write_bytes(b"corrupt")
     config = JointConfig(weights=None, img_size=64, epochs=1, batch_size=8, schedule="dynamic", infer_batch=4,
                          run_eagerly=True)
     returned = train_joint(config, tiny_joint_tree, out_dir=out, progress=False)
+    assert "skipped 1 file(s), not used for training" in caplog.text and "_9.tif" in caplog.text  # issue 13
 
     for name in ("joint.keras", "history.csv", "metrics.json", "metrics.md", "training_curves.png", "splits.csv",
                  "manifest.json"):
@@ -137,6 +139,7 @@ def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path) -> None:
     assert len(history) == 1 and history.loc[0, "w_cls"] == 0.0 and history.loc[0, "w_seg"] == 1.5
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "joint" and manifest["config"]["schedule"] == "dynamic"
+    assert [Path(s["path"]).name for s in manifest["skipped"]] == ["TCGA_AA_0000_20000101_9.tif"]
 
     # Test figures are those of the saved best model on the test patients of splits.csv.
     splits = cdata.load_splits(out / "splits.csv")
@@ -155,7 +158,9 @@ def test_cli_registers_and_rejects_bad_arguments(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser(prog="classseg")
     cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+    (tmp_path / "data").mkdir()  # --out beside the data folder, not inside it (refused since issue 13)
+    args = parser.parse_args(["train-joint", str(tmp_path / "data"), "--weights", "none", "--img-size", "64",
+                              "--epochs", "2",
                               "--schedule", "freeze", "--class-loss", "focal", "--multiscale", "--seed", "3",
                               "--out", str(tmp_path / "o"), "--strategy", "mirrored"])
     assert (args.schedule, args.class_loss, args.multiscale, args.seed, args.func) == ("freeze", "focal", True, 3,
@@ -186,7 +191,9 @@ def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(tj, "train_joint", fake_train)
     parser = argparse.ArgumentParser(prog="classseg")
     cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-joint", str(tmp_path), "--weights", "none", "--img-size", "64", "--epochs", "2",
+    (tmp_path / "data").mkdir()  # --out beside the data folder, not inside it (refused since issue 13)
+    args = parser.parse_args(["train-joint", str(tmp_path / "data"), "--weights", "none", "--img-size", "64",
+                              "--epochs", "2",
                               "--schedule", "dynamic", "--class-loss", "focal", "--multiscale", "--seed", "3",
                               "--out", str(tmp_path / "o"), "--quiet"])
     assert cmd.run(args) == 0

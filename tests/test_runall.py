@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import write_patient
 
+from classseg.cli import main
 from classseg.report import write_report
-from classseg.runall import get_profile, run_all
+from classseg.runall import StageSettingsError, get_profile, run_all
+
+PROFILE = get_profile("quick", backbones=("mobilenetv2",), cls_img_size=32, cls_head="gap", cls_epochs=1,
+                      seg_img_size=32, seg_epochs=1, seg_batch_size=4, joint_img_size=64, joint_epochs=1,
+                      joint_batch_size=4)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "kaggle_3m"
     for k in range(7):
         write_patient(root, f"TCGA_A{k % 2}_{k:04d}_20000101", n_slices=4, size=64, tumor_slices=(2, 3), seed=k)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_root: Path) -> Path:
     out = tmp_path_factory.mktemp("run")
-    profile = get_profile("quick", backbones=("mobilenetv2",), cls_img_size=32, cls_head="gap", cls_epochs=1,
-                          seg_img_size=32, seg_epochs=1, seg_batch_size=4, joint_img_size=64, joint_epochs=1,
-                          joint_batch_size=4)
     import tensorflow as tf
 
     # An explicit tf.distribute strategy (the default one on CPU) goes through every training stage.
-    run_all(root, out, profile, strategy=tf.distribute.get_strategy(), log=lambda _: None)
+    run_all(data_root, out, PROFILE, strategy=tf.distribute.get_strategy(), log=lambda _: None)
     return out
+
+
+def _mtimes(run_dir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in [*run_dir.glob("*/stage.json"), run_dir / "manifest.json"]}
 
 
 def test_every_stage_writes_its_outputs(run_dir: Path) -> None:
@@ -57,13 +70,77 @@ def test_report_tables_and_figures(run_dir: Path) -> None:
     assert len(comparison) >= 3  # gated, segment-all, joint (+ ResUNet)
 
 
-def test_finished_stages_are_not_redone(run_dir: Path) -> None:
+def test_finished_stages_are_not_redone(run_dir: Path, data_root: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/stage.json")}
-    run_all(run_dir.parent / "unused", run_dir, get_profile("quick"), log=lambda _: None)  # data never touched
+    run_all(data_root, run_dir, PROFILE, log=lambda _: None)  # same data and settings: every stage skipped
     after = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/stage.json")}
     assert before == after
+
+
+def test_reused_folder_with_other_data_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    write_patient(other, "TCGA_ZZ_0001_20000101")
+    before = _mtimes(run_dir)
+    with pytest.raises(StageSettingsError, match=r"split was finished with other settings: data_dir: .*kaggle_3m"):
+        run_all(other, run_dir, PROFILE, log=lambda _: None)
+    assert _mtimes(run_dir) == before  # manifest.json not rewritten over the results of the first data
+
+
+def test_reused_folder_with_other_seed_is_one_line_and_nonzero(run_dir: Path, data_root: Path, capsys) -> None:
+    before = _mtimes(run_dir)
+    with pytest.raises(SystemExit) as info:
+        main(["run-all", str(data_root), "--out", str(run_dir), "--seed", "7"])
+    message = str(info.value.code)
+    assert message.startswith("classseg run-all: ") and "\n" not in message
+    assert "seed: 0 (finished) vs 7 (this run)" in message
+    assert _mtimes(run_dir) == before
+
+
+def test_changed_epochs_name_the_stage_and_setting(run_dir: Path, data_root: Path) -> None:
+    with pytest.raises(StageSettingsError, match=r"phase2 was finished with other settings: seg_epochs: 1 .*vs 3"):
+        run_all(data_root, run_dir, replace(PROFILE, seg_epochs=3), log=lambda _: None)
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(run_dir: Path, data_root: Path, monkeypatch,
+                                                             capsys) -> None:
+    import classseg.runall
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classseg.runall, "run_all", interrupted)
+    (run_dir / "report" / "stage.json").rename(run_dir / "report" / "stage.json.bak")
+    try:
+        assert main(["run-all", str(data_root), "--out", str(run_dir)]) == 130
+    finally:
+        (run_dir / "report" / "stage.json.bak").rename(run_dir / "report" / "stage.json")
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "interrupted during report" in err and "split, phase1, phase2, phase3, joint" in err
+    assert "run the same command again to resume" in err
 
 
 def test_report_on_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_report(tmp_path / "nope", tmp_path / "out")
+
+
+def test_redone_stage_makes_later_stages_stale_and_a_half_written_phase3_resumes(run_dir: Path,
+                                                                                 data_root: Path) -> None:
+    """Run last: deletes phase 3 (the user's way to redo it) and leaves a half-written pipeline output."""
+    import shutil
+
+    old_report = json.loads((run_dir / "report" / "stage.json").read_text())
+    shutil.rmtree(run_dir / "phase3")
+    half = run_dir / "phase3" / "predictions"
+    (half / "masks").mkdir(parents=True)
+    (half / "masks" / "x.png").write_bytes(b"")  # as left by Ctrl-C / SIGKILL half-way, no predictions.csv
+    logs: list[str] = []
+    run_all(data_root, run_dir, PROFILE, log=logs.append)
+    assert (run_dir / "phase3" / "predictions" / "predictions.csv").is_file()
+    assert not (run_dir / "phase3" / "predictions" / "masks" / "x.png").exists()
+    stale = list(run_dir.glob("report.stale-*"))
+    assert len(stale) == 1 and (stale[0] / "stage.json").is_file()  # old report kept, moved aside
+    assert json.loads((run_dir / "report" / "stage.json").read_text())["token"] != old_report["token"]
+    assert any("[phase1] done earlier" in line for line in logs)
+    assert any("[report] stale: phase3 redone" in line for line in logs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +52,10 @@ def test_train_classifiers_smoke(data_dir, tmp_path):
     # probability checks below trivially true.
     config = ClassifierConfig(backbones=("resnet50",), weights=None, img_size=32, head="gap", epochs=1,
                               batch_size=3, progress=False)
+    (data_dir / PATIENTS[0] / "notes.txt").write_text("not a slice")
     results = train_classifiers(config, data_dir, out_dir=out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(s["path"]).name for s in manifest["skipped"]] == ["notes.txt"]  # issue 13: never silent
 
     assert list(results["backbone"]) == ["resnet50"]
     row = results.iloc[0]

@@ -28,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--test-from", metavar="DIR",
                        help="the patients of this folder (e.g. the bundled sample) form the test split; the "
                             "rest are split into train/val in the ratio of the TRAIN and VAL fractions")
+    split.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     split.set_defaults(func=run_split)
 
 
@@ -51,15 +52,25 @@ def run_summary(args: argparse.Namespace) -> int:
         print(f"{inst or '(none)':14}{row['patients']:>10}{row['slices']:>10}{row['tumor_slices']:>14}")
     print(f"{'total':14}{info['patients']:>10}{info['slices']:>10}{info['tumor_slices']:>14}"
           f"   ({info['tumor_share']:.1%} tumor)")
-    skipped = info["skipped"]
-    print(f"skipped files: {len(skipped)}")
-    for item in skipped:
-        print(f"  {item['path']}: {item['reason']}")
+    print_skipped(info["skipped"])
     return 0
 
 
+def print_skipped(skipped: list[dict[str, str]], file=None) -> None:
+    """``skipped files: N`` and one ``path: reason`` line each (as ``data summary`` prints them)."""
+    print(f"skipped files: {len(skipped)}", file=file)
+    for item in skipped:
+        print(f"  {item['path']}: {item['reason']}", file=file)
+
+
 def run_split(args: argparse.Namespace) -> int:
-    """Write the split CSV and print each split's size and tumor share."""
+    """Write the split CSV and print each split's size, tumor share and the skipped files."""
+    from classseg.guards import OutputError, check_output_file
+
+    try:
+        check_output_file(args.out, overwrite=getattr(args, "overwrite", False))
+    except OutputError as err:
+        raise SystemExit(f"classseg data split: {err}") from None
     df = _discover_or_exit(args.data_dir)
     try:
         if args.test_from:
@@ -79,5 +90,6 @@ def run_split(args: argparse.Namespace) -> int:
     stats = merged.groupby("split").agg(patients=("patient_id", "nunique"), slices=("tumor", "size"),
                                         tumor_share=("tumor", "mean"))
     print(stats.to_string(float_format=lambda v: f"{v:.3f}"))
+    print_skipped(df.attrs.get("skipped", []))
     print(f"wrote {path}")
     return 0

@@ -21,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |keras - export| allowed (default 1e-4)")
     parser.add_argument("--samples", type=int, default=2, help="random images used for the parity check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parity images")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=run)
 
 
@@ -34,16 +35,26 @@ def run(args: argparse.Namespace) -> int:
         load_model,
         sample_inputs,
     )
+    from classseg.guards import OutputError, check_output_file, check_writable_dir
 
     path = Path(args.model)
     if not path.is_file():
         raise SystemExit(f"classseg export: model file not found: {path}")
+    out = Path(args.out) if args.out else path.with_name(
+        f"{path.stem}.onnx" if args.format == "onnx" else f"{path.stem}_savedmodel")
+    try:
+        if args.format == "onnx":
+            check_output_file(out, overwrite=getattr(args, "overwrite", False))
+        else:
+            if out.exists() and not getattr(args, "overwrite", False):
+                raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+            check_writable_dir(out.parent)
+    except OutputError as err:
+        raise SystemExit(f"classseg export: {err}") from None
     try:
         model = load_model(path)
     except Exception as err:  # noqa: BLE001 - any load failure is a user-facing one-line error
         raise SystemExit(f"classseg export: cannot load {path}: {type(err).__name__}: {err}") from None
-    out = Path(args.out) if args.out else path.with_name(
-        f"{path.stem}.onnx" if args.format == "onnx" else f"{path.stem}_savedmodel")
     x = sample_inputs(model, n=args.samples, seed=args.seed)
     try:
         if args.format == "onnx":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from classseg.data import DEFAULT_DATA_DIR
 
@@ -46,7 +48,24 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         run_all(args.data_dir, out, profile, splits_path=args.splits, strategy=strategy)
-    except (FileNotFoundError, NotADirectoryError) as err:
+    except KeyboardInterrupt:
+        print(f"classseg run-all: {interrupted_message(Path(out))}", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as err:
         raise SystemExit(f"classseg run-all: {err}") from None
+    except OSError as err:  # an output folder that cannot be written, a full disk, ...
+        raise SystemExit(f"classseg run-all: cannot write {err.filename or out}: {err.strerror or err}") from None
     print(f"run-all ({profile.name}) finished in {time.perf_counter() - start:.0f} s; report in {out}/report")
     return 0
+
+
+def interrupted_message(out: Path) -> str:
+    """One line after Ctrl-C: the stages finished (kept), the one interrupted, how to resume."""
+    from classseg.runall import STAGES
+
+    done = [name for name in STAGES if (out / name / "stage.json").is_file()]
+    todo = [name for name in STAGES if name not in done]
+    finished = f"finished and kept: {', '.join(done)}" if done else "no stage had finished"
+    where = f"interrupted during {todo[0]}; " if todo else ""
+    return (f"{where}{finished} (in {out}); run the same command again to resume from "
+            f"{todo[0] if todo else 'the end'}")

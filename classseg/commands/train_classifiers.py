@@ -11,6 +11,8 @@ from classseg.data import DEFAULT_DATA_DIR
 #: registering the command does not import TensorFlow.
 BACKBONE_NAMES = ("resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
                   "efficientnetb7", "resunet_encoder", "resunet_decoder", "mobilenetv2")
+#: Files written when a run has finished; --out holding one is refused without --overwrite.
+FINISHED_FILES = ("results.json", "results.csv")
 PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
 
 
@@ -37,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", default=None, metavar="FILE", help="patient split CSV (default: computed)")
     p.add_argument("--out", default="runs/classifiers", metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--head", choices=("paper", "gap", "gapmax"), default="paper")
     p.add_argument("--fine-tune", type=int, default=0, metavar="N",
                    help="unfreeze the top N backbone layers (BatchNorm stays frozen); end-to-end training")
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse the options into a ClassifierConfig, train, print the results table and the gate."""
     import tensorflow as tf
 
+    from classseg.guards import OutputError, check_not_inside, check_output_folder
     from classseg.models.backbones import get_spec
     from classseg.runinfo import read_json
     from classseg.training.classifiers import ClassifierConfig, train_classifiers
@@ -81,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{prog}: data folder not found: {args.data_dir}")
     if args.splits and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")
+    try:
+        if Path(args.data_dir).is_dir():
+            check_not_inside(args.out, args.data_dir, "the data folder")
+        check_output_folder(args.out, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
+    except OutputError as err:
+        raise SystemExit(f"{prog}: {err}") from None
     for opt in ("img_size", "epochs", "batch_size", "repeats"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             raise SystemExit(f"{prog}: --{opt.replace('_', '-')} must be >= 1")

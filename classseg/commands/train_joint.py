@@ -9,6 +9,8 @@ from classseg.data import DEFAULT_DATA_DIR
 
 SCHEDULE_CHOICES = ("fixed", "freeze", "dynamic")
 CLASS_LOSS_CHOICES = ("ce", "focal")
+#: Files written when a run has finished; --out holding one is refused without --overwrite.
+FINISHED_FILES = ("metrics.json", "joint.keras")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="runs/joint", metavar="DIR", help="run folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
                    help="tf.distribute strategy (mirrored = all local GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
     from pathlib import Path
 
+    from classseg.guards import OutputError, check_not_inside, check_output_folder
     from classseg.training.joint import JointConfig, train_joint
 
     prog = "classseg train-joint"
@@ -69,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
                          f"{weights} not found")
     if args.splits and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")
+    try:
+        if Path(args.data_dir).is_dir():
+            check_not_inside(args.out, args.data_dir, "the data folder")
+        check_output_folder(args.out, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
+    except OutputError as err:
+        raise SystemExit(f"{prog}: {err}") from None
     config = replace(JointConfig(), weights=weights, img_size=args.img_size, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                      lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,

@@ -62,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/segmenter", metavar="DIR", help="run folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
                    help="tf.distribute strategy (TensorFlow backend; mirrored = all local GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -94,7 +95,19 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
+    # never replace a finished run silently (metrics.json is written last); --evaluate-only re-scores on purpose
+    from pathlib import Path
+
+    from classseg.guards import OutputError, check_not_inside, check_output_folder
     from classseg.training.segmenter import evaluate_segmenter_run, train_segmenter
+
+    try:
+        if Path(args.data_dir).is_dir():
+            check_not_inside(args.out, args.data_dir, "the data folder")
+        if not args.evaluate_only:
+            check_output_folder(args.out, ("metrics.json",), overwrite=args.overwrite)
+    except OutputError as err:
+        raise SystemExit(f"classseg train-segmenter: {err}") from None
 
     try:
         config = config_from_args(args)
@@ -116,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
         strategy = tf.distribute.MirroredStrategy()
     try:
         if args.evaluate_only:
-            from pathlib import Path
-
             if not (Path(args.out) / "training.json").is_file():
                 raise FileNotFoundError(f"{args.out}: no finished training (training.json) to evaluate")
             metrics = evaluate_segmenter_run(args.out, args.data_dir, args.splits, progress=not args.quiet,

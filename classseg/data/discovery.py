@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from classseg.data.io import ImageReadError, is_image_file, is_mask_file, mask_path_for, read_image, read_mask
+from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
+from classseg.data.walk import pair_mask, walk_following_links
 
 #: Files that belong to the dataset's layout and are not slices (never reported as skipped).
 METADATA_FILES = {"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"}
@@ -71,7 +71,11 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
     Every image is decoded once, so corrupt files, non-binary masks and masks whose shape
     differs from the image are found here; they are skipped and listed, with the reason, in
     ``df.attrs["skipped"]`` (a list of ``{"path", "reason"}``). With ``require_masks`` an image
-    without ``<stem>_mask.<ext>`` is skipped too (training needs the mask).
+    without ``<stem>_mask.<ext>`` is skipped too (training needs the mask), and so is an image
+    whose mask is ambiguous (:func:`classseg.data.walk.pair_mask`: ``x_1.tif`` and ``x_1.png``
+    beside one ``x_1_mask.tif`` -> the ``.tif`` is paired, the ``.png`` skipped with the reason);
+    without it such images are kept unpaired and listed in ``df.attrs["ambiguous"]``.
+    Symbolic links to patient folders are followed.
     """
     root = Path(data_dir)
     if not root.exists():
@@ -79,10 +83,10 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
     skipped: list[dict[str, str]] = []
+    ambiguous: list[dict[str, str]] = []
     candidates: list[tuple[Path, Path | None]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _, filenames in walk_following_links(root):  # symlinked patient folders count
+        for name in filenames:
             path = Path(dirpath) / name
             if name.lower() in METADATA_FILES or name.startswith("."):
                 continue
@@ -95,7 +99,13 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
                                                                                      ".png", ".jpg", ".jpeg")):
                     skipped.append({"path": str(path), "reason": "mask without its image"})
                 continue
-            candidates.append((path, mask_path_for(path)))
+            mask, note = pair_mask(path, filenames)
+            if note:  # the same stem twice beside one mask: said, never paired silently
+                if require_masks:
+                    skipped.append({"path": str(path), "reason": note})
+                    continue
+                ambiguous.append({"path": str(path), "reason": note})
+            candidates.append((path, mask))
     if not candidates and not skipped:
         raise ValueError(f"{root}: no images found (expected patient folders of .tif/.png/.jpg slices)")
 
@@ -125,6 +135,7 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
             df["case_id"] = df["patient_id"].map(_case_key)
             df = df.merge(clinical, on="case_id", how="left")
     df.attrs["skipped"] = skipped
+    df.attrs["ambiguous"] = ambiguous
     df.attrs["data_dir"] = str(root)
     return df
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from classseg.atomic import atomic_to_csv
+
 SPLITS = ("train", "val", "test")
 
 
@@ -95,11 +97,8 @@ def kfold_patients(df: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.DataFrame:
 
 
 def save_splits(splits: pd.DataFrame, path: str | Path) -> Path:
-    """Write a split table as CSV (``patient_id,split``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    splits.to_csv(path, index=False)
-    return path
+    """Write a split table as CSV (``patient_id,split``), atomically."""
+    return atomic_to_csv(splits, Path(path), index=False)
 
 
 def load_splits(path: str | Path) -> pd.DataFrame:
@@ -135,7 +134,14 @@ def apply_splits(df: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
 
 def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed: int = 0,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
-    """The slice table with a ``split`` column: from ``splits_path`` if given, else computed."""
+    """The slice table with a ``split`` column: from ``splits_path`` if given, else computed.
+
+    Files that discovery skipped (``df.attrs["skipped"]``) are reported on the console (logger
+    ``classseg.data``), so no training command passes over them silently.
+    """
+    from classseg.data.skipped import log_skipped
+
+    log_skipped(df, "not used for training")
     splits = load_splits(splits_path) if splits_path else split_patients(df, fractions, seed)
     return apply_splits(df, splits)
 

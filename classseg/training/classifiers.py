@@ -25,9 +25,11 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
+from classseg.atomic import atomic_to_csv, atomic_write_text, save_model
 from classseg.data import SliceArrays, discover, load_arrays, resolve_splits, save_splits
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
+from classseg.data.skipped import skipped_files
 from classseg.evaluation.classification import (
     classification_metrics,
     plot_confusion_matrix,
@@ -306,7 +308,7 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
                     | ({"e2e_check_max_abs_diff": res["e2e_check_max_abs_diff"]}
                        if "e2e_check_max_abs_diff" in res else {}))
         if best is None or _rank_key(res["val"]) > _rank_key(best["val"]):
-            res["model"].save(run_dir / "classifier.keras")
+            save_model(res["model"], run_dir / "classifier.keras")
             best = {k: v for k, v in res.items() if k != "model"}
             best["params"] = _param_counts(res["model"])
             best["infer_ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
@@ -315,8 +317,8 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
         keras.backend.clear_session(free_memory=True)
     cache.clear()
 
-    pd.concat(histories, ignore_index=True).to_csv(run_dir / "history.csv", index=False)
-    _predictions_frame(parts, best["prob"]).to_csv(run_dir / "predictions.csv", index=False)
+    atomic_to_csv(pd.concat(histories, ignore_index=True), run_dir / "history.csv", index=False)
+    atomic_to_csv(_predictions_frame(parts, best["prob"]), run_dir / "predictions.csv", index=False)
     title = f"{name} ({config.weights or 'random init'}, {config.img_size}px, seed {best['seed']})"
     plot_confusion_matrix(best["test"]["confusion_matrix"], run_dir / "confusion_matrix.png", f"test: {title}")
     plot_roc(parts["test"].labels, best["prob"]["test"], run_dir / "roc.png", f"test ROC: {title}")
@@ -343,7 +345,7 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
     write_json(run_dir / "metrics.json", metrics)
     table = pd.DataFrame([{"split": s, **{m: best[s][m] for m in SCALAR_METRICS}, "n": best[s]["n"]}
                           for s in ("val", "test")])
-    (run_dir / "metrics.md").write_text(f"# {title}\n\n" + _markdown_table(table))
+    atomic_write_text(run_dir / "metrics.md", f"# {title}\n\n" + _markdown_table(table))
     row = {"backbone": name, "weights": config.weights or "none", "img_size": config.img_size,
            "head": config.head, "epochs": config.epochs, "repeats": config.repeats,
            "trainable_params": trainable, "total_params": total, "train_time_s": train_time,
@@ -400,7 +402,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
                    weights=config.weights, img_size=config.img_size, epochs=config.epochs,
                    slices={s: len(p) for s, p in parts.items()},
                    tumor_slices={s: int(p.labels.sum()) for s, p in parts.items()},
-                   strategy=type(strategy).__name__)
+                   strategy=type(strategy).__name__, skipped=skipped_files(df))
 
     summaries = {}
     for name in config.backbones:
@@ -420,11 +422,12 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
         "threshold": threshold,
         "val_at_threshold": classification_metrics(parts["val"].labels, gate_val["val_prob"], threshold),
     }
-    results.to_csv(out / "results.csv", index=False)
+    atomic_to_csv(results, out / "results.csv", index=False)
     label = (f"weights={config.weights or 'none'}, {config.img_size}px, head={config.head}, "
              f"epochs<={config.epochs} (early stopping, patience {config.patience}), repeats={config.repeats}, "
              f"seed={config.seed}; test split: {len(parts['test'])} slices")
-    (out / "results.md").write_text(
+    atomic_write_text(
+        out / "results.md",
         f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n" + _markdown_table(results)
         + f"\nGate (chosen on validation): **{gate_name}**, threshold {threshold:.4f} for "
           f"sensitivity >= {config.target_sensitivity} on val.\n")

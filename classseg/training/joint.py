@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.atomic import atomic_write_text, save_model
 from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.tables import format_value
@@ -320,7 +321,7 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
         "'all slices' counts an empty prediction on an empty slice as Dice 1; volume Dice sums a patient's slices.",
         "",
     ]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
@@ -352,8 +353,10 @@ def train_joint(
     import tensorflow as tf
 
     from classseg import data as cdata
+    from classseg.data.skipped import skipped_files
     from classseg.models.joint import build_joint_model
     from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint
     from classseg.training.schedules import LossWeightScheduler
 
     config = config or JointConfig()
@@ -398,9 +401,9 @@ def train_joint(
     callbacks = [
         LossWeightScheduler(config.schedule, config.epochs, w_cls, w_seg, base=(config.lambda_cls, config.lambda_seg)),
         keras.callbacks.LambdaCallback(on_epoch_end=log_lr),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_fixed_loss", mode="min", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.CSVLogger(out / "history.csv"),
+        AtomicModelCheckpoint(checkpoint, monitor="val_fixed_loss", mode="min", save_best_only=True,
+                              save_weights_only=True),
+        AtomicCSVLogger(out / "history.csv"),
     ]
     start = time.perf_counter()
     fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
@@ -417,7 +420,7 @@ def train_joint(
     else:  # no finite validation loss in any epoch: keep the last weights, say so
         log.warning("val_fixed_loss was never finite; evaluating the weights of the last epoch")
     best = keras.Model(model.input, model.output, name=model.name)  # same layers, no optimizer / loss
-    best.save(out / MODEL_FILE)
+    save_model(best, out / MODEL_FILE)
     results = {}
     for name, arrays in (("test", test), ("val", val)):
         tumor_prob, mask_prob = predict_joint(model, arrays.images, config.batch_size)
@@ -463,5 +466,5 @@ def train_joint(
     write_manifest(out, command="train-joint", kind="joint", config=asdict(config), data_dir=str(data_dir),
                    split_file=split_label, seed=config.seed, weights=metrics["weights"], img_size=config.img_size,
                    epochs=config.epochs, strategy=type(strategy).__name__,
-                   replicas=int(strategy.num_replicas_in_sync))
+                   replicas=int(strategy.num_replicas_in_sync), skipped=skipped_files(frame))
     return metrics
