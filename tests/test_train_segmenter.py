@@ -47,16 +47,20 @@ def run(tmp_path_factory):
 
 def test_outputs_and_metric_keys(run, capsys):
     _, out, split_file = run
-    for name in ("segmenter.keras", "history.csv", "metrics.json", "metrics.md", "splits.csv", "manifest.json",
-                 "training_curves.png", "examples.png"):
+    for name in ("segmenter.keras", "segmenter.card.json", "history.csv", "metrics.json", "metrics.md", "splits.csv",
+                 "manifest.json", "training_curves.png", "examples.png", "training.json", "postprocess_selection.csv"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("dice", "iou", "hd95", "dice_per_patient", "dice_all_slices", "postprocessed", "val",
-                "img_size", "epochs", "seed", "split_file", "weights", "batchnorm_check"):
+                "img_size", "epochs", "seed", "split_file", "weights", "recipe", "normalization", "postprocess_chosen",
+                "train_minutes", "machine", "scored_at"):
         assert key in saved, key
     assert saved["weights"] == "none (from scratch)" and saved["img_size"] == 32 and saved["epochs"] == 1
     assert saved["seed"] == 1 and saved["split_file"] == str(split_file)
-    assert saved["n_train_slices"] == 4  # 2 train patients x 2 tumor slices
+    assert saved["n_train_slices"] == 8  # fast recipe: every slice of the 2 train patients
+    assert saved["recipe"] == "fast" and saved["normalization"] == "patient_zscore"
+    assert saved["scored_at"] == "original slice size"
+    assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
     assert saved["n_slices"] == 4 and saved["n_tumor_slices"] == 2  # 1 test patient, all its slices
     assert 0.0 <= saved["dice"] <= 1.0 and 0.0 <= saved["postprocessed"]["dice_all_slices"] <= 1.0
     assert saved["val"]["tversky_soft"] is not None
@@ -78,7 +82,9 @@ def test_saved_model_reloads_and_predicts(run):
     data, out, _ = run
     model = keras.models.load_model(out / "segmenter.keras", safe_mode=True)
     arrays = load_arrays(discover(data).head(3), img_size=32, progress=False)
-    probs = predict_masks(model, arrays.images, batch_size=2)
+    from classseg.training.segmenter import model_inputs
+
+    probs = predict_masks(model, model_inputs(arrays, "patient_zscore"), batch_size=2)
     assert probs.shape == (3, 32, 32, 1) and probs.dtype == np.float32
     assert np.all((probs >= 0) & (probs <= 1))
 

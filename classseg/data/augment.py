@@ -84,13 +84,60 @@ def _flair_transform_class() -> type:
     return FlairForMissingSequence
 
 
-def build_augmenter(config: AugmentConfig | None = None, seed: int = 0) -> Augmenter:
-    """A seeded callable ``(image HxWx3 uint8 or float32, mask uint8 HxW[x1]) -> (image, mask)``."""
+def _zscore_intensity_class() -> type:
+    import albumentations as A
+
+    class ZScoreIntensity(A.ImageOnlyTransform):
+        """Per-channel gain and offset, then Gaussian noise, on z-scored (float) images, in SD units.
+
+        Hand-written: albumentations' RandomBrightnessContrast and GaussNoise clip float images to
+        [0, 1] (the range they assume for floats), which would cut z-scores off at 0 and 1."""
+
+        def __init__(self, gain: float = 0.2, offset: float = 0.2, noise_p: float = 0.15,
+                     noise_std: tuple[float, float] = (0.01, 0.05), p: float = 0.5) -> None:
+            super().__init__(p=p)
+            self.gain, self.offset, self.noise_p, self.noise_std = gain, offset, noise_p, noise_std
+
+        def get_params(self) -> dict[str, Any]:
+            r = self.py_random
+            return {"gain": [1.0 + r.uniform(-self.gain, self.gain) for _ in range(3)],
+                    "offset": [r.uniform(-self.offset, self.offset) for _ in range(3)],
+                    "noise": r.uniform(*self.noise_std) if r.random() < self.noise_p else 0.0,
+                    "noise_seed": r.randrange(2**31)}
+
+        def apply(self, img: np.ndarray, gain: list[float] = (1.0,), offset: list[float] = (0.0,),
+                  noise: float = 0.0, noise_seed: int = 0, **params: Any) -> np.ndarray:
+            out = img.astype(np.float32) * np.asarray(gain[:img.shape[-1]], np.float32) \
+                + np.asarray(offset[:img.shape[-1]], np.float32)
+            if noise > 0:
+                out += np.random.default_rng(noise_seed).normal(0.0, noise, out.shape).astype(np.float32)
+            return out
+
+    return ZScoreIntensity
+
+
+def build_augmenter(config: AugmentConfig | None = None, seed: int = 0, float_input: bool = False) -> Augmenter:
+    """A seeded callable ``(image HxWx3, mask uint8 HxW[x1]) -> (image, mask)``.
+
+    ``float_input``: images are float z-scores (:mod:`classseg.data.standardize`); intensity changes
+    are then applied in SD units by :class:`ZScoreIntensity` instead of albumentations' 0..1 transforms.
+    uint8 images use albumentations' brightness / contrast and noise. Feeding float images to an
+    augmenter built for uint8 is refused (those transforms would clip them to [0, 1]).
+    """
     import albumentations as A
     import cv2
 
     config = config or AugmentConfig()
     flair = _flair_transform_class()
+    if float_input:
+        intensity = [_zscore_intensity_class()(gain=config.contrast_limit, offset=config.brightness_limit,
+                                               noise_p=config.noise_p / max(config.brightness_contrast_p, 1e-6),
+                                               noise_std=config.noise_std,
+                                               p=max(config.brightness_contrast_p, config.noise_p))]
+    else:
+        intensity = [A.GaussNoise(std_range=config.noise_std, p=config.noise_p),
+                     A.RandomBrightnessContrast(brightness_limit=config.brightness_limit,
+                                                contrast_limit=config.contrast_limit, p=config.brightness_contrast_p)]
     transform = A.Compose([
         A.HorizontalFlip(p=config.hflip),
         A.VerticalFlip(p=config.vflip),
@@ -103,13 +150,14 @@ def build_augmenter(config: AugmentConfig | None = None, seed: int = 0) -> Augme
                  rotate=(-config.rotate_limit, config.rotate_limit), border_mode=cv2.BORDER_REFLECT_101,
                  p=config.affine_p),
         A.ElasticTransform(alpha=config.elastic_alpha, sigma=config.elastic_sigma, p=config.elastic_p),
-        A.GaussNoise(std_range=config.noise_std, p=config.noise_p),
-        A.RandomBrightnessContrast(brightness_limit=config.brightness_limit,
-                                   contrast_limit=config.contrast_limit, p=config.brightness_contrast_p),
+        *intensity,
         flair(p=config.flair_for_missing_p),
     ], seed=seed)
 
     def augment(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not float_input and image.dtype != np.uint8:
+            raise TypeError(f"augmenter built for uint8 pixels got {image.dtype} images; build it with "
+                            "float_input=True for normalised inputs (albumentations would clip them to [0, 1])")
         squeeze = mask.ndim == 3
         out = transform(image=image, mask=mask[..., 0] if squeeze else mask)
         new_mask = out["mask"][..., None] if squeeze else out["mask"]

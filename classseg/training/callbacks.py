@@ -1,17 +1,24 @@
-"""Keras callbacks whose files survive a crash: checkpoints and history written atomically.
+"""Keras callbacks that make long runs safe to interrupt: atomic checkpoints and history, resumable
+run state, a wall-clock budget and the learning-rate schedules it drives.
 
 :class:`AtomicModelCheckpoint` is ``keras.callbacks.ModelCheckpoint`` except that every save goes
 to a temporary file beside the checkpoint and is renamed into place (:mod:`classseg.atomic`), so a
 process killed mid-save keeps the previous checkpoint loadable. :class:`AtomicCSVLogger` keeps the
 epoch rows in memory and rewrites the whole CSV atomically after every epoch (never an empty or
-half-written ``history.csv``).
+half-written ``history.csv``). :class:`AtomicBackupAndRestore` is Keras' resume-at-the-next-epoch
+callback with atomic saves; :class:`RunState` (``train_state.json``) keeps what Keras does not restore
+(best score so far, seconds spent, budget progress) for :class:`ResumableBestCheckpoint` and
+:class:`TimeBudget`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classseg.atomic import atomic_path, atomic_write_text
+from classseg.atomic import atomic_path, atomic_write_text, save_weights
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -82,3 +89,107 @@ class AtomicCSVLogger(keras.callbacks.Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.filename, buffer.getvalue())
+
+
+class RunState:
+    """A small dict persisted atomically to ``train_state.json`` (best score, elapsed seconds, plan)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.values: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.values, indent=2))
+
+
+class ResumableBestCheckpoint(AtomicModelCheckpoint):
+    """Atomic ``save_best_only`` checkpoint whose best value and epoch live in a :class:`RunState`, so a
+    resumed run does not overwrite a better model with a worse one (Keras' own forgets ``best``)."""
+
+    def __init__(self, path: str | Path, state: RunState, monitor: str = "val_dice", mode: str = "max") -> None:
+        super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True)
+        self.state = state
+        if state.values.get("best") is not None:
+            self.best = float(state.values["best"])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != before:
+            self.state.values.update(best=float(self.best), best_epoch=epoch + 1, monitor=self.monitor)
+        self.state.save()
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` (resume at the next epoch after an interruption) whose
+    weights and epoch files are replaced atomically instead of overwritten in place."""
+
+    def _save_model(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        save_weights(self.model, self._weights_path)
+        atomic_write_text(self._training_metadata_path,
+                          json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training when the next epoch would overrun ``minutes`` (time spent before a resume counts).
+
+    ``state["progress"]`` = elapsed / budget after each epoch drives a time-based learning-rate schedule
+    (:func:`lr_at_progress`), so the schedule ends with the budget whatever an epoch costs (the first
+    epoch, which includes compilation, is no guide to the others).
+    """
+
+    def __init__(self, minutes: float, max_epochs: int, state: RunState) -> None:
+        super().__init__()
+        self.budget = float(minutes) * 60.0
+        self.max_epochs = int(max_epochs)
+        self.state = state
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter() - float(self.state.values.get("elapsed_s", 0.0))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        elapsed = now - self._start
+        last = now - self._epoch_start
+        self.state.values.update(elapsed_s=elapsed, progress=min(1.0, elapsed / self.budget))
+        self.state.save()
+        if elapsed + last > self.budget or epoch + 1 >= self.max_epochs:
+            self.model.stop_training = True
+
+
+def lr_at_progress(progress: float, base_lr: float, schedule: str, min_ratio: float = 0.01) -> float:
+    """Learning rate at ``progress`` in [0, 1] of a run (epochs done / planned, or time spent / budget).
+
+    - ``cosine`` (Loshchilov & Hutter 2017, SGDR without restarts): ``min + (base - min) (1 + cos(pi t)) / 2``.
+    - ``onecycle`` (Smith & Topin 2019): linear rise from base/10 to base over the first 30 %, then the
+      cosine down to ``min_ratio * base``.
+    - ``constant``: ``base_lr``.
+    """
+    t = min(1.0, max(0.0, float(progress)))
+    low = base_lr * min_ratio
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return low + (base_lr - low) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        if t < 0.3:
+            return base_lr * (0.1 + 0.9 * t / 0.3)
+        return low + (base_lr - low) * 0.5 * (1.0 + math.cos(math.pi * (t - 0.3) / 0.7))
+    raise ValueError(f"unknown schedule {schedule!r}; expected cosine, onecycle or constant")
+
+
+def scheduled_lr(epoch: int, base_lr: float, total_epochs: int, schedule: str, warmup_epochs: int = 1,
+                 min_ratio: float = 0.01, progress: float | None = None) -> float:
+    """Learning rate of ``epoch`` (0-based): linear warm-up over ``warmup_epochs`` for ``cosine``, then
+    :func:`lr_at_progress` with progress = ``(epoch - warmup) / (total - warmup - 1)``, or the given
+    ``progress`` (time-budgeted runs)."""
+    if schedule == "cosine" and epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / (warmup_epochs + 1)
+    if progress is None:
+        start = warmup_epochs if schedule == "cosine" else 0
+        progress = (epoch - start) / max(1, int(total_epochs) - start - 1)
+    return lr_at_progress(progress, base_lr, schedule, min_ratio)

@@ -81,9 +81,10 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     from classseg.data.sequence import ArraySequence
     from classseg.models.resunet import build_gate_cnn
     from classseg.runinfo import environment_info, set_seed, write_json, write_manifest
-    from classseg.training.checkpoints import (
+    from classseg.training.callbacks import (
         AtomicBackupAndRestore,
-        AtomicModelCheckpoint,
+        AtomicCSVLogger,
+        ResumableBestCheckpoint,
         RunState,
         TimeBudget,
         scheduled_lr,
@@ -108,7 +109,8 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     arrays = {name: cdata.load_arrays(df, config.img_size, progress=progress) for name, df in parts.items()}
     inputs = {name: model_inputs(a, config.normalization) for name, a in arrays.items()}
 
-    make_aug = partial(build_augmenter, RECIPE_AUGMENT) if config.augment else None
+    make_aug = partial(build_augmenter, RECIPE_AUGMENT, float_input=config.normalization != "raw") \
+        if config.augment else None
     train_seq = ArraySequence(inputs["train"], arrays["train"].masks, config.batch_size, shuffle=True,
                               make_augmenter=make_aug, seed=config.seed, target="label", workers=config.workers)
     val_seq = ArraySequence(inputs["val"], arrays["val"].masks, config.batch_size, target="label")
@@ -124,11 +126,11 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
         return scheduled_lr(epoch, config.lr, config.epochs, config.schedule, config.warmup_epochs,
                             progress=progress)
 
-    callbacks: list[Any] = [AtomicModelCheckpoint(model_path, state, monitor="val_auc", mode="max"),
+    callbacks: list[Any] = [ResumableBestCheckpoint(model_path, state, monitor="val_auc", mode="max"),
                             keras.callbacks.LearningRateScheduler(lr_at)]
     if config.minutes is not None:
         callbacks.append(TimeBudget(config.minutes, config.epochs, state))
-    callbacks += [keras.callbacks.CSVLogger(out / "history.csv", append=True),
+    callbacks += [AtomicCSVLogger(out / "history.csv", append=True),
                   AtomicBackupAndRestore(str(out / "backup"))]
     start = time.perf_counter()
     model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,

@@ -43,7 +43,7 @@ class SegmenterConfig:
     - ``augment_profile``: ``recipe`` (:data:`classseg.data.augment.RECIPE_AUGMENT`: flips, 90-degree
       rotations, rotation/scale/shift, elastic, intensity, FLAIR for a missing sequence) or ``seeds``
       (the seeds' moderate set, :class:`AugmentConfig` defaults).
-    - ``schedule``: ``cosine`` / ``onecycle`` (epoch-wise, :func:`classseg.training.checkpoints.scheduled_lr`)
+    - ``schedule``: ``cosine`` / ``onecycle`` (epoch-wise, :func:`classseg.training.callbacks.scheduled_lr`)
       or ``plateau`` (ReduceLROnPlateau, the notebook's); ``optimizer``: ``adamw`` or ``adam``.
     - ``minutes``: a wall-clock budget instead of ``epochs`` (``epochs`` then caps the count).
     - ``select_postprocess``: choose threshold / closing / hole filling / minimum component on the
@@ -310,9 +310,15 @@ def _stack_or_none(items: list[np.ndarray]) -> np.ndarray | None:
 def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path) -> list[Any]:
     import keras
 
-    from classseg.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint, TimeBudget, scheduled_lr
+    from classseg.training.callbacks import (
+        AtomicBackupAndRestore,
+        AtomicCSVLogger,
+        ResumableBestCheckpoint,
+        TimeBudget,
+        scheduled_lr,
+    )
 
-    callbacks: list[Any] = [AtomicModelCheckpoint(model_path, state, monitor="val_dice", mode="max")]
+    callbacks: list[Any] = [ResumableBestCheckpoint(model_path, state, monitor="val_dice", mode="max")]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=config.lr_factor,
                                                            patience=config.lr_patience, min_lr=config.min_lr))
@@ -327,7 +333,7 @@ def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path)
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience))
     if config.minutes is not None:
         callbacks.append(TimeBudget(config.minutes, config.epochs, state))
-    callbacks += [keras.callbacks.CSVLogger(out / "history.csv", append=True),
+    callbacks += [AtomicCSVLogger(out / "history.csv", append=True),
                   AtomicBackupAndRestore(str(out / "backup"))]
     return callbacks
 
@@ -370,7 +376,7 @@ def train_segmenter(
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
     from classseg.runinfo import environment_info, set_seed, write_json
-    from classseg.training.checkpoints import RunState
+    from classseg.training.callbacks import RunState
 
     config = config or SegmenterConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
@@ -402,7 +408,8 @@ def train_segmenter(
     fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
     aug_config = RECIPE_AUGMENT if config.augment_profile == "recipe" else AugmentConfig()
-    make_aug = partial(build_augmenter, aug_config) if config.augment else None
+    make_aug = partial(build_augmenter, aug_config, float_input=config.normalization != "raw") \
+        if config.augment else None
     train_seq = ArraySequence(train_x, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
                               seed=config.seed, workers=config.workers)
     val_seq = ArraySequence(val_x[fit_idx], val_all.masks[fit_idx], config.batch_size)
@@ -444,7 +451,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     from classseg import data as cdata
     from classseg.modelcard import ModelCard, write_card
     from classseg.runinfo import read_json, write_json, write_manifest
-    from classseg.training.checkpoints import RunState
+    from classseg.training.callbacks import RunState
     from classseg.training.selection import choose_postprocess
 
     out = Path(out_dir)
