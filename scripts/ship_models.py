@@ -1,12 +1,13 @@
-"""Copy a trained gate classifier and segmenter into saved_models/ and write manifest.json.
+"""Copy a trained segmenter and gate (with their model cards) into saved_models/ and write manifest.json.
 
-    python scripts/ship_models.py --classifier-run runs/gate --segmenter-run runs/segmenter \
-        [--pipeline-run out_test] [--out saved_models]
+    python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--pipeline-run OUT] [--out saved_models]
 
-The manifest records, for each model, what it is (architecture, input size, weights init,
-epochs, split file, seed), its validation and test metrics exactly as its run measured them,
-the library versions, and the gate threshold chosen on the validation split. The pipeline
-reads ``gate_threshold`` from it.
+Models are re-saved without optimizer state (``compile=False``: smaller, and loadable with
+``safe_mode=True`` and no custom objects); their cards travel beside them (``segmenter.card.json``,
+``gate.card.json``), so the pipeline feeds and post-processes them exactly as validated. The manifest
+records, per model: split, recipe, epochs, training minutes, machine, input, the val and test figures
+exactly as the runs measured them (scored at the slices' original size), and the pipeline's own
+figures on the held-out patients when ``--pipeline-run`` is given.
 """
 
 from __future__ import annotations
@@ -15,103 +16,81 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from classseg.modelcard import read_card, write_card
 from classseg.runinfo import environment_info, read_json, write_json
 
-KEEP = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc", "confusion_matrix",
-        "dice", "iou", "hd95", "dice_all_slices", "dice_per_patient", "false_positive_slices", "n", "n_slices")
+SEG_KEYS = ("dice", "iou", "hd95", "dice_all_slices", "dice_per_patient", "false_positive_slices",
+            "missed_tumor_slices", "detection_accuracy", "detection_sensitivity", "detection_specificity",
+            "n_slices", "n_tumor_slices")
+CLS_KEYS = ("accuracy", "precision", "sensitivity", "specificity", "auc", "confusion_matrix", "n", "threshold")
 
 
-def _pick(d: dict | None) -> dict:
-    return {k: d[k] for k in KEEP if d and k in d}
+def _pick(d: dict | None, keys: tuple[str, ...]) -> dict:
+    return {k: d[k] for k in keys if d and k in d}
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classifier-run", required=True, type=Path)
-    parser.add_argument("--segmenter-run", required=True, type=Path)
-    parser.add_argument("--pipeline-run", type=Path, default=None, help="pipeline output on held-out patients")
-    parser.add_argument("--gate-backbone-run", type=Path, default=None,
-                        help="train-segmenter run whose ResUNet the gate's backbone is (resunet_* backbones)")
-    parser.add_argument("--out", type=Path, default=Path("saved_models"))
-    args = parser.parse_args()
-
-    results = read_json(args.classifier_run / "results.json")
-    gate = results["gate"]
-    cls_dir = Path(gate["model"]).parent
-    cls_metrics = read_json(cls_dir / "metrics.json")
-    cls_manifest = read_json(args.classifier_run / "manifest.json")
-    seg_metrics = read_json(args.segmenter_run / "metrics.json")
-    seg_manifest = read_json(args.segmenter_run / "manifest.json")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    cls_path = args.out / "classifier.keras"
-    seg_path = args.out / "segmenter.keras"
+def _copy_model(src: Path, dst: Path) -> dict:
     import keras
 
-    from classseg.models import register_custom_objects
+    model = keras.models.load_model(src, compile=False)
+    model.save(dst)
+    keras.models.load_model(dst, safe_mode=True, compile=False)  # the shipped file must load safely
+    card = read_card(src)
+    if card is not None:
+        write_card(dst, card)
+    return {"file": dst.name, "card": f"{dst.stem}.card.json" if card else None, "sha256_16": _sha(dst),
+            "size_mb": round(dst.stat().st_size / 1e6, 2), "params": int(model.count_params())}
 
-    register_custom_objects()
-    # Re-saved uncompiled: the shipped files carry no optimizer state (a third of the size).
-    for source, target in ((Path(gate["model"]), cls_path), (args.segmenter_run / "segmenter.keras", seg_path)):
-        keras.saving.load_model(source, compile=False, safe_mode=True).save(target)
-    config = results["config"]
-    manifest = {
-        "gate_threshold": gate["threshold"],
-        "gate_threshold_rule": f"highest threshold reaching sensitivity >= {gate['target_sensitivity']} "
-                               "on the validation split",
-        "split_file": "data/splits/kaggle_3m_seed0.csv (patient-level, 31 train / 7 val / 7 test patients "
-                      "of ../shared/data/kaggle_3m; the 7 test patients are the bundled sample)",
-        "classifier": {
-            "file": cls_path.name, "sha256_16": _sha(cls_path), "size_mb": round(cls_path.stat().st_size / 1e6, 2),
-            "architecture": f"{gate['backbone']} backbone + '{config['head']}' head, softmax 2 (index 1 = tumor)",
-            "input": f"{config['img_size']}x{config['img_size']}x3 raw RGB 0..255 (preprocessing inside)",
-            "weights_init": config["weights"] or "none (random init)",
-            "backbone_trained": bool(config.get("train_backbone")),
-            "augment": config.get("augment"), "class_weights": config.get("class_weights"),
-            "epochs": config["epochs"], "epochs_run": cls_metrics.get("runs", [{}])[0].get("epochs_run"),
-            "best_epoch": cls_metrics.get("best_epoch"), "seed": config["seed"],
-            "trainable_params": cls_metrics.get("trainable_params"), "total_params": cls_metrics.get("total_params"),
-            "train_time_s": cls_metrics.get("train_time_s"),
-            "val_at_threshold": _pick(gate.get("val_at_threshold")),
-            "val_at_0.5": _pick(cls_metrics.get("val")), "test_at_0.5": _pick(cls_metrics.get("test")),
-            "command": cls_manifest.get("command"),
-        },
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--segmenter-run", required=True, type=Path)
+    parser.add_argument("--gate-run", type=Path, default=None)
+    parser.add_argument("--pipeline-run", type=Path, default=None, help="pipeline output on the held-out patients")
+    parser.add_argument("--out", type=Path, default=Path("saved_models"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    seg = read_json(args.segmenter_run / "metrics.json")
+    seg_training = read_json(args.segmenter_run / "training.json")
+    manifest: dict = {
+        "split_file": "data/splits/kaggle_3m_seed0.csv (patient-level over the 75 patients of kaggle_3m: "
+                      "56 train / 12 val / 7 test; the 7 test patients are the bundled sample data/sample/kaggle_3m)",
+        "selection": "every choice (variant, post-processing, gate threshold and rule) made on the val split only",
         "segmenter": {
-            "file": seg_path.name, "sha256_16": _sha(seg_path), "size_mb": round(seg_path.stat().st_size / 1e6, 2),
-            "architecture": f"ResUNet (seed 002), {seg_metrics['params']:,} parameters",
-            "input": f"{seg_metrics['img_size']}x{seg_metrics['img_size']}x3 raw RGB 0..255 (1/255 inside)",
-            "weights_init": seg_metrics["weights"], "loss": seg_metrics["loss"],
-            "tumor_only": seg_metrics["tumor_only"], "augment": seg_metrics["augment"],
-            "epochs": seg_metrics["epochs"], "epochs_run": seg_metrics["epochs_run"],
-            "best_epoch": seg_metrics["best_epoch"], "seed": seg_metrics["seed"], "lr": seg_metrics["lr"],
-            "train_seconds": seg_metrics["train_seconds"],
-            "val": _pick(seg_metrics.get("val")), "val_postprocessed": _pick(seg_metrics.get("val", {})
-                                                                             .get("postprocessed")),
-            "test": _pick(seg_metrics), "test_postprocessed": _pick(seg_metrics.get("postprocessed")),
-            "config": seg_manifest.get("config"),
+            **_copy_model(args.segmenter_run / "segmenter.keras", args.out / "segmenter.keras"),
+            "architecture": "ResUNet (seed 002), sigmoid mask", "weights": seg["weights"],
+            "recipe": seg["recipe"], "config": seg_training["config"], "img_size": seg["img_size"],
+            "normalization": seg["normalization"], "epochs_run": seg["epochs_run"], "best_epoch": seg["best_epoch"],
+            "train_minutes": seg["train_minutes"], "machine": seg["machine"],
+            "training_backend": seg_training.get("backend"), "trained_on": seg_training.get("data_dir"),
+            "postprocess": seg["postprocess_chosen"], "postprocess_rule": seg["postprocess_rule"],
+            "scored_at": seg["scored_at"],
+            "val": _pick(seg["val"]["postprocessed"], SEG_KEYS), "test": _pick(seg["postprocessed"], SEG_KEYS),
         },
-        "environment": environment_info(),
     }
-    if args.gate_backbone_run:
-        gb = read_json(args.gate_backbone_run / "metrics.json")
-        manifest["classifier"]["weights_init"] = (
-            f"frozen backbone = a ResUNet trained from scratch by `classseg train-segmenter` "
-            f"({'tumor slices only' if gb['tumor_only'] else 'all slices, tumor and tumor-free'}, "
-            f"{gb['img_size']} px, {gb['epochs_run']} epochs, best epoch {gb['best_epoch']}, lr {gb['lr']}, "
-            f"loss {gb['loss']}, seed {gb['seed']}); no ImageNet weights")
-        manifest["gate_backbone"] = {"val": _pick(gb.get("val")), "test": _pick(gb),
-                                     "config": read_json(args.gate_backbone_run / "manifest.json").get("config")}
-    if args.pipeline_run:
-        pipe = read_json(args.pipeline_run / "metrics.json")
-        manifest["pipeline_test"] = {"gated": _pick(pipe["gated"]), "segment_all": _pick(pipe["segment_all"]),
-                                     "gating_effect": pipe.get("gating_effect"), "timing": pipe.get("timing")}
+    if args.gate_run is not None:
+        gate = read_json(args.gate_run / "metrics.json")
+        manifest["gate"] = {
+            **_copy_model(args.gate_run / "gate.keras", args.out / "gate.keras"),
+            "architecture": "ResUNet encoder + global average/max pooling + softmax 2 (build_gate_cnn)",
+            "weights": "none (from scratch)", "config": gate.get("config"), "epochs_run": gate.get("epochs_run"),
+            "best_epoch": gate.get("best_epoch"), "train_minutes": gate.get("train_minutes"),
+            "machine": gate.get("machine"), "choice": gate["choice"],
+            "val": {k: _pick(v, CLS_KEYS) for k, v in gate["val"].items()},
+            "test": {k: _pick(v, CLS_KEYS) for k, v in gate["test"].items()},
+        }
+    if args.pipeline_run is not None and (args.pipeline_run / "metrics.json").is_file():
+        manifest["pipeline_on_test_patients"] = read_json(args.pipeline_run / "metrics.json")
+    total = sum(p.stat().st_size for p in args.out.glob("*.keras")) / 1e6
+    manifest["total_size_mb"] = round(total, 2)
+    manifest["shipped_with"] = environment_info()
     write_json(args.out / "manifest.json", manifest)
-    total = sum(p.stat().st_size for p in (cls_path, seg_path)) / 1e6
-    print(f"wrote {cls_path}, {seg_path} ({total:.1f} MB together) and {args.out / 'manifest.json'}")
+    print(f"wrote {args.out} ({total:.1f} MB of models)")
 
 
 if __name__ == "__main__":

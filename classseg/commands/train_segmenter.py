@@ -56,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="augmentation threads (default 2)")
     p.add_argument("--no-select-postprocess", action="store_true",
                    help="keep the default post-processing instead of choosing it on the validation split")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this .keras segmenter's weights (same architecture), e.g. saved_models/"
+                        "segmenter.keras, instead of from scratch")
     p.add_argument("--evaluate-only", action="store_true",
                    help="do not train: re-score the model already in --out on DATA_DIR (val/test at the slices' "
                         "original size, post-processing chosen again on val)")
@@ -90,6 +93,8 @@ def config_from_args(args: argparse.Namespace):
         overrides["tumor_only"] = False
     if args.no_select_postprocess:
         overrides["select_postprocess"] = False
+    if args.init:
+        overrides["init"] = args.init
     return recipe_config(args.recipe, seed=args.seed, **overrides)
 
 

@@ -77,6 +77,7 @@ class SegmenterConfig:
     n_examples: int = 6
     workers: int = 2  # augmentation threads
     select_postprocess: bool = True
+    init: str | None = None  # start from this .keras model's weights (same architecture), e.g. a shipped one
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -154,7 +155,13 @@ def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.nda
     def both(pred: np.ndarray) -> dict[str, Any]:
         tumor_rep = segmentation_report(pred[tumor], gt[tumor], patient_ids[tumor]) if tumor.any() else {}
         all_rep = segmentation_report(pred, gt, patient_ids)
+        called = pred.reshape(len(pred), -1).any(axis=1)
+        missed = int((tumor & ~called).sum())
         return {
+            "missed_tumor_slices": missed,
+            "detection_accuracy": float((called == tumor).mean()) if len(tumor) else None,
+            "detection_sensitivity": float(called[tumor].mean()) if tumor.any() else None,
+            "detection_specificity": float((~called[~tumor]).mean()) if (~tumor).any() else None,
             "dice": tumor_rep.get("dice"),
             "iou": tumor_rep.get("iou"),
             "hd95": tumor_rep.get("hd95"),
@@ -338,6 +345,26 @@ def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path)
     return callbacks
 
 
+def weights_label(config: SegmenterConfig) -> str:
+    """How the run's weights began: from scratch, or the model file it was initialised from."""
+    return WEIGHTS_LABEL if not config.init else f"initialised from {config.init} (in-domain)"
+
+
+def init_from(model: Any, path: str | Path) -> None:
+    """Copy the weights of the model saved at ``path`` into ``model`` (in-domain transfer learning).
+
+    Raises ``ValueError`` naming the file when the architectures differ (layer count or shapes)."""
+    import keras
+
+    source = keras.models.load_model(path, compile=False)
+    weights = source.get_weights()
+    shapes = [w.shape for w in weights]
+    if shapes != [tuple(w.shape) for w in model.weights]:
+        raise ValueError(f"{path}: its weights do not fit this model (a different architecture, width or input); "
+                         f"{len(shapes)} vs {len(model.weights)} weight arrays")
+    model.set_weights(weights)
+
+
 def _optimizer(config: SegmenterConfig) -> Any:
     import keras
 
@@ -419,6 +446,8 @@ def train_segmenter(
     with scope:
         model = build_resunet((config.img_size, config.img_size, 3), width=config.width,
                               input_scale=None if config.normalization != "raw" else 1.0 / 255.0)
+        if config.init:
+            init_from(model, config.init)
         model.compile(optimizer=_optimizer(config), loss=get_loss(config.loss),
                       metrics=segmentation_metrics(config.threshold))
     model_path = out / "segmenter.keras"
@@ -502,7 +531,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     metrics: dict[str, Any] = {
         "model": "resunet",
         "recipe": config.recipe,
-        "weights": WEIGHTS_LABEL,
+        "weights": weights_label(config),
         "params": int(best.count_params()),
         "img_size": config.img_size,
         "normalization": config.normalization,
@@ -558,7 +587,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     plot_examples(test_all.images[pick], test_all.masks[pick], preds, out / "examples.png", titles)
     write_manifest(out, command="train-segmenter", config=asdict(config), data_dir=str(data_dir),
                    trained_on=training.get("data_dir"), split_file=metrics["split_file"], seed=config.seed,
-                   weights=WEIGHTS_LABEL, img_size=config.img_size, epochs=config.epochs,
+                   weights=weights_label(config), img_size=config.img_size, epochs=config.epochs,
                    epochs_run=metrics["epochs_run"], train_minutes=metrics["train_minutes"],
                    skipped_files=metrics["skipped_files"], strategy=training.get("strategy"),
                    training_backend=training.get("backend"), evaluation_backend=keras.backend.backend())
