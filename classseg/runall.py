@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from classseg.data.splits import link_patients
 from classseg.runinfo import read_json, write_json, write_manifest
 
 STAGES = ("split", "phase1", "phase2", "phase3", "joint", "report")
@@ -76,17 +77,6 @@ def _stage(out: Path, name: str, settings: dict[str, Any], work: Callable[[Path]
     return True
 
 
-def link_patients(data_dir: Path, splits: Any, split: str, dest: Path) -> Path:
-    """A folder of symbolic links to the patient folders of one split (the pipeline walks it, read-only)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for patient in splits.loc[splits["split"] == split, "patient_id"]:
-        source = (data_dir / patient).resolve()
-        link = dest / patient
-        if source.is_dir() and not link.exists():
-            link.symlink_to(source, target_is_directory=True)
-    return dest
-
-
 def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             splits_path: str | Path | None = None, strategy: Any = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -130,11 +120,12 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
 
     def phase3(folder: Path) -> None:
         from classseg.pipeline import main as pipeline_main
+        from classseg.training.classifiers import gate_model_path
 
         gate = read_json(out / "phase1" / "results.json")["gate"]
         test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients")
         code = pipeline_main(["--test-dir", str(test_dir),
-                              "--classifier", str(gate["model"]),
+                              "--classifier", str(gate_model_path(out / "phase1" / "results.json")),
                               "--segmenter", str(out / "phase2" / "segmenter.keras"),
                               "--threshold", str(gate.get("threshold", 0.5)),
                               "--out", str(folder / "predictions")])

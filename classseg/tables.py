@@ -192,6 +192,42 @@ def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, notes: str
     return paths
 
 
+# ----------------------------------------------------------------------------------------- metrics.md
+
+#: Schema figures shown for masks, for a slice call, and for a gate (classseg.evaluation.Scores names).
+SEGMENTATION_FIELDS = ("dice_tumor_slices", "iou_tumor_slices", "hd95_detected_px", "missed_tumor_slices",
+                       "dice_end_to_end", "dice_per_patient", "false_positive_slices")
+DETECTION_FIELDS = ("accuracy", "sensitivity", "specificity", "precision", "tp", "fp", "tn", "fn")
+GATE_FIELDS = ("gate_accuracy", "gate_sensitivity", "gate_specificity", "gate_precision", "gate_auc")
+
+
+def scores_frame(sections: Mapping[str, Mapping[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    """One row per figure (labelled with its unit), one column per section (e.g. test / val)."""
+    from classseg.evaluation.scores import LABELS
+
+    rows = [{"figure": LABELS.get(key, key), **{name: section.get(key) for name, section in sections.items()}}
+            for key in fields]
+    return pd.DataFrame(rows, columns=["figure", *sections])
+
+
+def scores_line(scores: Mapping[str, Any], fields: Sequence[str], digits: int = 4) -> str:
+    """``"Dice (tumor slices) 0.8123  HD95 px (detected tumor slices) 7.2100  ..."`` for a console summary."""
+    from classseg.evaluation.scores import LABELS
+
+    return "  ".join(f"{LABELS.get(k, k)} {format_value(scores.get(k), digits) or 'n/a'}" for k in fields)
+
+
+def scores_markdown(title: str, sections: Mapping[str, Mapping[str, Any]], fields: Sequence[str],
+                    facts: Sequence[str] = (), notes: str | None = None, digits: int = 4) -> str:
+    """A run's ``metrics.md``: title, fact lines, the :func:`scores_frame` table and the definitions."""
+    from classseg.evaluation.scores import DEFINITIONS
+
+    lines = [f"# {title}", ""] + [f"- {fact}" for fact in facts] + ([""] if facts else [])
+    table = to_markdown(scores_frame(sections, fields), notes=notes if notes is not None else DEFINITIONS,
+                        digits=digits)
+    return "\n".join(lines) + table
+
+
 # ----------------------------------------------------------------------------------------- comparison
 
 

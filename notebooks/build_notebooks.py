@@ -119,7 +119,7 @@ TEST_PATIENTS = """\
 # The pipeline's input: the split's test patients (a folder of links to their folders), or all of DATA_DIR
 import shutil
 
-from classseg.runall import link_patients
+from classseg.data import link_patients
 
 if ON == "test":
     shutil.rmtree(OUT / "test_patients", ignore_errors=True)  # links only: the data itself is never touched
@@ -287,7 +287,7 @@ print("segmenter: ", SEGMENTER, "(found)" if SEGMENTER.is_file() else "(missing)
     stand_ins = """\
 # Missing models: small stand-ins trained here on the split's train/val patients (labelled as such)
 from classseg.runinfo import read_json
-from classseg.training.classifiers import ClassifierConfig, train_classifiers
+from classseg.training.classifiers import ClassifierConfig, gate_model_path, train_classifiers
 from classseg.training.segmenter import SegmenterConfig, train_segmenter
 
 weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation
@@ -300,7 +300,7 @@ if not CLASSIFIER.is_file():
     config = ClassifierConfig(backbones=tuple(b.strip() for b in BACKBONES.split(",") if b.strip()),
                               weights=weights, img_size=IMG_SIZE, head=HEAD, epochs=EPOCHS, seed=SEED)
     train_classifiers(config, DATA_DIR, SPLITS, OUT / "classifiers")
-    CLASSIFIER = Path(read_json(OUT / "classifiers" / "results.json")["gate"]["model"])
+    CLASSIFIER = gate_model_path(OUT / "classifiers" / "results.json")
 if not SEGMENTER.is_file():
     print(f"{SEGMENTER} not found: training a stand-in ResUNet here (from scratch, {IMG_SIZE} px, <={EPOCHS} "
           f"epochs); the figures below are NOT those of the shipped model")
@@ -374,7 +374,7 @@ ON = "test"  # "test": the split's test patients; "all": every patient folder of
     two_stage = """\
 # Two-stage Class-Seg on SPLITS: phase 1 (gate chosen on validation), phase 2 (ResUNet from scratch)
 from classseg.runinfo import read_json
-from classseg.training.classifiers import ClassifierConfig, train_classifiers
+from classseg.training.classifiers import ClassifierConfig, gate_model_path, train_classifiers
 from classseg.training.segmenter import SegmenterConfig, train_segmenter
 
 weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation
@@ -382,7 +382,7 @@ epochs = {} if EPOCHS is None else {"epochs": EPOCHS}
 config = ClassifierConfig(backbones=tuple(b.strip() for b in BACKBONES.split(",") if b.strip()), weights=weights,
                           img_size=IMG_SIZE, head=HEAD, seed=SEED, **epochs)
 train_classifiers(config, DATA_DIR, SPLITS, OUT / "classifiers")
-CLASSIFIER = Path(read_json(OUT / "classifiers" / "results.json")["gate"]["model"])
+CLASSIFIER = gate_model_path(OUT / "classifiers" / "results.json")
 train_segmenter(SegmenterConfig(img_size=IMG_SIZE, seed=SEED, **epochs), DATA_DIR, SPLITS, OUT / "segmenter")
 SEGMENTER = OUT / "segmenter" / "segmenter.keras"
 """

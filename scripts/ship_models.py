@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 from classseg.runinfo import environment_info, read_json, write_json
+from classseg.training.classifiers import gate_model_path
 
 KEEP = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc", "confusion_matrix",
         "dice", "iou", "hd95", "dice_all_slices", "dice_per_patient", "false_positive_slices", "n", "n_slices")
@@ -41,7 +42,8 @@ def main() -> None:
 
     results = read_json(args.classifier_run / "results.json")
     gate = results["gate"]
-    cls_dir = Path(gate["model"]).parent
+    gate_path = gate_model_path(args.classifier_run / "results.json")
+    cls_dir = gate_path.parent
     cls_metrics = read_json(cls_dir / "metrics.json")
     cls_manifest = read_json(args.classifier_run / "manifest.json")
     seg_metrics = read_json(args.segmenter_run / "metrics.json")
@@ -56,7 +58,7 @@ def main() -> None:
 
     register_custom_objects()
     # Re-saved uncompiled: the shipped files carry no optimizer state (a third of the size).
-    for source, target in ((Path(gate["model"]), cls_path), (args.segmenter_run / "segmenter.keras", seg_path)):
+    for source, target in ((gate_path, cls_path), (args.segmenter_run / "segmenter.keras", seg_path)):
         keras.saving.load_model(source, compile=False, safe_mode=True).save(target)
     config = results["config"]
     manifest = {

@@ -69,17 +69,13 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         raise SystemExit(f"classseg train-segmenter: {err}") from None
 
-    def f(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
+    from classseg.tables import SEGMENTATION_FIELDS, format_value, scores_line
 
-    pp = metrics["postprocessed"]
     print(f"test ({metrics['n_tumor_slices']} tumor slices of {metrics['n_slices']}; "
           f"{metrics['img_size']} px, {metrics['epochs_run']} epochs, seed {metrics['seed']}, weights "
-          f"{metrics['weights']}):")
-    print(f"  Dice {f(metrics['dice'])}  IoU {f(metrics['iou'])}  HD95 {f(metrics['hd95'])} px  "
-          f"all-slice Dice {f(metrics['dice_all_slices'])}  volume Dice {f(metrics['dice_per_patient'])}")
-    print(f"  post-processed: Dice {f(pp['dice'])}  IoU {f(pp['iou'])}  HD95 {f(pp['hd95'])} px  "
-          f"all-slice Dice {f(pp['dice_all_slices'])}")
-    print(f"  val soft Tversky {f(metrics['val']['tversky_soft'])} (seed 002 reports 0.89)")
+          f"{metrics['weights']}; masks scored at the original slice size):")
+    print("  post-processed: " + scores_line(metrics, SEGMENTATION_FIELDS))
+    print("  threshold only: " + scores_line(metrics["threshold_only"], SEGMENTATION_FIELDS))
+    print(f"  val soft Tversky {format_value(metrics['val']['tversky_soft'], 4) or 'n/a'} (seed 002 reports 0.89)")
     print(f"wrote {args.out}")
     return 0

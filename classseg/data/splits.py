@@ -143,3 +143,14 @@ def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed
 def split_table(df: pd.DataFrame) -> pd.DataFrame:
     """The ``patient_id,split`` table of a slice table that has a ``split`` column."""
     return df[["patient_id", "split"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
+
+
+def link_patients(data_dir: Path, splits: pd.DataFrame, split: str, dest: Path) -> Path:
+    """A folder of symbolic links to the patient folders of one split (the pipeline walks it, read-only)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for patient in splits.loc[splits["split"] == split, "patient_id"]:
+        source = (data_dir / patient).resolve()
+        link = dest / patient
+        if source.is_dir() and not link.exists():
+            link.symlink_to(source, target_is_directory=True)
+    return dest

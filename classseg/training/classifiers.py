@@ -373,6 +373,16 @@ def _split_parts(arrays: SliceArrays) -> dict[str, SliceArrays]:
     return parts
 
 
+def gate_model_path(results_json: str | Path) -> Path:
+    """The gate model a ``results.json`` of :func:`train_classifiers` selected (its ``gate.model`` is
+    relative to that file; an absolute path, as older runs wrote, is returned as it is)."""
+    from classseg.runinfo import read_json
+
+    results_json = Path(results_json)
+    recorded = Path(read_json(results_json)["gate"]["model"])
+    return recorded if recorded.is_absolute() else results_json.parent / recorded
+
+
 def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_path: str | Path | None = None,
                       out_dir: str | Path = "runs/classifiers",
                       strategy: tf.distribute.Strategy | None = None) -> pd.DataFrame:
@@ -413,7 +423,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     threshold = threshold_for_sensitivity(parts["val"].labels, gate_val["val_prob"], config.target_sensitivity)
     gate = {
         "backbone": gate_name,
-        "model": str(out / gate_name / "classifier.keras"),
+        "model": f"{gate_name}/classifier.keras",  # relative to results.json: valid from any working directory
         "selected_on": "validation split: highest val AUC, then val accuracy (test never used)",
         "val_auc": gate_val["val_mean"]["auc"], "val_accuracy": gate_val["val_mean"]["accuracy"],
         "target_sensitivity": config.target_sensitivity,

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from classseg.evaluation.segmentation import dice as dice_score
-from classseg.evaluation.segmentation import segmentation_report
 from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.tables import format_value
@@ -76,44 +75,24 @@ def _select(frame: pd.DataFrame, split: str, tumor_only: bool) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _strip(report: dict[str, Any]) -> dict[str, Any]:
-    """Report without the per-patient list (kept once per evaluated set, under ``per_patient``)."""
-    return {k: v for k, v in report.items() if k != "per_patient"}
-
-
 def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.ndarray,
-                       config: SegmenterConfig) -> dict[str, Any]:
-    """Reports on tumor slices and on all slices, raw (threshold) and post-processed.
+                       config: SegmenterConfig, truths: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """:class:`classseg.evaluation.Scores` of the post-processed masks (what the pipeline delivers), with
+    the threshold-only masks under ``threshold_only``.
 
-    Top-level ``dice``, ``iou``, ``hd95`` are means over ground-truth tumor slices (seed 002's
-    setting); ``dice_all_slices`` and ``dice_per_patient`` (volume Dice, Buda et al. 2019) use every
-    slice of the set, so false positives on tumor-free slices count.
+    Masks are post-processed at the model's size, resized back to each slice's original size and
+    scored there against ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the
+    arrays were never resized).
     """
-    gt = masks[..., 0] if masks.ndim == 4 else masks
+    from classseg.evaluation import score_slices, to_original_size
+
+    truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
+    shapes = [t.shape[:2] for t in truths]
     raw = (probs[..., 0] >= config.threshold).astype(np.uint8)
     processed = postprocess(probs[..., 0], PostprocessConfig(**{**asdict(config.postprocess),
                                                                  "threshold": config.threshold}))
-    tumor = gt.reshape(len(gt), -1).any(axis=1)
-
-    def both(pred: np.ndarray) -> dict[str, Any]:
-        tumor_rep = segmentation_report(pred[tumor], gt[tumor], patient_ids[tumor]) if tumor.any() else {}
-        all_rep = segmentation_report(pred, gt, patient_ids)
-        return {
-            "dice": tumor_rep.get("dice"),
-            "iou": tumor_rep.get("iou"),
-            "hd95": tumor_rep.get("hd95"),
-            "dice_all_slices": all_rep["dice_all_slices"],
-            "dice_per_patient": all_rep["dice_per_patient"],
-            "n_slices": all_rep["n_slices"],
-            "n_tumor_slices": all_rep["n_tumor_slices"],
-            "false_positive_slices": all_rep["false_positive_slices"],
-            "tumor_slices": _strip(tumor_rep),
-            "all_slices": _strip(all_rep),
-            "per_patient": all_rep["per_patient"],
-        }
-
-    out = both(raw)
-    out["postprocessed"] = both(processed)
+    out = score_slices(truths, to_original_size(processed, shapes), patient_ids).to_dict()
+    out["threshold_only"] = score_slices(truths, to_original_size(raw, shapes), patient_ids).to_dict(False)
     return out
 
 
@@ -189,39 +168,24 @@ def plot_examples(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
     return save_figure(fig, path, dpi=90)[0]
 
 
-def _fmt(value: Any) -> str:
-    return format_value(value, digits=4) or "n/a"
-
-
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
-    """A short human-readable table of ``metrics.json``."""
-    lines = [
-        "# ResUNet segmenter (seed 002, phase 2)",
-        "",
-        f"- weights: {metrics['weights']}; image size {metrics['img_size']} px; epochs run "
+    """A short human-readable table of ``metrics.json`` (:func:`classseg.tables.scores_markdown`)."""
+    from classseg.tables import SEGMENTATION_FIELDS, scores_markdown
+
+    facts = [
+        f"weights: {metrics['weights']}; image size {metrics['img_size']} px; epochs run "
         f"{metrics['epochs_run']} of {metrics['epochs']} (best epoch {metrics['best_epoch']}); seed "
         f"{metrics['seed']}; loss {metrics['loss']}; trained on "
         f"{'tumor slices only' if metrics['tumor_only'] else 'all slices'} ({metrics['n_train_slices']} slices)",
-        f"- split file: {metrics['split_file']}",
-        f"- validation soft Tversky index (seed 002 reports 0.89): {_fmt(metrics['val']['tversky_soft'])}",
-        "",
-        "| set | post-processing | Dice (tumor slices) | IoU | HD95 px | Dice (all slices) | "
-        "volume Dice / patient | FP slices |",
-        "|---|---|---|---|---|---|---|---|",
+        f"split file: {metrics['split_file']}",
+        f"validation soft Tversky index (seed 002 reports 0.89): "
+        f"{format_value(metrics['val'].get('tversky_soft'), 4) or 'n/a'}",
+        f"masks thresholded at {metrics.get('threshold', 0.5)}, post-processed ({metrics['postprocess_config']}) "
+        "unless 'threshold only'",
     ]
-    for name, block in (("test", metrics), ("val", metrics["val"])):
-        for label, res in (("none", block), ("closing + fill", block["postprocessed"])):
-            lines.append(f"| {name} | {label} | {_fmt(res['dice'])} | {_fmt(res['iou'])} | {_fmt(res['hd95'])} | "
-                         f"{_fmt(res['dice_all_slices'])} | {_fmt(res['dice_per_patient'])} | "
-                         f"{res['false_positive_slices']} / {res['n_slices'] - res['n_tumor_slices']} |")
-    lines += [
-        "",
-        "Dice/IoU/HD95 average over ground-truth tumor slices (HD95 of a missed slice = image diagonal);",
-        "'all slices' counts an empty prediction on an empty slice as Dice 1; volume Dice sums a patient's",
-        "slices (Buda et al. 2019). Threshold 0.5.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+    sections = {"test": metrics, "test, threshold only": metrics["threshold_only"], "val": metrics["val"],
+                "val, threshold only": metrics["val"]["threshold_only"]}
+    path.write_text(scores_markdown("ResUNet segmenter (seed 002, phase 2)", sections, SEGMENTATION_FIELDS, facts))
     return path
 
 
@@ -243,6 +207,7 @@ def train_segmenter(
     import tensorflow as tf
 
     from classseg import data as cdata
+    from classseg.evaluation.scores import read_truths
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
@@ -324,11 +289,16 @@ def train_segmenter(
         "n_train_slices": len(train),
         "n_val_slices_monitored": len(val_fit),
         "train_seconds": round(train_seconds, 2),
-        "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold 0.5",
-        **evaluate_segmenter(test_probs, test_all.masks, test_all.frame["patient_id"].to_numpy(), config),
+        "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold 0.5, "
+                        "post-processed, scored at the original slice size",
+        "threshold": config.threshold,
+        **evaluate_segmenter(test_probs, test_all.masks, test_all.frame["patient_id"].to_numpy(), config,
+                             truths=read_truths(test_all.frame["mask_path"], [(config.img_size,) * 2] * len(test_all))),
         "postprocess_config": asdict(config.postprocess),
     }
-    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_all.frame["patient_id"].to_numpy(), config)
+    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_all.frame["patient_id"].to_numpy(), config,
+                                        truths=read_truths(val_all.frame["mask_path"],
+                                                           [(config.img_size,) * 2] * len(val_all)))
     metrics["val"]["tversky_soft"] = _soft_tversky(val_probs[val_tumor], val_all.masks[val_tumor])
     # BatchNorm check: the same weights in training mode (history, augmented, batch statistics) vs
     # inference mode (moving statistics); a large gap means the moving statistics are off.
