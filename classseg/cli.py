@@ -14,6 +14,7 @@ COMMANDS = (
     "train_segmenter",
     "train_joint",
     "predict",
+    "evaluate",
     "compare",
     "report",
     "export",
