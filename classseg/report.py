@@ -18,9 +18,9 @@ from classseg.plotting import save_figure
 from classseg.runinfo import read_json
 from classseg.tables import compare_runs, write_table
 
-PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "total_params",
+PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "params",
                   "train_time_s", "accuracy", "f1_micro", "f1_macro", "precision", "sensitivity", "specificity",
-                  "auc", "infer_ms_per_slice", "val_auc"]
+                  "auc", "ms_per_slice", "val_auc"]
 
 
 def _json(path: Path) -> dict[str, Any] | None:

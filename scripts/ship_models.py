@@ -15,11 +15,11 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from classseg.evaluation.scores import NUMERIC_FIELDS
 from classseg.runinfo import environment_info, read_json, write_json
 from classseg.training.classifiers import gate_model_path
 
-KEEP = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc", "confusion_matrix",
-        "dice", "iou", "hd95", "dice_all_slices", "dice_per_patient", "false_positive_slices", "n", "n_slices")
+KEEP = (*NUMERIC_FIELDS, "resolution", "f1_micro", "confusion_matrix", "n")  # the classseg.evaluation.Scores figures
 
 
 def _pick(d: dict | None) -> dict:
@@ -76,7 +76,7 @@ def main() -> None:
             "augment": config.get("augment"), "class_weights": config.get("class_weights"),
             "epochs": config["epochs"], "epochs_run": cls_metrics.get("runs", [{}])[0].get("epochs_run"),
             "best_epoch": cls_metrics.get("best_epoch"), "seed": config["seed"],
-            "trainable_params": cls_metrics.get("trainable_params"), "total_params": cls_metrics.get("total_params"),
+            "trainable_params": cls_metrics.get("trainable_params"), "params": cls_metrics.get("params"),
             "train_time_s": cls_metrics.get("train_time_s"),
             "val_at_threshold": _pick(gate.get("val_at_threshold")),
             "val_at_0.5": _pick(cls_metrics.get("val")), "test_at_0.5": _pick(cls_metrics.get("test")),

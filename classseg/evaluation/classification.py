@@ -1,4 +1,6 @@
-"""Slice-level detection and classification metrics (tumor = positive class 1) and their figures.
+"""Slice-level detection and classification metrics (tumor = positive class 1).
+
+Their figures (confusion matrix, ROC) are drawn by :mod:`classseg.plotting`.
 
 :func:`detection` scores any yes/no call per slice (a classifier's verdict, or "the delivered mask is
 non-empty"); :func:`classification_metrics` adds what a probability allows (threshold, AUC).
@@ -19,12 +21,8 @@ Undefined ratios (zero denominator) are reported as ``None``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from sklearn import metrics as skm
-
-from classseg.plotting import save_figure
 
 
 def tumor_probability(y_prob: np.ndarray) -> np.ndarray:
@@ -97,36 +95,3 @@ def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: fl
     pos = np.sort(prob[y_true == 1])[::-1]
     k = int(np.ceil(target * len(pos) - 1e-9))  # positives that must be caught
     return float(pos[max(k, 1) - 1])
-
-
-def plot_confusion_matrix(cm: list | np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Save the 2x2 confusion matrix (rows = truth, columns = prediction) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3.6))
-    disp = skm.ConfusionMatrixDisplay(np.asarray(cm), display_labels=["no tumor", "tumor"])
-    disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
-    ax.set_title(title)
-    return save_figure(fig, path, dpi=120)[0]
-
-
-def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Save the ROC curve of ``p(tumor)`` (with its AUC in the legend) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y_true = _labels(y_true)
-    prob = tumor_probability(y_prob)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    if len(np.unique(y_true)) == 2:
-        skm.RocCurveDisplay.from_predictions(y_true, prob, ax=ax, name="classifier")
-    else:
-        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set_title(title)
-    return save_figure(fig, path, dpi=120)[0]

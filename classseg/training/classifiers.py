@@ -30,13 +30,13 @@ from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
 from classseg.evaluation.classification import (
     classification_metrics,
-    plot_confusion_matrix,
-    plot_roc,
     threshold_for_sensitivity,
 )
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
+from classseg.plotting import plot_confusion_matrix, plot_roc
 from classseg.runinfo import set_seed, write_json, write_manifest
+from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
 
 #: The five backbones of seed paper 002, Table I.
 PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
@@ -175,20 +175,6 @@ def _rank_key(val: dict) -> tuple[float, float]:
     return (-math.inf if auc is None else auc, -math.inf if acc is None else acc)
 
 
-def _markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    # pandas.DataFrame.to_markdown needs `tabulate`, which is not a dependency; 10 lines do it.
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------------------------
 # one model
 
@@ -309,7 +295,7 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
             res["model"].save(run_dir / "classifier.keras")
             best = {k: v for k, v in res.items() if k != "model"}
             best["params"] = _param_counts(res["model"])
-            best["infer_ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
+            best["ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
                                                                 config.infer_batch, call=call)
         del res, call
         keras.backend.clear_session(free_memory=True)
@@ -331,9 +317,9 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
     metrics = {
         "backbone": name, "weights": config.weights, "img_size": config.img_size, "head": config.head,
         "epochs": config.epochs, "repeats": config.repeats, "path": best["path"],
-        "trainable_params": trainable, "total_params": total,
+        "trainable_params": trainable, "params": total,
         "train_time_s": train_time, "train_time_s_std": train_time_std,
-        "infer_ms_per_slice": best["infer_ms_per_slice"], "infer_batch": config.infer_batch,
+        "ms_per_slice": best["ms_per_slice"], "infer_batch": config.infer_batch,
         "selected_seed": best["seed"], "best_epoch": best["best_epoch"],
         "val": best["val"], "test": best["test"],
         "val_mean": agg["val"], "test_mean": agg["test"], "runs": runs,
@@ -341,13 +327,13 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
                 "train_time_s includes feature extraction of train+val on the cached-feature path",
     }
     write_json(run_dir / "metrics.json", metrics)
-    table = pd.DataFrame([{"split": s, **{m: best[s][m] for m in SCALAR_METRICS}, "n": best[s]["n"]}
-                          for s in ("val", "test")])
-    (run_dir / "metrics.md").write_text(f"# {title}\n\n" + _markdown_table(table))
+    (run_dir / "metrics.md").write_text(scores_markdown(
+        title, {"val": best["val"], "test": best["test"]}, DETECTION_FIELDS + ("f1_macro", "auc"),
+        facts=[f"the saved classifier.keras (repeat best on validation), threshold {best['test']['threshold']}"]))
     row = {"backbone": name, "weights": config.weights or "none", "img_size": config.img_size,
            "head": config.head, "epochs": config.epochs, "repeats": config.repeats,
-           "trainable_params": trainable, "total_params": total, "train_time_s": train_time,
-           "infer_ms_per_slice": best["infer_ms_per_slice"]}
+           "trainable_params": trainable, "params": total, "train_time_s": train_time,
+           "ms_per_slice": best["ms_per_slice"]}
     for m in SCALAR_METRICS:
         row[m] = agg["test"][m]
     row["val_auc"], row["val_accuracy"] = agg["val"]["auc"], agg["val"]["accuracy"]
@@ -435,7 +421,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
              f"epochs<={config.epochs} (early stopping, patience {config.patience}), repeats={config.repeats}, "
              f"seed={config.seed}; test split: {len(parts['test'])} slices")
     (out / "results.md").write_text(
-        f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n" + _markdown_table(results)
+        f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n" + to_markdown(results, digits=4)
         + f"\nGate (chosen on validation): **{gate_name}**, threshold {threshold:.4f} for "
           f"sensitivity >= {config.target_sensitivity} on val.\n")
     write_json(out / "results.json", {"config": asdict(config), "results": results.to_dict(orient="records"),
