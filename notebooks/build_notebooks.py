@@ -329,12 +329,12 @@ display(predictions.head(10))
 %matplotlib inline
 import matplotlib.pyplot as plt
 
-called = predictions[predictions["verdict"] == "tumor"].sort_values("tumor_area_px", ascending=False)
+called = predictions[predictions["final_call"] == "tumor"].sort_values("mask_area_px", ascending=False)
 pick = (called if len(called) else predictions[predictions["status"] == "ok"]).head(N_OVERLAYS)
 fig, axes = plt.subplots(1, max(len(pick), 1), figsize=(3.2 * max(len(pick), 1), 3.6), squeeze=False)
 for ax, row in zip(axes[0], pick.itertuples()):
     ax.imshow(plt.imread(PIPE / row.overlay_path))
-    ax.set_title(f"{Path(row.image).name}\\nP(tumor) {row.tumor_probability:.2f}", fontsize=8)
+    ax.set_title(f"{Path(row.image).name}\\nP(tumor) {row.gate_prob:.2f}", fontsize=8)
 for ax in axes[0]:
     ax.axis("off")
 fig.suptitle(f"Class-Seg on {TEST_DIR.name}: {CLASSIFIER.parent.name}/{CLASSIFIER.name} + "
