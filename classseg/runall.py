@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from classseg.data.splits import link_patients
+from classseg.models.names import IMAGENET_BACKBONES, SMALL_BACKBONES
 from classseg.runinfo import read_json, write_json, write_manifest
 
 STAGES = ("split", "phase1", "phase2", "phase3", "joint", "report")
-SMALL_BACKBONES = ("mobilenetv2", "efficientnetb0")
-ALL_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "efficientnetb7",
-                 "mobilenetv2", "resnet101", "resnet152")
+ALL_BACKBONES = IMAGENET_BACKBONES
 
 
 @dataclass

@@ -6,12 +6,9 @@ import argparse
 from pathlib import Path
 
 from classseg.data import DEFAULT_DATA_DIR
+from classseg.models.names import BACKBONE_NAMES, PAPER_BACKBONES  # no TensorFlow import
 
-#: Registry names (classseg.models.backbones.BACKBONES, checked by a test); here so that
-#: registering the command does not import TensorFlow.
-BACKBONE_NAMES = ("resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
-                  "efficientnetb7", "resunet_encoder", "resunet_decoder", "mobilenetv2")
-PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
+__all__ = ["BACKBONE_NAMES", "PAPER_BACKBONES", "add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

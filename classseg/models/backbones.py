@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from classseg.models.names import BACKBONE_NAMES
+
 #: ImageNet channel means in BGR order used by the "caffe" mode
 #: (``keras.applications.imagenet_utils.preprocess_input``).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -164,6 +166,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
     )
 }
+
+
+if tuple(BACKBONES) != BACKBONE_NAMES:  # the one list of names (classseg.models.names) must match the registry
+    raise RuntimeError(f"classseg.models.names.BACKBONE_NAMES {BACKBONE_NAMES} != registry {tuple(BACKBONES)}")
 
 
 @keras.saving.register_keras_serializable(package="classseg")

@@ -34,12 +34,10 @@ from classseg.evaluation.classification import (
 )
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
+from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
 from classseg.plotting import plot_confusion_matrix, plot_roc
 from classseg.runinfo import set_seed, write_json, write_manifest
 from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
-
-#: The five backbones of seed paper 002, Table I.
-PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
 
 #: Scalar metrics aggregated over repeats (mean, std) and reported in results.csv.
 SCALAR_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc")
