@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.jsonio import read_json
 from classseg.plotting import save_figure
-from classseg.runinfo import read_json
 from classseg.tables import compare_runs, write_table
 
 PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "params",

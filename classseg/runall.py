@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from classseg.data.splits import link_patients
+from classseg.jsonio import read_json, write_json
+from classseg.manifest import write_manifest
 from classseg.models.names import IMAGENET_BACKBONES, SMALL_BACKBONES
-from classseg.runinfo import read_json, write_json, write_manifest
 
 STAGES = ("split", "phase1", "phase2", "phase3", "joint", "report")
 ALL_BACKBONES = IMAGENET_BACKBONES

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from classseg.evaluation.folder import evaluate_folder
-    from classseg.runinfo import write_json
+    from classseg.jsonio import write_json
     from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_frame, to_markdown
 
     try:

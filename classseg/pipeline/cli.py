@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from classseg.data.io import ImageReadError, read_image, read_mask
+from classseg.environment import environment_info
+from classseg.jsonio import write_json
 from classseg.paths import MODELS_ENV, default_models_dir
 from classseg.pipeline.core import ClassSegPipeline
 from classseg.pipeline.inputs import InputSlice, find_inputs, output_names
@@ -38,7 +40,6 @@ from classseg.pipeline.outputs import (
     write_png,
 )
 from classseg.pipeline.runners import BACKENDS
-from classseg.runinfo import environment_info, write_json
 from classseg.runtime import available_cores
 
 TRAIN_HINT = ("train them first: `classseg run-all` (everything), or `classseg train-classifiers` and "

@@ -18,9 +18,9 @@ import numpy as np
 
 from classseg.data.arrays import resize_image
 from classseg.data.standardize import prepare_input
+from classseg.jsonio import read_json
 from classseg.modelcard import ModelCard, read_card
 from classseg.pipeline.runners import KerasRunner, ModelLike, OnnxRunner, make_runner
-from classseg.runinfo import read_json
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

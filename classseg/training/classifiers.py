@@ -32,11 +32,13 @@ from classseg.evaluation.classification import (
     classification_metrics,
     threshold_for_sensitivity,
 )
+from classseg.jsonio import write_json
+from classseg.manifest import write_manifest
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
 from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
 from classseg.plotting import plot_confusion_matrix, plot_roc
-from classseg.runinfo import set_seed, write_json, write_manifest
+from classseg.seeding import set_seed
 from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
 
 #: Scalar metrics aggregated over repeats (mean, std) and reported in results.csv.
@@ -360,7 +362,7 @@ def _split_parts(arrays: SliceArrays) -> dict[str, SliceArrays]:
 def gate_model_path(results_json: str | Path) -> Path:
     """The gate model a ``results.json`` of :func:`train_classifiers` selected (its ``gate.model`` is
     relative to that file; an absolute path, as older runs wrote, is returned as it is)."""
-    from classseg.runinfo import read_json
+    from classseg.jsonio import read_json
 
     results_json = Path(results_json)
     recorded = Path(read_json(results_json)["gate"]["model"])

@@ -316,8 +316,10 @@ def train_joint(
 
     from classseg import data as cdata
     from classseg.evaluation.scores import read_truths
+    from classseg.jsonio import write_json
+    from classseg.manifest import write_manifest
     from classseg.models.joint import build_joint_model
-    from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.seeding import set_seed
     from classseg.training.schedules import LossWeightScheduler
 
     config = config or JointConfig()
