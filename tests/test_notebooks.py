@@ -86,7 +86,7 @@ def test_notebook_is_cleared_and_complete(name):
     if name != "02_resunet_segmentation":  # the ResUNet has no pretrained weights
         assert params["WEIGHTS"] == "imagenet"
     text = "\n".join(c.source for c in code)
-    assert "%pip install -q -e .." in text and "# !git clone -q {REPO_URL} classseg && pip install" in text
+    assert '"pip", "install", "-q", "-e", ".."' in text and "# !git clone -q {REPO_URL} classseg && pip install" in text
     assert "kaggle_dataset() if DATA_DIR is None" in text and 'environment_info()' in text and '["gpus"]' in text
     manager = TransformerManager()
     for cell in code:  # IPython syntax (magics) included
