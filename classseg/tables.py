@@ -195,7 +195,7 @@ def scores_frame(sections: Mapping[str, Mapping[str, Any]], fields: Sequence[str
 
     rows = [{"figure": LABELS.get(key, key), **{name: section.get(key) for name, section in sections.items()}}
             for key in fields]
-    return pd.DataFrame(rows, columns=["figure", *sections])
+    return pd.DataFrame(rows, columns=["figure", *sections], dtype=object)  # counts stay whole numbers
 
 
 def scores_line(scores: Mapping[str, Any], fields: Sequence[str], digits: int = 4) -> str:

@@ -187,7 +187,7 @@ def executed(tmp_path_factory) -> dict[str, dict]:
         models.mkdir()
         stand_ins = base / "03_classseg_pipeline" / "out"
         gate = json.loads((stand_ins / "classifiers" / "results.json").read_text())["gate"]["model"]
-        (models / "classifier.keras").symlink_to(gate)
+        (models / "classifier.keras").symlink_to(stand_ins / "classifiers" / gate)  # relative to results.json
         (models / "segmenter.keras").symlink_to(stand_ins / "segmenter" / "segmenter.keras")
 
     runs = {  # run name -> (notebook, parameters, prepare)
