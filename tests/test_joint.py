@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import write_patient
 
+from classseg.postprocess import PostprocessConfig
 from classseg.training.joint import JointConfig, evaluate_joint, joint_dataset, predict_joint, train_joint
 
 RESNET50_NOTOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
@@ -117,6 +118,18 @@ def test_evaluate_joint_precision_is_the_slice_precision() -> None:
                        JointConfig(weights=None, img_size=64))
     assert m["pixel_precision"] == pytest.approx(1.0)
     assert m["precision"] == pytest.approx(m["tp"] / (m["tp"] + m["fp"])) == pytest.approx(0.5)
+
+
+def test_evaluate_joint_scores_at_the_original_size() -> None:
+    """Defect: the joint model was scored at its training size (HD95 in model pixels, not the slice's)."""
+    truth = np.zeros((64, 64), np.uint8)
+    truth[16:48, 16:48] = 1
+    mask_prob = np.zeros((1, 32, 32), np.float32)
+    mask_prob[0, 8:24, 9:25] = 0.9  # one model pixel to the right = two original pixels
+    config = JointConfig(weights=None, img_size=32, postprocess=PostprocessConfig(closing=False, fill_holes=False))
+    m = evaluate_joint(np.array([0.9]), mask_prob, np.array([1]), mask_prob[..., None].round(), np.array(["A"]),
+                       config, truths=[truth])
+    assert m["hd95_detected_px"] == pytest.approx(2.0) and m["resolution"] == "original slice size"
 
 
 @pytest.fixture
