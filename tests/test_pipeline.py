@@ -432,3 +432,40 @@ def test_sidecar_threshold_from_another_working_directory(tmp_path: Path, monkey
     from classseg.training.classifiers import gate_model_path
 
     assert gate_model_path(run / "results.json") == gate
+
+
+def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI: a card asking for patient_zscore gets every readable slice of a patient folder at once."""
+    from classseg.data.standardize import standardize_groups
+    from classseg.modelcard import ModelCard, write_card
+    from classseg.pipeline import models as pm
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    models[0].save(folder / "classifier.keras")
+    models[1].save(folder / "segmenter.keras")
+    write_card(folder / "segmenter.keras", ModelCard(role="segmenter", img_size=SIZE, normalization="patient_zscore"))
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for patient, n in (("PA", 3), ("PB", 2)):
+        for k in range(n):
+            write_rgb(root / patient / f"{patient}_{k}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    (root / "PA" / "PA_9.png").write_bytes(b"not a png")  # unreadable: not part of PA's statistics
+    calls = []
+    real = pm.prepare_input
+
+    def spy(images, normalization, groups=None):
+        out = real(images, normalization, groups)
+        calls.append((normalization, list(groups), np.array(images), out))
+        return out
+
+    monkeypatch.setattr(pm, "prepare_input", spy)
+    out = tmp_path / "out"
+    assert main(["--test-dir", str(root), "--out", str(out), "--classifier", str(folder / "classifier.keras"),
+                 "--segmenter", str(folder / "segmenter.keras"), "--threshold", "0.0"]) == 0
+    zscore = [c for c in calls if c[0] == "patient_zscore"]
+    assert [groups for _, groups, _, _ in zscore] == [["PA"] * 3, ["PB"] * 2]  # one call per patient folder
+    for _, groups, images, fed in zscore:
+        np.testing.assert_allclose(fed, standardize_groups(images, groups))
+    assert all(c[0] == "raw" for c in calls if c not in zscore)  # the classifier has no card: raw pixels
