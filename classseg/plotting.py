@@ -71,3 +71,48 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: st
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.set_title(title)
     return save_figure(fig, path, dpi=120)[0]
+
+
+def plot_history(history: Any, panels: Sequence[tuple[str, str]], path: str | Path, ncols: int | None = None,
+                 dpi: int = 100) -> Path:
+    """Training curves per epoch, one panel per ``(key, title)``: ``key`` and ``val_<key>`` of a Keras
+    history table (train vs validation). Special keys: ``learning_rate`` (log scale), ``weights``
+    (``w_cls`` / ``w_seg`` loss weights with the learning rate on a second axis); the ``loss`` panel
+    also shows ``val_fixed_loss`` when recorded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.7 * ncols, 3.5 * nrows), squeeze=False)
+    epochs = np.arange(1, len(history) + 1)
+    for ax, (key, title) in zip(axes.ravel(), panels, strict=False):
+        if key == "weights":
+            for col in ("w_cls", "w_seg"):
+                if col in history:
+                    ax.plot(epochs, history[col], marker="o", label=col)
+            if "learning_rate" in history:
+                ax2 = ax.twinx()
+                ax2.plot(epochs, history["learning_rate"], color="gray", linestyle="--", label="lr")
+                ax2.set_ylabel("learning rate")
+        else:
+            if key in history:
+                ax.plot(epochs, history[key], marker="o", label="train")
+            if f"val_{key}" in history:
+                ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+            if key == "loss" and "val_fixed_loss" in history:
+                ax.plot(epochs, history["val_fixed_loss"], marker="s", label="val, fixed weights")
+            if key == "learning_rate":
+                ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    return save_figure(fig, path, dpi=dpi)[0]

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classseg.plotting import save_figure
+from classseg.plotting import plot_history
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.training.schedules import SCHEDULES
 
@@ -226,39 +226,10 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
 # ---------------------------------------------------------------------------------------------- reports
 def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
     """Per epoch: total / class / mask losses, class accuracy and mask Dice (train vs val), loss weights and lr."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = np.arange(1, len(history) + 1)
-    panels = [("loss", "total loss (scheduled weights)"), ("class_loss", "class loss (unweighted)"),
-              ("mask_loss", "mask Dice loss (unweighted)"), ("class_accuracy", "class accuracy"),
-              ("mask_dice", "mask Dice (threshold 0.5)"), ("weights", "loss weights / learning rate")]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
-    for ax, (key, title) in zip(axes.ravel(), panels, strict=True):
-        if key == "weights":
-            for col, label in (("w_cls", "w_cls"), ("w_seg", "w_seg")):
-                if col in history:
-                    ax.plot(epochs, history[col], marker="o", label=label)
-            if "learning_rate" in history:
-                ax2 = ax.twinx()
-                ax2.plot(epochs, history["learning_rate"], color="gray", linestyle="--", label="lr")
-                ax2.set_ylabel("learning rate")
-        else:
-            if key in history:
-                ax.plot(epochs, history[key], marker="o", label="train")
-            if f"val_{key}" in history:
-                ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-            if key == "loss" and "val_fixed_loss" in history:
-                ax.plot(epochs, history["val_fixed_loss"], marker="s", label="val, fixed weights")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)[0]
+    return plot_history(history, [("loss", "total loss (scheduled weights)"), ("class_loss", "class loss (unweighted)"),
+                                  ("mask_loss", "mask Dice loss (unweighted)"), ("class_accuracy", "class accuracy"),
+                                  ("mask_dice", "mask Dice (threshold 0.5)"),
+                                  ("weights", "loss weights / learning rate")], path, ncols=3)
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:

@@ -109,29 +109,12 @@ def _soft_tversky(probs: np.ndarray, masks: np.ndarray) -> float | None:
 
 def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
     """Loss, Dice and learning rate per epoch (train vs validation)."""
-    import matplotlib
+    from classseg.plotting import plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, len(history) + 1)
     panels = [("loss", "loss"), ("dice", "Dice (threshold 0.5)")]
     if "learning_rate" in history:
         panels.append(("learning_rate", "learning rate"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        if key in history:
-            ax.plot(epochs, history[key], marker="o", label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        if key == "learning_rate":
-            ax.set_yscale("log")
-        else:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)[0]
+    return plot_history(history, panels, path)
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
