@@ -194,15 +194,17 @@ def _process_patient(pipe: ClassSegPipeline, items: list[InputSlice], names: dic
         acc.rows.append(row)
 
 
-def evaluate_variants(acc: _Collected, threshold: float) -> dict[str, Any]:
-    """Delivered (``gated``) vs segment-every-slice :class:`classseg.evaluation.Scores`, and the gating effect."""
+def evaluate_variants(truths: Sequence[np.ndarray], delivered: Sequence[np.ndarray], all_masks: Sequence[np.ndarray],
+                      passed: Sequence[bool], prob: Sequence[float], patients: Sequence[str],
+                      threshold: float) -> dict[str, Any]:
+    """Delivered (``gated``: the masks written, with the gate's own figures) vs segment-every-slice
+    (``segment_all``) :class:`classseg.evaluation.Scores`, and the gating effect."""
     from classseg.evaluation import score_slices
 
-    passed = np.array(acc.passed, bool)
-    gated = score_slices(acc.truths, acc.delivered, acc.patients, gate_prob=acc.probs, gate_threshold=threshold,
-                         gate_verdict=passed)
-    segment_all = score_slices(acc.truths, acc.all_masks, acc.patients)
-    tumor = np.array([t.any() for t in acc.truths], bool)
+    passed = np.asarray(passed, bool)
+    gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed)
+    segment_all = score_slices(truths, all_masks, patients)
+    tumor = np.array([t.any() for t in truths], bool)
     effect = {
         "tumor_slices": int(tumor.sum()),
         "non_tumor_slices": int((~tumor).sum()),
@@ -210,7 +212,7 @@ def evaluate_variants(acc: _Collected, threshold: float) -> dict[str, Any]:
         "non_tumor_slices_with_mask_gated": gated.false_positive_slices,
         "non_tumor_slices_with_mask_segment_all": segment_all.false_positive_slices,
         "segmenter_calls_gated": int(passed.sum()),
-        "segmenter_calls_segment_all": len(acc.all_masks),
+        "segmenter_calls_segment_all": len(all_masks),
     }
     return {"gated": gated.to_dict(), "segment_all": segment_all.to_dict(), "gating_effect": effect}
 
@@ -271,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
                "environment": environment_info()}
     if acc.truths:
         timing["segment_all"] = per_slice_rate(acc.segment_all_s, acc.segment_all_slices)
-        metrics = {**evaluate_variants(acc, pipe.threshold), **summary}
+        metrics = {**evaluate_variants(acc.truths, acc.delivered, acc.all_masks, acc.passed, acc.probs, acc.patients,
+                                       pipe.threshold), **summary}
         for variant in ("gated", "segment_all"):
             metrics[variant].update({k: timing[variant][k] for k in ("ms_per_slice", "slices_per_s")})
         write_json(out / "metrics.json", metrics)
