@@ -128,19 +128,12 @@ def compiled_call(model: keras.Model) -> tf.types.experimental.PolymorphicFuncti
 
 def inference_ms_per_slice(model: keras.Model, images: np.ndarray, batch_size: int = 16,
                            min_seconds: float = 1.0, max_reps: int = 20, call=None) -> float:
-    """Mean latency (ms per slice) of the end-to-end model, compiled call, batches of ``batch_size``.
+    """Mean latency (ms per slice) of the end-to-end model (:func:`classseg.runtime.ms_per_slice`).
 
-    ``call``: a :func:`compiled_call` of ``model`` to reuse. One warm-up call, then at least 3
-    and up to ``max_reps`` timed calls (stopping after ``min_seconds``).
-    """
-    x = tf.constant(np.resize(images, (batch_size,) + images.shape[1:]).astype(np.float32))  # repeats if few
-    call = call or compiled_call(model)
-    call(x).numpy()  # warm-up
-    reps, start = 0, time.perf_counter()
-    while reps < 3 or (time.perf_counter() - start < min_seconds and reps < max_reps):
-        call(x).numpy()
-        reps += 1
-    return (time.perf_counter() - start) / (reps * batch_size) * 1000.0
+    ``call``: a :func:`compiled_call` of ``model`` to reuse."""
+    from classseg.runtime import ms_per_slice
+
+    return ms_per_slice(call or compiled_call(model), images, batch_size, min_seconds, max_reps)
 
 
 def _class_weight(labels: np.ndarray) -> dict[int, float]:

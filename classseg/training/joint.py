@@ -172,25 +172,13 @@ def predict_joint(model: Any, images: np.ndarray, batch_size: int = 16) -> tuple
 
 def inference_ms_per_slice(model: Any, images: np.ndarray, batch_size: int = 16, min_seconds: float = 1.0,
                            max_reps: int = 20) -> float:
-    """Mean latency (ms per slice) of the whole model, compiled call ``model(x, training=False)``.
-
-    Same method as :func:`classseg.training.classifiers.inference_ms_per_slice` (which expects one
-    output tensor): one warm-up/trace call, then at least 3 and up to ``max_reps`` timed batches.
-    """
+    """Mean latency (ms per slice) of the whole model, compiled ``model(x, training=False)``
+    (:func:`classseg.runtime.ms_per_slice`, the method of every stage)."""
     import tensorflow as tf
 
-    x = tf.constant(np.resize(images, (batch_size,) + images.shape[1:]).astype(np.float32))
-    call = tf.function(lambda t: model(t, training=False))
+    from classseg.runtime import ms_per_slice
 
-    def run() -> None:
-        tf.nest.map_structure(lambda t: t.numpy(), call(x))
-
-    run()  # trace + warm-up
-    reps, start = 0, time.perf_counter()
-    while reps < 3 or (time.perf_counter() - start < min_seconds and reps < max_reps):
-        run()
-        reps += 1
-    return (time.perf_counter() - start) / (reps * batch_size) * 1000.0
+    return ms_per_slice(tf.function(lambda t: model(t, training=False)), images, batch_size, min_seconds, max_reps)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
