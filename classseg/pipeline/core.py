@@ -176,10 +176,14 @@ class ClassSegPipeline:
         """The model whose mask output is delivered (the segmenter, or the joint model)."""
         return self.models["joint" if self.is_joint else "segmenter"]
 
-    # kept for callers that reached the runners directly
+    # kept for callers that reached the runners directly (tests, benchmarks/pipeline.py)
     @property
     def _classifier(self) -> Any:
         return self.models["classifier"].runner if "classifier" in self.models else None
+
+    @_classifier.setter
+    def _classifier(self, runner: Any) -> None:
+        self.models["classifier"].runner = runner
 
     @property
     def _segmenter(self) -> Any:
