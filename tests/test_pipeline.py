@@ -452,6 +452,8 @@ def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
         for k in range(n):
             write_rgb(root / patient / f"{patient}_{k}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     (root / "PA" / "PA_9.png").write_bytes(b"not a png")  # unreadable: not part of PA's statistics
+    for k in range(2):  # loose images in the test folder itself: no patient, each standardised on its own
+        write_rgb(root / f"loose_{k}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     calls = []
     real = pm.prepare_input
 
@@ -465,7 +467,8 @@ def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
     assert main(["--test-dir", str(root), "--out", str(out), "--classifier", str(folder / "classifier.keras"),
                  "--segmenter", str(folder / "segmenter.keras"), "--threshold", "0.0"]) == 0
     zscore = [c for c in calls if c[0] == "patient_zscore"]
-    assert [groups for _, groups, _, _ in zscore] == [["PA"] * 3, ["PB"] * 2]  # one call per patient folder
+    # one call per patient folder; the loose images (patient "data", the folder's name) each on its own stats
+    assert [groups for _, groups, _, _ in zscore] == [[None, None], ["PA"] * 3, ["PB"] * 2]
     for _, groups, images, fed in zscore:
         np.testing.assert_allclose(fed, standardize_groups(images, groups))
     assert all(c[0] == "raw" for c in calls if c not in zscore)  # the classifier has no card: raw pixels

@@ -144,7 +144,8 @@ def _process_patient(pipe: ClassSegPipeline, items: list[InputSlice], names: dic
     loaded = list(pool.map(_read_slice, items))
     good = [i for i, (image, _, _) in enumerate(loaded) if image is not None]
     images = [loaded[i][0] for i in good]
-    groups = [items[i].patient for i in good]  # one patient folder = one standardisation group
+    # one patient folder = one standardisation group; a loose image in the test folder itself stands alone
+    groups = [items[i].patient if len(items[i].relative.parts) > 1 else None for i in good]
     has_truth = any(loaded[i][1] is not None for i in good)
     result = pipe.infer(images, segment_all=has_truth and pipe.is_joint, groups=groups)
     t = result.timings
