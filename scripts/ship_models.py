@@ -91,9 +91,10 @@ def main() -> None:
             "epochs": seg_metrics["epochs"], "epochs_run": seg_metrics["epochs_run"],
             "best_epoch": seg_metrics["best_epoch"], "seed": seg_metrics["seed"], "lr": seg_metrics["lr"],
             "train_seconds": seg_metrics["train_seconds"],
-            "val": _pick(seg_metrics.get("val")), "val_postprocessed": _pick(seg_metrics.get("val", {})
-                                                                             .get("postprocessed")),
-            "test": _pick(seg_metrics), "test_postprocessed": _pick(seg_metrics.get("postprocessed")),
+            # post-processed masks at the original slice size (classseg.evaluation.Scores); raw beside
+            "val": _pick(seg_metrics.get("val")), "val_threshold_only": _pick(seg_metrics.get("val", {})
+                                                                               .get("threshold_only")),
+            "test": _pick(seg_metrics), "test_threshold_only": _pick(seg_metrics.get("threshold_only")),
             "config": seg_manifest.get("config"),
         },
         "environment": environment_info(),
