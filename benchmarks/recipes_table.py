@@ -4,7 +4,9 @@ Reads ``metrics.json`` + ``training.json`` of each ``train-segmenter`` run folde
 Markdown table (``--out``, default docs/recipes.md) with, per row, the command that reproduces it
 (built from the run's configuration: every setting that differs from its recipe becomes an option),
 the machine, training minutes and epochs, and the figures after the post-processing chosen on val,
-all scored at the slices' original size (256 px):
+all scored at the slices' original size (256 px); slice accuracy / sensitivity = "mask non-empty" as
+the verdict. Rows are ordered by the selection rule, the val score = mean of val Dice (tumor slices)
+and val volume Dice per patient:
 
     python benchmarks/recipes_table.py /work/gpu_runs/runs/* /work/cpu_runs/fast_* --out docs/recipes.md
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from classseg.atomic import atomic_write_text
 from classseg.tables import to_markdown
 from classseg.training.segmenter import RECIPES, recipe_config
 
@@ -43,23 +46,32 @@ def command_of(config: dict) -> str:
     return " ".join(parts)
 
 
-def row(run: Path) -> dict:
+def machine_label(label: str) -> str:
+    """Short machine label: the GPU when there was one, else the CPU and its cores."""
+    if "GPU" in label:
+        return "GPU " + label.split("GPU", 1)[1].strip(" []'").replace("80GB HBM3", "").strip()
+    return label
+
+
+def row(run: Path, notes: dict[str, str]) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     t = json.loads((run / "training.json").read_text())
-    val, test = m["val"]["postprocessed"], m["postprocessed"]
+    val, test = m["val"], m  # classseg.evaluation.Scores: top level = test, post-processed as chosen on val
     return {
         "run": run.name,
+        "note": notes.get(run.name, ""),
         "command": f"`{command_of(t['config'])}`",
-        "machine": t["machine"].replace("AMD EPYC", "EPYC"),
+        "machine": machine_label(t["machine"]),
         "train min": m["train_minutes"],
         "epochs": m["epochs_run"],
-        "val Dice (tumor slices)": val["dice"],
+        "val Dice (tumor slices)": val["dice_tumor_slices"],
         "val volume Dice / patient": val["dice_per_patient"],
-        "val detection acc": val.get("detection_accuracy"),
-        "test Dice (tumor slices)": test["dice"],
+        "val slice acc": val["accuracy"],
+        "test Dice (tumor slices)": test["dice_tumor_slices"],
         "test volume Dice / patient": test["dice_per_patient"],
-        "test detection acc": test.get("detection_accuracy"),
-        "val score": (val["dice"] + val["dice_per_patient"]) / 2,
+        "test slice acc": test["accuracy"],
+        "test sens": test["sensitivity"],
+        "val score": (val["dice_tumor_slices"] + val["dice_per_patient"]) / 2,
     }
 
 
@@ -68,13 +80,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/recipes.md"))
     parser.add_argument("--title", default="Segmentation recipes on the 75-patient split")
-    parser.add_argument("--notes", default="", help="Markdown appended under the table")
+    parser.add_argument("--notes", type=Path, default=None, help="Markdown file appended under the table")
+    parser.add_argument("--mark", action="append", default=[], metavar="RUN=TEXT", help="a note for one row")
     args = parser.parse_args()
-    frame = pd.DataFrame([row(r) for r in args.runs if (r / "metrics.json").is_file()])
+    marks = dict(item.split("=", 1) for item in args.mark)
+    frame = pd.DataFrame([row(r, marks) for r in args.runs if (r / "metrics.json").is_file()])
     frame = frame.sort_values("val score", ascending=False).reset_index(drop=True)
     table = to_markdown(frame, digits=3)
-    text = f"# {args.title}\n\n{table}\n\n{args.notes}\n"
-    args.out.write_text(text)
+    notes = args.notes.read_text() if args.notes else ""
+    text = f"# {args.title}\n\n{table}\n\n{notes}\n"
+    atomic_write_text(args.out, text)
     print(text)
     print(f"recipes: {sorted(RECIPES)}; wrote {args.out}")
 

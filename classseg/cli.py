@@ -15,6 +15,7 @@ COMMANDS = (
     "train_gate",
     "train_joint",
     "predict",
+    "evaluate",
     "compare",
     "report",
     "export",

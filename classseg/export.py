@@ -20,7 +20,6 @@ Transpose/Tile share of ONNX Runtime time was ~1/3), and large graphs are conver
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import tempfile
@@ -31,16 +30,11 @@ from typing import Any
 
 import numpy as np
 
-#: Modules whose import registers custom layers / losses / metrics for ``safe_mode`` loading.
-_REGISTERING_MODULES = (
-    "classseg.models",
-    "classseg.models.backbones",
-    "classseg.models.classifier",
-    "classseg.models.resunet",
-    "classseg.models.joint",
-    "classseg.losses",
-    "classseg.metrics",
-)
+from classseg.models.loading import load_model
+from classseg.runtime import available_cores, onnx_session
+
+__all__ = ["ExportResult", "ParityError", "available_cores", "check_savedmodel", "export_onnx",
+           "export_savedmodel", "load_model", "onnx_predict_fn", "onnx_session", "parity"]
 
 #: Keras augmentation layers (identity at inference) that never belong in an exported model.
 _AUGMENTATION_NAMES = ("AugMix", "CutMix", "MixUp", "RandAugment", "Solarization", "GaussianNoise",
@@ -91,37 +85,6 @@ class ExportResult:
         verdict = "PASS" if self.passed else "FAIL"
         lines.append(f"parity {verdict}: max |diff| {self.max_abs_diff:.3g} vs tolerance {self.tolerance:.3g}")
         return "\n".join(lines)
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def load_model(path: str | Path) -> Any:
-    """Load a ``.keras`` model for inference: ``keras.saving.load_model(path, compile=False, safe_mode=True)``.
-
-    The classseg modules that register custom objects are imported first (those not present in
-    this build are skipped).
-    """
-    from classseg.modelcheck import check_model_file
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
-    check_model_file(path)  # a corrupt / truncated / empty .keras says so (Keras says "File not found")
-    for name in _REGISTERING_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is None or not name.startswith(err.name):
-                raise
-    import keras
-
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def _as_model(model_or_path: Any) -> Any:
@@ -387,17 +350,6 @@ def _modernise_nearest_resize(proto: Any) -> int:
                     attr.s = b"asymmetric"
             count += 1
     return count
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """ONNX Runtime CPU session with ``intra_op_num_threads`` = available cores (or ``threads``)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or available_cores())
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _feed(names: Sequence[str], inputs: Any) -> dict[str, np.ndarray]:

@@ -100,7 +100,7 @@ UNFINISHED_MARKER = ".classseg-unfinished.json"
 
 def mark_unfinished(folder: str | Path, **info: object) -> Path:
     """Mark ``folder`` as being written (a later run may replace it if this one never finishes)."""
-    from classseg.runinfo import write_json
+    from classseg.jsonio import write_json
 
     return write_json(Path(folder) / UNFINISHED_MARKER, {"note": "written by a classseg command that has not "
                                                          "finished; the next run replaces this folder", **info})

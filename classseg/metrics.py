@@ -10,6 +10,9 @@ the epoch rather than a mean of per-batch values:
 
 A score with an empty denominator (no tumor predicted nor present) is 1.0 (perfect agreement).
 Keras' own ``BinaryIoU`` averages over both classes, hence these small classes.
+
+These are training monitors (``fit`` logs, checkpoint and early-stopping criteria) only; every figure a
+run reports comes from :mod:`classseg.evaluation` (masks at the slice's original size, per-slice means).
 """
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from classseg.atomic import atomic_write_text
+from classseg.jsonio import read_json
 from classseg.plotting import save_figure
-from classseg.runinfo import read_json
 from classseg.tables import compare_runs, write_table
 
-PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "total_params",
+PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "params",
                   "train_time_s", "accuracy", "f1_micro", "f1_macro", "precision", "sensitivity", "specificity",
-                  "auc", "infer_ms_per_slice", "val_auc"]
+                  "auc", "ms_per_slice", "val_auc"]
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -57,31 +57,31 @@ def phase1_table(run: Path, split_file: str) -> tuple[pd.DataFrame, str] | None:
 
 
 def segmentation_table(run: Path, split_file: str) -> tuple[pd.DataFrame, str] | None:
-    """Phase-2 ResUNet on the test split, with and without post-processing."""
+    """Phase-2 ResUNet on the test split, post-processed and threshold only (Scores names, units in them)."""
+    from classseg.evaluation.scores import DEFINITIONS
+    from classseg.tables import SEGMENTATION_FIELDS
+
     metrics = _json(run / "phase2" / "metrics.json")
     if metrics is None:
         return None
-    rows = []
-    for name, section in (("threshold 0.5", metrics), ("post-processed", metrics.get("postprocessed", {}))):
-        rows.append({"model": "ResUNet", "masks": name, "dice": section.get("dice"), "iou": section.get("iou"),
-                     "hd95_px": section.get("hd95"), "dice_all_slices": section.get("dice_all_slices"),
-                     "dice_per_patient": section.get("dice_per_patient"),
-                     "false_positive_slices": section.get("false_positive_slices")})
+    rows = [{"model": "ResUNet", "masks": name, **{k: section.get(k) for k in SEGMENTATION_FIELDS}}
+            for name, section in (("post-processed", metrics), ("threshold only", metrics.get("threshold_only", {})))]
     notes = _label(split_file, metrics.get("seed"), metrics.get("weights"), metrics.get("img_size"),
                    metrics.get("epochs"))
-    notes += (" Dice/IoU/HD95 averaged over ground-truth tumor slices; dice_all_slices counts empty-vs-empty as 1;"
-              " dice_per_patient is the mean volume Dice (Buda et al. 2019); HD95 of a missed slice = image diagonal.")
+    notes += " " + DEFINITIONS
     return pd.DataFrame(rows), notes
 
 
 def comparison_table(run: Path) -> tuple[pd.DataFrame, str] | None:
-    """Two-stage pipeline (gated, segment-all), joint model and the gate, one row each."""
+    """Two-stage pipeline (gated, segment-all), joint model and the segmenter, one row each."""
+    from classseg.tables import comparison_notes
+
     dirs = [d for d in (run / "phase3" / "predictions", run / "joint", run / "phase2") if (d / "metrics.json").exists()]
     if not dirs:
         return None
     df = compare_runs(dirs)
-    return df, ("All rows on the same test patients. Two-stage = phase-1 gate + phase-2 ResUNet; "
-                "dice_end_to_end empties the mask of slices called no-tumor and counts empty-vs-empty as 1.")
+    return df, ("All rows on the same test patients. Two-stage = phase-1 gate + phase-2 ResUNet. "
+                + comparison_notes(df))
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -91,21 +91,15 @@ def _confusion_figures(run: Path, fig_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from classseg.plotting import draw_confusion_matrix
+
     folders = sorted(p.parent for p in (run / "phase1").glob("*/metrics.json"))
     if not folders:
         return []
     fig, axes = plt.subplots(1, len(folders), figsize=(3.2 * len(folders), 3.2), squeeze=False)
-    for ax, folder in zip(axes[0], folders):
+    for ax, folder in zip(axes[0], folders, strict=True):
         test = read_json(folder / "metrics.json").get("test", {})
-        cm = np.asarray(test.get("confusion_matrix", [[0, 0], [0, 0]]))
-        ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", color="black")
-        ax.set_xticks([0, 1], ["no tumor", "tumor"])
-        ax.set_yticks([0, 1], ["no tumor", "tumor"])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(folder.name)
+        draw_confusion_matrix(ax, test.get("confusion_matrix", [[0, 0], [0, 0]]), folder.name)
     fig.suptitle("Phase 1 confusion matrices (test split, threshold 0.5)")
     return _save(fig, fig_dir / "confusion_matrices")
 
@@ -115,7 +109,7 @@ def _roc_figure(run: Path, fig_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     drawn = 0
@@ -124,17 +118,13 @@ def _roc_figure(run: Path, fig_dir: Path) -> list[Path]:
         test = pred[pred["split"] == "test"]
         if test["label"].nunique() < 2:
             continue
-        fpr, tpr, _ = roc_curve(test["label"], test["p_tumor"])
-        ax.plot(fpr, tpr, label=f"{path.parent.name} (AUC {roc_auc_score(test['label'], test['p_tumor']):.3f})")
+        RocCurveDisplay.from_predictions(test["label"], test["p_tumor"], ax=ax, name=path.parent.name)
         drawn += 1
     joint = run / "joint" / "predictions.csv"
     if joint.exists():
         pred = pd.read_csv(joint)
-        label_col = "label" if "label" in pred else None
-        prob_col = next((c for c in ("p_tumor", "tumor_probability") if c in pred), None)
-        if label_col and prob_col and pred[label_col].nunique() == 2:
-            fpr, tpr, _ = roc_curve(pred[label_col], pred[prob_col])
-            ax.plot(fpr, tpr, "--", label=f"joint (AUC {roc_auc_score(pred[label_col], pred[prob_col]):.3f})")
+        if {"label", "p_tumor"} <= set(pred.columns) and pred["label"].nunique() == 2:
+            RocCurveDisplay.from_predictions(pred["label"], pred["p_tumor"], ax=ax, name="joint", linestyle="--")
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -202,12 +192,11 @@ def _per_patient_box(run: Path, fig_dir: Path) -> list[Path]:
         series["ResUNet (all test slices)"] = [p["dice"] for p in seg.get("per_patient", []) if p["dice"] is not None]
     pipe = _json(run / "phase3" / "predictions" / "metrics.json")
     if pipe:
-        for key, name in (("gated", "two-stage gated"), ("segment_all", "segment every slice")):
+        for key, name in (("gated", "two-stage delivered"), ("segment_all", "segment every slice")):
             series[name] = [p["dice"] for p in pipe.get(key, {}).get("per_patient", []) if p["dice"] is not None]
     joint = _json(run / "joint" / "metrics.json")
     if joint:
-        per = joint.get("per_patient") or joint.get("segmentation", {}).get("per_patient", [])
-        series["joint"] = [p["dice"] for p in per if p.get("dice") is not None]
+        series["joint (delivered)"] = [p["dice"] for p in joint.get("per_patient", []) if p.get("dice") is not None]
     series = {k: v for k, v in series.items() if v}
     if not series:
         return []

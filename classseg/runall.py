@@ -21,12 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from classseg.runinfo import read_json, write_json, write_manifest
+from classseg.data.splits import link_patients
+from classseg.jsonio import read_json, write_json
+from classseg.manifest import write_manifest
+from classseg.models.names import IMAGENET_BACKBONES, SMALL_BACKBONES
 
 STAGES = ("split", "phase1", "phase2", "phase3", "joint", "report")
-SMALL_BACKBONES = ("mobilenetv2", "efficientnetb0")
-ALL_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "efficientnetb7",
-                 "mobilenetv2", "resnet101", "resnet152")
+ALL_BACKBONES = IMAGENET_BACKBONES
 
 
 @dataclass
@@ -191,17 +192,6 @@ def _stage(out: Path, name: str, settings: dict[str, Any], work: Callable[[Path]
     return True
 
 
-def link_patients(data_dir: Path, splits: Any, split: str, dest: Path) -> Path:
-    """A folder of symbolic links to the patient folders of one split (the pipeline walks it, read-only)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for patient in splits.loc[splits["split"] == split, "patient_id"]:
-        source = (data_dir / patient).resolve()
-        link = dest / patient
-        if source.is_dir() and not link.exists():
-            link.symlink_to(source, target_is_directory=True)
-    return dest
-
-
 def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             splits_path: str | Path | None = None, strategy: Any = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -247,6 +237,7 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     def phase3(folder: Path) -> None:
         from classseg.pipeline import build_parser
         from classseg.pipeline import run as run_pipeline
+        from classseg.training.classifiers import gate_model_path
 
         gate = read_json(out / "phase1" / "results.json")["gate"]
         predictions = folder / "predictions"
@@ -254,7 +245,7 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             shutil.rmtree(predictions)
         test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients")
         args = build_parser().parse_args(["--test-dir", str(test_dir),
-                                          "--classifier", str(gate["model"]),
+                                          "--classifier", str(gate_model_path(out / "phase1" / "results.json")),
                                           "--segmenter", str(out / "phase2" / "segmenter.keras"),
                                           "--threshold", str(gate.get("threshold", 0.5)),
                                           "--out", str(folder / "predictions")])

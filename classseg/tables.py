@@ -17,38 +17,26 @@ from typing import Any
 
 import pandas as pd
 
-#: Columns of :func:`compare_runs`, in order (``<metric>_std`` columns follow their metric when present).
-COMPARE_COLUMNS = (
-    "model", "kind", "weights", "img_size", "epochs", "seed",
-    "accuracy", "f1", "sensitivity", "specificity", "auc",
-    "dice", "iou", "hd95", "dice_end_to_end", "dice_per_patient",
-    "params", "ms_per_slice", "split_file", "run_dir",
+#: Figures of :func:`compare_runs`: :class:`classseg.evaluation.Scores` names, read as they are written.
+COMPARE_METRICS = (
+    "accuracy", "sensitivity", "specificity", "precision", "f1_macro", "auc",
+    "gate_sensitivity", "gate_specificity", "gate_auc",
+    "dice_tumor_slices", "iou_tumor_slices", "hd95_detected_px", "missed_tumor_slices", "dice_end_to_end",
+    "dice_per_patient", "params", "ms_per_slice",
 )
 
-#: Metric column -> keys accepted in metrics.json / results.csv, first match wins.
-METRIC_ALIASES: dict[str, tuple[str, ...]] = {
-    "accuracy": ("accuracy", "acc"),
-    "f1": ("f1", "f1_score", "f1_tumor", "f1_macro"),
-    "sensitivity": ("sensitivity", "recall", "tpr"),
-    "specificity": ("specificity", "tnr"),
-    "auc": ("auc", "roc_auc"),
-    "dice": ("dice", "dice_tumor", "dice_tumor_slices", "mean_dice"),
-    "iou": ("iou", "jaccard", "mean_iou"),
-    "hd95": ("hd95",),
-    "dice_end_to_end": ("dice_end_to_end", "end_to_end_dice", "dice_all_slices", "dice_all"),
-    "dice_per_patient": ("dice_per_patient", "per_patient_dice", "patient_dice"),
-    "params": ("params", "total_params", "n_params", "param_count"),
-    "ms_per_slice": ("ms_per_slice", "infer_ms_per_slice", "inference_ms_per_slice"),
-}
+#: Columns of :func:`compare_runs`, in order (``<metric>_std`` columns follow their metric when present).
+COMPARE_COLUMNS = ("model", "kind", "weights", "img_size", "epochs", "seed", *COMPARE_METRICS, "split_file",
+                   "run_dir")
 
-#: Labelling field -> keys accepted in metrics.json / results.csv / manifest.json (and its ``config``).
-LABEL_ALIASES: dict[str, tuple[str, ...]] = {
-    "model": ("model", "name", "backbone", "model_name"),
+#: Labelling field -> keys in metrics.json / results.csv / manifest.json (and its ``config``), first match wins.
+LABEL_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "backbone"),
     "weights": ("weights",),
-    "img_size": ("img_size", "image_size", "input_size"),
+    "img_size": ("img_size",),
     "epochs": ("epochs",),
-    "seed": ("seed", "seeds"),
-    "split_file": ("split_file", "splits_file", "splits_path", "splits"),
+    "seed": ("seed",),
+    "split_file": ("split_file", "splits"),
 }
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -194,6 +182,42 @@ def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, notes: str
     return paths
 
 
+# ----------------------------------------------------------------------------------------- metrics.md
+
+#: Schema figures shown for masks, for a slice call, and for a gate (classseg.evaluation.Scores names).
+SEGMENTATION_FIELDS = ("dice_tumor_slices", "iou_tumor_slices", "hd95_detected_px", "missed_tumor_slices",
+                       "dice_end_to_end", "dice_per_patient", "false_positive_slices")
+DETECTION_FIELDS = ("accuracy", "sensitivity", "specificity", "precision", "tp", "fp", "tn", "fn")
+GATE_FIELDS = ("gate_accuracy", "gate_sensitivity", "gate_specificity", "gate_precision", "gate_auc")
+
+
+def scores_frame(sections: Mapping[str, Mapping[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    """One row per figure (labelled with its unit), one column per section (e.g. test / val)."""
+    from classseg.evaluation.scores import LABELS
+
+    rows = [{"figure": LABELS.get(key, key), **{name: section.get(key) for name, section in sections.items()}}
+            for key in fields]
+    return pd.DataFrame(rows, columns=["figure", *sections], dtype=object)  # counts stay whole numbers
+
+
+def scores_line(scores: Mapping[str, Any], fields: Sequence[str], digits: int = 4) -> str:
+    """``"Dice (tumor slices) 0.8123  HD95 px (detected tumor slices) 7.2100  ..."`` for a console summary."""
+    from classseg.evaluation.scores import LABELS
+
+    return "  ".join(f"{LABELS.get(k, k)} {format_value(scores.get(k), digits) or 'n/a'}" for k in fields)
+
+
+def scores_markdown(title: str, sections: Mapping[str, Mapping[str, Any]], fields: Sequence[str],
+                    facts: Sequence[str] = (), notes: str | None = None, digits: int = 4) -> str:
+    """A run's ``metrics.md``: title, fact lines, the :func:`scores_frame` table and the definitions."""
+    from classseg.evaluation.scores import DEFINITIONS
+
+    lines = [f"# {title}", ""] + [f"- {fact}" for fact in facts] + ([""] if facts else [])
+    table = to_markdown(scores_frame(sections, fields), notes=notes if notes is not None else DEFINITIONS,
+                        digits=digits)
+    return "\n".join(lines) + table
+
+
 # ----------------------------------------------------------------------------------------- comparison
 
 
@@ -245,16 +269,16 @@ def _label_sources(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _row(sources: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]], **fixed: Any) -> dict:
     row: dict[str, Any] = {}
-    for col, keys in LABEL_ALIASES.items():
+    for col, keys in LABEL_KEYS.items():
         value = _first(list(sources) + list(labels), keys)
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         row[col] = value if isinstance(value, (str, int, float)) else None
-    for col, keys in METRIC_ALIASES.items():
+    for col in COMPARE_METRICS:
         where = list(sources) + list(labels) if col == "params" else sources  # a model property: manifest too
-        mean, std = _number(_first(where, keys))
+        mean, std = _number(_first(where, (col,)))
         if std is None:  # results.csv style: a separate <key>_std column
-            std = _number(_first(sources, [f"{k}_std" for k in keys]))[0]
+            std = _number(_first(sources, (f"{col}_std",)))[0]
         row[col] = mean
         if std is not None:
             row[f"{col}_std"] = std
@@ -282,7 +306,7 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
         table = pd.read_csv(run_dir / "results.csv")
         for record in table.to_dict("records"):
             record = {k: v for k, v in record.items() if not _is_missing(v)}
-            name = str(_first([record], LABEL_ALIASES["model"]) or run_dir.name)
+            name = str(_first([record], LABEL_KEYS["model"]) or run_dir.name)
             per_model = run_dir / name / "metrics.json"
             extra = _sections(_read_json(per_model))[::-1] if per_model.exists() else []  # test first
             rows.append(_row([record, *extra], labels, model=name, kind="classifier"))
@@ -291,15 +315,15 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{run_dir}: no results.csv or metrics.json (not a classseg run folder)")
     metrics = _read_json(run_dir / "metrics.json")
     shared = _sections(metrics)[::-1]  # a ``test`` sub-dict first, then the top level
-    if any(isinstance(metrics.get(k), Mapping) for k in ("gated", "segment_all")):  # pipeline output folder
+    if isinstance(metrics.get("gated"), Mapping):  # pipeline output folder
         for key, label in (("gated", "gated"), ("segment_all", "segment all")):
             if isinstance(metrics.get(key), Mapping):
                 rows.append(_row([metrics[key], *shared], labels,
                                  model=f"{run_dir.name} ({label})", kind="pipeline"))
         return rows
-    has = {col: _first(shared, keys) is not None for col, keys in METRIC_ALIASES.items()}
+    has_masks = _first(shared, ("dice_tumor_slices",)) is not None
     kind = manifest.get("kind") or metrics.get("kind") or (
-        "joint" if has["accuracy"] and has["dice"] else "segmenter" if has["dice"] else "classifier")
+        ("joint" if _first(shared, ("gate_accuracy",)) is not None else "segmenter") if has_masks else "classifier")
     model = (_first(shared + labels, ("model", "name", "model_name"))
              or {"segmenter": "resunet", "joint": "joint"}.get(str(kind))
              or _first(shared + labels, ("backbone",)) or run_dir.name)
@@ -314,8 +338,9 @@ def compare_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     fills gaps), segmenter / joint / classifier (``metrics.json``, test figures at top level or
     under ``test``), pipeline output (``metrics.json`` with ``gated`` / ``segment_all`` sections,
     one row each). Labelling fields come from the metrics, then ``manifest.json`` (and its
-    ``config``). Known keys are taken where present (see ``METRIC_ALIASES``; ``f1`` falls back
-    to ``f1_macro``); others stay blank. ``<metric>_std`` columns appear when runs report them.
+    ``config``). Figures are read by their :class:`classseg.evaluation.Scores` names
+    (:data:`COMPARE_METRICS`), never guessed from other keys; a run that did not write one leaves it
+    blank. ``<metric>_std`` columns appear when runs report them.
     """
     rows = []
     for run_dir in run_dirs:
@@ -328,21 +353,21 @@ def compare_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
             if key.endswith("_std") and key not in columns:
                 columns.insert(columns.index(key[: -len("_std")]) + 1, key)
     df = pd.DataFrame(rows, columns=columns)
-    for col in ("img_size", "epochs", "params"):
+    for col in ("img_size", "epochs", "params", "missed_tumor_slices"):
         df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
     df["seed"] = pd.Series([None if _is_missing(v) else str(int(v)) if isinstance(v, (int, float)) else str(v)
                             for v in df["seed"]], index=df.index, dtype=object)
-    metric_cols = [c for c in df.columns if c in METRIC_ALIASES or c.endswith("_std")]
+    metric_cols = [c for c in df.columns if c in COMPARE_METRICS or c.endswith("_std")]
     df[metric_cols] = df[metric_cols].apply(pd.to_numeric, errors="coerce")
     return df
 
 
 def comparison_notes(df: pd.DataFrame) -> str:
     """Notes line for a :func:`compare_runs` table (splits, seeds, weights, sizes, epochs, metric definitions)."""
+    from classseg.evaluation.scores import DEFINITIONS
+
     return run_notes(df.get("split_file"), df.get("seed"), df.get("weights"), df.get("img_size"),
                      df.get("epochs"),
-                     extra=("Test-split figures as recorded by each run. dice/iou/hd95: mean over ground-truth "
-                            "tumor slices; dice_end_to_end: per-slice Dice over all slices (empty vs empty = 1); "
-                            "dice_per_patient: mean volume Dice; f1 = macro F1 where only f1_micro/f1_macro "
-                            "were recorded; ms_per_slice measured by each run on its own machine (manifest.json). "
-                            "Blank = not reported by that run."))
+                     extra=("Test-split figures as recorded by each run. " + DEFINITIONS + " img_size is the size "
+                            "a model was fed, not the size it was scored at. ms_per_slice measured by each run "
+                            "on its own machine (manifest.json). Blank = not reported by that run."))

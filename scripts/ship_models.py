@@ -3,11 +3,12 @@
     python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--pipeline-run OUT] [--out saved_models]
 
 Models are re-saved without optimizer state (``compile=False``: smaller, and loadable with
-``safe_mode=True`` and no custom objects); their cards travel beside them (``segmenter.card.json``,
-``gate.card.json``), so the pipeline feeds and post-processes them exactly as validated. The manifest
-records, per model: split, recipe, epochs, training minutes, machine, input, the val and test figures
-exactly as the runs measured them (scored at the slices' original size), and the pipeline's own
-figures on the held-out patients when ``--pipeline-run`` is given.
+``safe_mode=True`` and no custom objects); their cards travel beside them (``segmenter.card.json``;
+``classifier.card.json`` for the gate, the pipeline's default ``classifier.keras``), so the pipeline
+feeds and post-processes them exactly as validated. The manifest records, per model: split, recipe,
+epochs, training minutes, machine, input, the val and test figures exactly as the runs measured them
+(scored at the slices' original size), and the pipeline's own figures on the held-out patients when
+``--pipeline-run`` is given.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from classseg.evaluation.scores import NUMERIC_FIELDS
 from classseg.modelcard import read_card, write_card
 from classseg.runinfo import environment_info, read_json, write_json
 
-SEG_KEYS = ("dice", "iou", "hd95", "dice_all_slices", "dice_per_patient", "false_positive_slices",
-            "missed_tumor_slices", "detection_accuracy", "detection_sensitivity", "detection_specificity",
-            "n_slices", "n_tumor_slices")
+SEG_KEYS = (*NUMERIC_FIELDS, "resolution")  # the classseg.evaluation.Scores figures
 CLS_KEYS = ("accuracy", "precision", "sensitivity", "specificity", "auc", "confusion_matrix", "n", "threshold")
 
 
@@ -70,13 +70,13 @@ def main() -> None:
             "training_backend": seg_training.get("backend"), "trained_on": seg_training.get("data_dir"),
             "postprocess": seg["postprocess_chosen"], "postprocess_rule": seg["postprocess_rule"],
             "scored_at": seg["scored_at"],
-            "val": _pick(seg["val"]["postprocessed"], SEG_KEYS), "test": _pick(seg["postprocessed"], SEG_KEYS),
+            "val": _pick(seg["val"], SEG_KEYS), "test": _pick(seg, SEG_KEYS),
         },
     }
     if args.gate_run is not None:
         gate = read_json(args.gate_run / "metrics.json")
-        manifest["gate"] = {
-            **_copy_model(args.gate_run / "gate.keras", args.out / "gate.keras"),
+        manifest["classifier"] = {  # the pipeline's gate: saved_models/classifier.keras
+            **_copy_model(args.gate_run / "gate.keras", args.out / "classifier.keras"),
             "architecture": "ResUNet encoder + global average/max pooling + softmax 2 (build_gate_cnn)",
             "weights": "none (from scratch)", "config": gate.get("config"), "epochs_run": gate.get("epochs_run"),
             "best_epoch": gate.get("best_epoch"), "train_minutes": gate.get("train_minutes"),

@@ -112,3 +112,23 @@ def test_offline_imagenet_raises_helpful_runtime_error(monkeypatch):
     assert ".keras/models" in msg and "--weights PATH" in msg and "--weights none" in msg
     with pytest.raises(RuntimeError, match="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5"):
         get_backbone("mobilenetv2", (128, 128, 3), weights="imagenet")
+
+
+def test_efficientnet_local_imagenet_file_is_fed_like_keras_imagenet(tmp_path, monkeypatch):
+    """Defect: with ``--weights PATH`` Keras skipped the ImageNet rescaling it adds for ``weights="imagenet"``."""
+    net = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(64, 64, 3))
+    norm = next(layer for layer in net.layers if isinstance(layer, keras.layers.Normalization))
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
+    path = tmp_path / "efficientnetb0_notop.weights.h5"  # an ImageNet-like file kept locally
+    net.save_weights(path)
+    monkeypatch.setattr(file_utils, "get_file", lambda *args, **kwargs: str(path))  # "imagenet" = this file
+    reference = keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=(64, 64, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    local = get_backbone("efficientnetb0", (64, 64, 3), weights=path)
+    np.testing.assert_allclose(local.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    # weights not derived from ImageNet (Normalization never adapted) load as Keras loads them
+    plain = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(64, 64, 3))
+    other = tmp_path / "scratch.weights.h5"
+    plain.save_weights(other)
+    assert "imagenet_stddev_rescaling" not in [layer.name for layer in
+                                               get_backbone("efficientnetb0", (64, 64, 3), weights=other).layers]

@@ -7,11 +7,10 @@ import pytest
 
 from classseg.evaluation.classification import (
     classification_metrics,
-    plot_confusion_matrix,
-    plot_roc,
     threshold_for_sensitivity,
     tumor_probability,
 )
+from classseg.plotting import plot_confusion_matrix, plot_roc
 
 # 10 slices: tn=3, fp=1, fn=2, tp=4 at threshold 0.5
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])

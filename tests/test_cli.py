@@ -11,12 +11,12 @@ def test_every_command_is_registered() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     names = set(sub.choices)
-    assert {"data", "train-classifiers", "train-segmenter", "train-joint", "predict", "compare", "report",
-            "export", "run-all"} <= names
-    assert len(COMMANDS) == 9
+    assert {"data", "train-classifiers", "train-segmenter", "train-gate", "train-joint", "predict", "compare",
+            "report", "export", "run-all", "evaluate"} <= names
+    assert len(COMMANDS) == 11
 
 
-@pytest.mark.parametrize("command", ["run-all", "report", "export", "compare", "train-joint"])
+@pytest.mark.parametrize("command", ["run-all", "report", "export", "compare", "train-joint", "evaluate"])
 def test_help_exits_cleanly(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

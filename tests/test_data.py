@@ -202,3 +202,33 @@ def test_summary_counts(tiny_tree: Path) -> None:
     info = summarize(discover(tiny_tree))
     assert info["per_institution"] == {"AA": {"patients": 2, "slices": 8, "tumor_slices": 4},
                                        "BB": {"patients": 2, "slices": 8, "tumor_slices": 4}}
+
+
+def test_restricting_to_the_split_files_patients(tmp_path: Path, capsys) -> None:
+    """Defect: a dataset with patients the split file does not list could not be used at all."""
+    df = _many_patients(tmp_path / "d", n=8)
+    listed = split_patients(df, seed=0).head(5)
+    kept = apply_splits(df, listed, only_listed=True)
+    assert set(kept["patient_id"]) == set(listed["patient_id"]) and len(kept.attrs["left_out_patients"]) == 3
+    save_splits(listed, tmp_path / "s.csv")
+    assert cli_main(["data", "link", str(tmp_path / "d"), "--splits", str(tmp_path / "s.csv"),
+                     "--out", str(tmp_path / "linked")]) == 0
+    out = capsys.readouterr().out
+    assert "linked 5 patient folder(s)" in out and "3 patient folder(s)" in out and "left out" in out
+    assert set(discover(tmp_path / "linked")["patient_id"]) == set(listed["patient_id"])
+
+
+def test_one_walker_for_discover_and_the_pipeline(tmp_path: Path) -> None:
+    """discover and the pipeline's find_inputs read a folder by the same rules (symlinks, metadata, order)."""
+    from classseg.pipeline import find_inputs
+
+    write_patient(tmp_path / "real", "P2", n_slices=3)
+    write_patient(tmp_path / "d", "P1", n_slices=12)
+    (tmp_path / "d" / "P2").symlink_to(tmp_path / "real" / "P2", target_is_directory=True)
+    (tmp_path / "d" / "data.csv").write_text("Patient\n")
+    (tmp_path / "d" / "P1" / ".DS_Store").write_text("x")
+    df = discover(tmp_path / "d")
+    inputs, skipped = find_inputs(tmp_path / "d")
+    assert [Path(p).name for p in df["image_path"]] == [s.path.name for s in inputs]
+    assert list(df["patient_id"]) == [s.patient for s in inputs] and "P2" in set(df["patient_id"])
+    assert skipped == [] and df.attrs["skipped"] == []

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import write_patient
 
+from classseg.postprocess import PostprocessConfig
 from classseg.training.joint import JointConfig, evaluate_joint, joint_dataset, predict_joint, train_joint
 
 RESNET50_NOTOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
@@ -91,15 +92,44 @@ def test_evaluate_joint_known_values() -> None:
     tumor_prob = np.array([0.9, 0.8, 0.1, 0.3])
     m = evaluate_joint(tumor_prob, prob, np.array([1, 1, 0, 0]), gt, np.array(["A", "A", "B", "B"]),
                        JointConfig(weights=None, img_size=64))
-    assert m["accuracy"] == 1.0 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0
-    assert m["dice"] == pytest.approx(1.0)  # tumor slices, after closing / hole filling
-    assert m["dice_all_slices"] == pytest.approx(0.75)  # [1, 1, 0 (false positive), 1]
-    assert m["dice_per_patient"] == pytest.approx(0.5)  # A = 1, B = 0
-    assert m["end_to_end_dice"] == pytest.approx(1.0)  # slice 2 emptied by the gate
-    assert m["end_to_end_dice_per_patient"] == pytest.approx(1.0)
-    assert m["threshold_only"]["dice"] == pytest.approx((126 / 127 + 1.0) / 2)  # hole kept: 2*63 / (63 + 64)
-    assert m["gating_effect"]["non_tumor_slices_with_mask_ungated"] == 1
-    assert m["gating_effect"]["non_tumor_slices_with_mask_gated"] == 0
+    assert m["gate_accuracy"] == 1.0 and m["gate_sensitivity"] == 1.0 and m["gate_specificity"] == 1.0
+    assert m["gate_auc"] == 1.0 and m["gate_threshold"] == 0.5
+    # delivered masks: both tumor slices have a mask, the false positive on slice 2 is gated out
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 0, 2, 0) and m["precision"] == 1.0
+    assert m["dice_tumor_slices"] == pytest.approx(1.0)  # tumor slices, after closing / hole filling
+    assert m["dice_end_to_end"] == pytest.approx(1.0)  # slice 2 emptied by the gate
+    assert m["dice_per_patient"] == pytest.approx(1.0)
+    head = m["segment_all"]  # the mask head alone on every slice
+    assert head["dice_end_to_end"] == pytest.approx(0.75)  # [1, 1, 0 (false positive), 1]
+    assert head["dice_per_patient"] == pytest.approx(0.5)  # A = 1, B = 0
+    assert head["false_positive_slices"] == 1 and head["fp"] == 1 and head["precision"] == pytest.approx(2 / 3)
+    assert m["threshold_only"]["dice_tumor_slices"] == pytest.approx((126 / 127 + 1.0) / 2)  # hole: 2*63/(63+64)
+    assert m["false_positive_slices"] == 0
+
+
+def test_evaluate_joint_precision_is_the_slice_precision() -> None:
+    """Defect: the joint metrics' ``precision`` was the pixel precision of the segmentation report."""
+    gt = np.zeros((3, 16, 16, 1), np.uint8)
+    gt[0, 4:12, 4:12] = 1
+    prob = np.zeros((3, 16, 16), np.float32)
+    prob[0, 4:12, 4:8] = 0.9  # half the tumor: pixel precision 1.0
+    prob[1, 0:4, 0:4] = 0.9  # false-positive slice, passed by the class output
+    m = evaluate_joint(np.array([0.9, 0.9, 0.1]), prob, np.array([1, 0, 0]), gt, np.array(["A", "A", "A"]),
+                       JointConfig(weights=None, img_size=64))
+    assert m["pixel_precision"] == pytest.approx(1.0)
+    assert m["precision"] == pytest.approx(m["tp"] / (m["tp"] + m["fp"])) == pytest.approx(0.5)
+
+
+def test_evaluate_joint_scores_at_the_original_size() -> None:
+    """Defect: the joint model was scored at its training size (HD95 in model pixels, not the slice's)."""
+    truth = np.zeros((64, 64), np.uint8)
+    truth[16:48, 16:48] = 1
+    mask_prob = np.zeros((1, 32, 32), np.float32)
+    mask_prob[0, 8:24, 9:25] = 0.9  # one model pixel to the right = two original pixels
+    config = JointConfig(weights=None, img_size=32, postprocess=PostprocessConfig(closing=False, fill_holes=False))
+    m = evaluate_joint(np.array([0.9]), mask_prob, np.array([1]), mask_prob[..., None].round(), np.array(["A"]),
+                       config, truths=[truth])
+    assert m["hd95_detected_px"] == pytest.approx(2.0) and m["resolution"] == "original slice size"
 
 
 @pytest.fixture
@@ -127,10 +157,11 @@ def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path, caplog) -> Non
                  "manifest.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["accuracy"] == returned["accuracy"] and saved["end_to_end_dice"] == returned["end_to_end_dice"]
+    assert saved["accuracy"] == returned["accuracy"] and saved["dice_end_to_end"] == returned["dice_end_to_end"]
     assert not (out / "best.weights.h5").exists()  # training checkpoint removed once joint.keras is written
-    for key in ("accuracy", "dice", "dice_per_patient", "sensitivity", "specificity", "auc", "f1_macro",
-                "end_to_end_dice", "params", "ms_per_slice", "weights", "img_size", "epochs", "schedule", "seed",
+    for key in ("accuracy", "dice_tumor_slices", "dice_per_patient", "sensitivity", "specificity", "gate_auc",
+                "f1_macro", "dice_end_to_end", "hd95_detected_px", "segment_all", "params", "ms_per_slice",
+                "weights", "img_size", "epochs", "schedule", "seed",
                 "splits"):
         assert key in saved, key
     assert saved["weights"] == "none (random init)" and saved["img_size"] == 64 and saved["epochs"] == 1
@@ -150,7 +181,7 @@ def test_train_joint_smoke(tiny_joint_tree: Path, tmp_path: Path, caplog) -> Non
     model = keras.models.load_model(out / "joint.keras", compile=False)
     assert model.count_params() == saved["params"]
     tumor_prob = np.asarray(model(test.images.astype(np.float32), training=False)["class"])[:, 1]  # eager: no trace
-    assert saved["accuracy"] == pytest.approx(classification_metrics(test.labels, tumor_prob)["accuracy"])
+    assert saved["gate_accuracy"] == pytest.approx(classification_metrics(test.labels, tumor_prob)["accuracy"])
 
 
 def test_cli_registers_and_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -182,8 +213,9 @@ def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.Mo
 
     def fake_train(config, data_dir, splits_path, out_dir, strategy=None, progress=True):
         seen.update(config=config, data_dir=data_dir, out=out_dir, progress=progress)
-        figures = dict.fromkeys(("accuracy", "sensitivity", "specificity", "f1_macro", "auc", "dice", "iou", "hd95",
-                                 "dice_per_patient", "end_to_end_dice"), 0.5)
+        from classseg.evaluation import SCORE_FIELDS
+
+        figures = dict.fromkeys(SCORE_FIELDS, 0.5)
         return {**figures, "n_slices": 4, "n_tumor_slices": 2, "img_size": 64, "epochs": 2, "best_epoch": 1,
                 "schedule": config.schedule, "seed": 3, "weights": "none (random init)", "params": 1234,
                 "ms_per_slice": 1.5, "infer_batch": 16, "device": "CPU"}
@@ -202,4 +234,4 @@ def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.Mo
         None, 64, 2, "dynamic", "focal", True, 3)
     assert (c.lr, c.weight_decay, c.lambda_cls, c.lambda_seg, c.batch_size) == (1e-4, 1e-4, 1.0, 1.5, 16)
     assert seen["progress"] is False
-    assert "end-to-end Dice 0.5000" in capsys.readouterr().out
+    assert "Dice end to end (all slices) 0.5000" in capsys.readouterr().out

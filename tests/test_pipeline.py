@@ -173,10 +173,11 @@ def test_find_inputs_order_masks_and_skips(tmp_path: Path) -> None:
         write_rgb(tmp_path / name, slice_image(8, 8))
     (tmp_path / "P1" / "notes.txt").write_text("not an image")
     inputs, skipped = find_inputs(tmp_path)
-    assert [s.relative.as_posix() for s in inputs] == ["P1/P1_3.jpeg", "P1/sub/P1_1.PNG", "P2/P2_2.tif",
-                                                       "P2/P2_10.tif", "loose.tif"]
-    assert [s.patient for s in inputs] == ["P1", "P1", "P2", "P2", tmp_path.name]
-    assert inputs[2].mask_path == tmp_path / "P2/P2_2_mask.tif" and inputs[3].mask_path is None
+    # patient = the folder holding the slice (the walker shared with classseg.data.discover)
+    assert [s.relative.as_posix() for s in inputs] == ["P1/P1_3.jpeg", "P2/P2_2.tif", "P2/P2_10.tif",
+                                                       "P1/sub/P1_1.PNG", "loose.tif"]
+    assert [s.patient for s in inputs] == ["P1", "P2", "P2", "sub", tmp_path.name]
+    assert inputs[1].mask_path == tmp_path / "P2/P2_2_mask.tif" and inputs[2].mask_path is None
     assert {s["path"] for s in skipped} == {"P1/notes.txt", "P3/orphan_mask.tif"}
 
 
@@ -218,14 +219,16 @@ def test_cli_writes_predictions_masks_overlays_and_metrics(tmp_path: Path, test_
     assert [r["status"] for r in rows].count("error") == 1
     bad = by_image["P1/P1_3.tif"]
     assert bad["status"] == "error" and "P1_3.tif" in bad["error"] and bad["mask_path"] == ""
-    assert by_image["P1/P1_1.tif"]["verdict"] == "tumor" and by_image["P1/P1_1.tif"]["segmented"] == "True"
-    assert by_image["P1/P1_2.tif"]["verdict"] == "no_tumor" and by_image["P1/P1_2.tif"]["tumor_area_px"] == "0"
+    assert by_image["P1/P1_1.tif"]["gate_verdict"] == "tumor" and by_image["P1/P1_1.tif"]["segmented"] == "yes"
+    assert by_image["P1/P1_1.tif"]["final_call"] == "tumor" and by_image["P1/P1_1.tif"]["patient"] == "P1"
+    assert by_image["P1/P1_2.tif"]["gate_verdict"] == "no_tumor" and by_image["P1/P1_2.tif"]["mask_area_px"] == "0"
+    assert by_image["P1/P1_2.tif"]["segmented"] == "no" and by_image["P1/P1_2.tif"]["note"] == ""
     assert [s["path"] for s in read_csv(out / "skipped.csv")] == ["P1/notes.txt"]
 
     big = by_image["P2/P2_1.png"]
     mask = cv2.imread(str(out / big["mask_path"]), cv2.IMREAD_UNCHANGED)
     assert big["mask_path"] == "masks/P2/P2_1.png" and mask.shape == (40, 48)
-    assert set(np.unique(mask)) == {0, 255} and int(big["tumor_area_px"]) == int((mask > 0).sum())
+    assert set(np.unique(mask)) == {0, 255} and int(big["mask_area_px"]) == int((mask > 0).sum())
     overlay = cv2.imread(str(out / by_image["P1/P1_1.tif"]["overlay_path"]))
     assert overlay.shape == (SIZE, SIZE, 3)
     red = (overlay[..., 2] == 255) & (overlay[..., 1] == 0)
@@ -236,16 +239,20 @@ def test_cli_writes_predictions_masks_overlays_and_metrics(tmp_path: Path, test_
     metrics = json.loads((out / "metrics.json").read_text())
     gated, every = metrics["gated"], metrics["segment_all"]
     assert gated["n_slices"] == 3 and gated["n_tumor_slices"] == 1  # P1_1, P1_2, P2_2 have ground truth
-    assert gated["accuracy"] == 1.0 and gated["dice"] == pytest.approx(2 * 256 / (256 + 320))
-    assert gated["dice_all_slices"] == pytest.approx((2 * 256 / 576 + 2) / 3)  # empty vs empty counts as 1
-    assert every["dice"] == pytest.approx(gated["dice"])  # same segmenter output on the tumor slice
-    assert every["dice_all_slices"] == pytest.approx((2 * 256 / 576 + 1) / 3)  # the grey blob: a false positive
+    assert gated["accuracy"] == 1.0 and gated["dice_tumor_slices"] == pytest.approx(2 * 256 / (256 + 320))
+    assert gated["dice_end_to_end"] == pytest.approx((2 * 256 / 576 + 2) / 3)  # empty vs empty counts as 1
+    assert every["dice_tumor_slices"] == pytest.approx(gated["dice_tumor_slices"])  # same segmenter output
+    assert every["dice_end_to_end"] == pytest.approx((2 * 256 / 576 + 1) / 3)  # the grey blob: a false positive
+    assert (every["tp"], every["fp"], every["tn"]) == (1, 1, 1) and every["precision"] == 0.5  # slices, not pixels
+    assert (gated["gate_tp"], gated["gate_fp"], gated["gate_tn"]) == (1, 0, 2) and every["gate_tp"] is None
+    assert gated["resolution"] == every["resolution"] == "original slice size"
     effect = metrics["gating_effect"]
     assert effect["non_tumor_slices_with_mask_gated"] == 0
     assert effect["non_tumor_slices_with_mask_segment_all"] == 1
     assert effect["segmenter_calls_gated"] == 1 and effect["segmenter_calls_segment_all"] == 3
     assert metrics["models"]["threshold"] == 0.5 and metrics["timing"]["gated"]["ms_per_slice"] > 0
     assert "Segment every slice" in (out / "metrics.md").read_text()
+    assert "HD95 px" in (out / "metrics.md").read_text()
 
 
 def test_cli_joint_model(tmp_path: Path, test_dir: Path, models) -> None:
@@ -254,11 +261,11 @@ def test_cli_joint_model(tmp_path: Path, test_dir: Path, models) -> None:
     joint.save(tmp_path / "joint.keras")
     out = tmp_path / "out"
     assert main(["--test-dir", str(test_dir), "--out", str(out), "--joint", str(tmp_path / "joint.keras")]) == 0
-    verdicts = {r["image"]: r["verdict"] for r in read_csv(out / "predictions.csv")}
+    verdicts = {r["image"]: r["gate_verdict"] for r in read_csv(out / "predictions.csv")}
     assert verdicts["P1/P1_1.tif"] == "tumor" and verdicts["P1/P1_2.tif"] == "no_tumor"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["gating_effect"]["non_tumor_slices_with_mask_segment_all"] == 1
-    assert metrics["gated"]["dice"] == pytest.approx(2 * 256 / 576) and "joint" in metrics["models"]
+    assert metrics["gated"]["dice_tumor_slices"] == pytest.approx(2 * 256 / 576) and "joint" in metrics["models"]
     with pytest.raises(SystemExit, match="either"):
         main(["--test-dir", str(test_dir), "--joint", str(tmp_path / "joint.keras"), "--classifier", "x.keras"])
 
@@ -318,3 +325,150 @@ def test_onnx_backend_matches_keras(tmp_path: Path, model_files) -> None:
     got = pipe.infer(images, segment_all=True)
     np.testing.assert_allclose(got.tumor_probability, ref.tumor_probability, atol=1e-5)
     assert all(np.array_equal(a, b) for a, b in zip(got.masks, ref.masks, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------
+# Model cards (issue 10): input size / normalisation, thresholds, post-processing, gate rule
+# ------------------------------------------------------------------------------------------------
+class Recorder:
+    """Stands in for a runner: records every batch it is given, answers with the real runner."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.input_size, self.seen = runner, runner.input_size, []
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.seen.append(np.array(x))
+        return self.runner(x)
+
+
+def test_card_standardises_each_patient_like_training(models) -> None:
+    from classseg.data.standardize import standardize_groups
+    from classseg.modelcard import ModelCard
+
+    cards = {"segmenter": ModelCard(role="segmenter", img_size=SIZE, normalization="patient_zscore")}
+    pipe = ClassSegPipeline(*models, threshold=0.5, batch_size=2, cards=cards)
+    recorder = Recorder(pipe._segmenter)
+    pipe._segmenter = recorder
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(3)]
+    images.append(slice_image(SIZE, SIZE, 250))
+    groups = ["A", "A", "B", "A"]
+    pipe.infer(images, segment_all=True, groups=groups)
+    fed = np.concatenate(recorder.seen)  # batches of 2: the statistics still span the whole patient
+    resized = np.stack([pl.resize_to(im, (SIZE, SIZE)) for im in images])
+    np.testing.assert_allclose(fed, standardize_groups(resized, groups), atol=1e-5)
+    assert not np.allclose(fed[:2], standardize_groups(resized[:2], ["A", "A"]))  # not per batch
+    assert pipe.describe()["inputs"]["segmenter"] == {"img_size": [SIZE, SIZE], "normalization": "patient_zscore"}
+    assert pipe.describe()["inputs"]["classifier"]["normalization"] == "raw"  # no card: raw pixels
+
+
+def gate_rule_slices() -> list[np.ndarray]:
+    """a: tumor + mask; b: one bright pixel (gate tumor, mask removed by the 4-px component filter);
+    c: grey blob (gate no tumor, mask when segmented); d: dark (nothing)."""
+    single = slice_image(SIZE, SIZE)
+    single[5, 5] = 250
+    return [slice_image(SIZE, SIZE, 250), single, slice_image(SIZE, SIZE, 140), slice_image(SIZE, SIZE)]
+
+
+@pytest.mark.parametrize("rule, final, delivered, segmented", [
+    ("gate", [True, True, False, False], [True, False, False, False], [True, True, False, False]),
+    ("gate_and_mask", [True, False, False, False], [True, False, False, False], [True, True, False, False]),
+    ("mask", [True, False, True, False], [True, False, True, False], [True, True, True, True]),
+])
+def test_gate_rule(models, rule, final, delivered, segmented) -> None:
+    from classseg.modelcard import ModelCard
+    from classseg.postprocess import PostprocessConfig
+
+    cards = {"classifier": ModelCard(role="gate", img_size=SIZE, threshold=0.5, gate_rule=rule)}
+    pipe = ClassSegPipeline(*models, postprocess=PostprocessConfig(min_component_px=4), cards=cards)
+    assert pipe.gate_rule == rule and pipe.threshold_source == "model card"
+    result = pipe.infer(gate_rule_slices())
+    assert list(result.passed) == [True, True, False, False]  # the gate's own verdict never changes
+    assert list(result.final_call) == final
+    assert [bool(m.any()) for m in result.delivered] == delivered
+    assert list(result.segmented) == segmented
+
+
+def test_cli_follows_the_cards_beside_the_models(tmp_path: Path, models) -> None:
+    from classseg.modelcard import ModelCard, write_card
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    models[0].save(folder / "classifier.keras")
+    models[1].save(folder / "segmenter.keras")
+    write_card(folder / "classifier.keras", ModelCard(role="gate", img_size=SIZE, threshold=0.6, gate_rule="gate"))
+    write_card(folder / "segmenter.keras", ModelCard(role="segmenter", img_size=SIZE, threshold=0.5,
+                                                     postprocess={"min_component_px": 4}))
+    root = tmp_path / "data"
+    for name, image in zip(("a", "b", "c", "d"), gate_rule_slices(), strict=True):
+        write_rgb(root / "P1" / f"P1_{name}.png", image)
+    out = tmp_path / "out"
+    assert main(["--test-dir", str(root), "--out", str(out), "--classifier", str(folder / "classifier.keras"),
+                 "--segmenter", str(folder / "segmenter.keras")]) == 0
+    rows = {r["image"]: r for r in read_csv(out / "predictions.csv")}
+    b = rows["P1/P1_b.png"]
+    assert (b["gate_verdict"], b["final_call"], b["mask_area_px"], b["segmented"]) == ("tumor", "tumor", "0", "yes")
+    assert b["note"] == "verdict tumor, empty mask"
+    c = rows["P1/P1_c.png"]
+    assert (c["gate_verdict"], c["segmented"], c["mask_area_px"], c["note"]) == ("no_tumor", "no", "0", "")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["threshold"] == 0.6 and summary["models"]["threshold_source"] == "model card"
+    assert summary["models"]["postprocess"]["min_component_px"] == 4
+    assert summary["model_info"]["segmenter"]["card"]["role"] == "segmenter"
+
+
+def test_sidecar_threshold_from_another_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect: results.json named the gate by a path relative to the working directory of the training run."""
+    run = tmp_path / "runs" / "phase1"
+    gate = run / "mobilenetv2" / "classifier.keras"
+    gate.parent.mkdir(parents=True)
+    gate.write_bytes(b"")
+    (run / "results.json").write_text(json.dumps({"gate": {"model": "mobilenetv2/classifier.keras",
+                                                           "threshold": 0.27}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert sidecar_threshold(gate) == (0.27, run / "results.json")
+    from classseg.training.classifiers import gate_model_path
+
+    assert gate_model_path(run / "results.json") == gate
+
+
+def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI: a card asking for patient_zscore gets every readable slice of a patient folder at once."""
+    from classseg.data.standardize import standardize_groups
+    from classseg.modelcard import ModelCard, write_card
+    from classseg.pipeline import models as pm
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    models[0].save(folder / "classifier.keras")
+    models[1].save(folder / "segmenter.keras")
+    write_card(folder / "segmenter.keras", ModelCard(role="segmenter", img_size=SIZE, normalization="patient_zscore"))
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for patient, n in (("PA", 3), ("PB", 2)):
+        for k in range(n):
+            write_rgb(root / patient / f"{patient}_{k}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    (root / "PA" / "PA_9.png").write_bytes(b"not a png")  # unreadable: not part of PA's statistics
+    for k in range(2):  # loose images in the test folder itself: no patient, each standardised on its own
+        write_rgb(root / f"loose_{k}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    calls = []
+    real = pm.prepare_input
+
+    def spy(images, normalization, groups=None):
+        out = real(images, normalization, groups)
+        calls.append((normalization, list(groups), np.array(images), out))
+        return out
+
+    monkeypatch.setattr(pm, "prepare_input", spy)
+    out = tmp_path / "out"
+    assert main(["--test-dir", str(root), "--out", str(out), "--classifier", str(folder / "classifier.keras"),
+                 "--segmenter", str(folder / "segmenter.keras"), "--threshold", "0.0"]) == 0
+    zscore = [c for c in calls if c[0] == "patient_zscore"]
+    # one call per patient folder; the loose images (patient "data", the folder's name) each on its own stats
+    assert [groups for _, groups, _, _ in zscore] == [[None, None], ["PA"] * 3, ["PB"] * 2]
+    for _, groups, images, fed in zscore:
+        np.testing.assert_allclose(fed, standardize_groups(images, groups))
+    assert all(c[0] == "raw" for c in calls if c not in zscore)  # the classifier has no card: raw pixels

@@ -68,6 +68,15 @@ def test_report_tables_and_figures(run_dir: Path) -> None:
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
     comparison = pd.read_csv(report / "joint_vs_two_stage.csv")
     assert len(comparison) >= 3  # gated, segment-all, joint (+ ResUNet)
+    # every Dice / HD95 in one schema, at the slices' original size, units stated
+    assert comparison["dice_tumor_slices"].notna().all()
+    # HD95 over the detected tumor slices: a number wherever a tumor slice was detected (sensitivity > 0),
+    # empty only for a model that detected none (a 1-epoch segmenter may; the joint model here does)
+    detected = comparison["sensitivity"] > 0
+    assert detected.any() and (comparison["hd95_detected_px"].notna() == detected).all()
+    for stem in ("phase2_segmentation", "joint_vs_two_stage"):
+        text = (report / f"{stem}.md").read_text()
+        assert "hd95_detected_px" in text and "original size" in text and "pixels" in text, stem
 
 
 def test_finished_stages_are_not_redone(run_dir: Path, data_root: Path) -> None:

@@ -63,14 +63,50 @@ def test_per_patient_and_report():
     ids = ["a", "a", "b", "b"]
     vol = seg.per_patient_dice(pred, gt, ids)
     assert vol == {"a": pytest.approx(0.5), "b": pytest.approx(200 / 300)}
-    rep = seg.segmentation_report(pred[..., None].astype(np.float32), gt[..., None], ids)
+    rep = seg.segmentation_figures(pred[..., None].astype(np.float32), gt[..., None], ids)
     assert rep["n_slices"] == 4 and rep["n_tumor_slices"] == 3
-    assert rep["dice"] == pytest.approx((0.5 + 1 + 0) / 3)
-    assert rep["dice_all_slices"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)
-    assert rep["hd95_missed"] == 1
+    assert rep["dice_tumor_slices"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert rep["dice_end_to_end"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+    assert rep["missed_tumor_slices"] == 1
+    assert rep["hd95_detected_px"] == pytest.approx((5.0 + 0.0) / 2)  # the miss is not averaged in
+    assert rep["hd95_with_miss_penalty_px"] == pytest.approx((5.0 + 0.0 + np.hypot(32, 32)) / 3)
     assert rep["dice_per_patient"] == pytest.approx((0.5 + 2 / 3) / 2)
     assert [p["patient_id"] for p in rep["per_patient"]] == ["a", "b"]
     assert rep["false_positive_slices"] == 0
+
+
+def test_hd95_pooled_vs_max_of_directions():
+    """medpy pools both directed distances; MONAI takes the larger one-way 95th percentile."""
+    gt = np.zeros((64, 64), np.uint8)
+    gt[10:40, 10:40] = 1
+    pred = gt.copy()
+    pred[20:26, 40:52] = 1  # a spike sticking out 12 px: only pred->gt distances grow
+    pooled, worst = seg.hd95(pred, gt), seg.hd95(pred, gt, pooling="max")
+    assert worst > pooled > 0
+    with pytest.raises(ValueError, match="pooling"):
+        seg.hd95(pred, gt, pooling="mean")
+
+
+def test_masks_of_different_sizes_score_without_padding():
+    small, big = _square(size=20, r0=2, c0=2), _square(size=40)
+    rep = seg.segmentation_figures([small, big], [small, np.zeros_like(big)], ["p", "p"])
+    assert rep["dice_tumor_slices"] == 1.0 and rep["false_positive_slices"] == 1
+    resized = seg.to_original_size(np.stack([_square(size=16, r0=4, c0=4, side=8)]), [(32, 48)])[0]
+    assert resized.shape == (32, 48) and resized.sum() == 16 * 24
+
+
+def test_score_slices_precision_is_slice_precision():
+    """Defect: ``precision`` was the segmentation report's pixel precision overwriting the slice precision."""
+    from classseg.evaluation import score_slices
+
+    gt = [_square(), np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)]
+    masks = [_square(side=5), _square(), np.zeros((32, 32), np.uint8)]  # 1 TP (pixel-precise), 1 FP, 1 TN
+    s = score_slices(gt, masks, ["a", "a", "b"], gate_prob=[0.9, 0.2, 0.1], gate_threshold=0.5)
+    assert (s.tp, s.fp, s.tn, s.fn) == (1, 1, 1, 0)
+    assert s.precision == pytest.approx(s.tp / (s.tp + s.fp)) == 0.5 and s.pixel_precision == 1.0
+    assert s.sensitivity == 1.0 and s.specificity == 0.5
+    assert (s.gate_tp, s.gate_fp, s.gate_tn) == (1, 0, 2) and s.gate_precision == 1.0 and s.gate_auc == 1.0
+    assert s.resolution == "original slice size"
 
 
 def test_keras_metrics_accumulate_and_serialize():

@@ -69,35 +69,38 @@ def _write(path, obj):
 def runs(tmp_path):
     phase1 = tmp_path / "phase1"
     _write(phase1 / "results.csv",
-           "backbone,weights,img_size,epochs,repeats,trainable_params,total_params,accuracy,accuracy_std,"
-           "f1_micro,f1_macro,sensitivity,specificity,auc,infer_ms_per_slice\n"
+           "backbone,weights,img_size,epochs,repeats,trainable_params,params,accuracy,accuracy_std,"
+           "f1_micro,f1_macro,sensitivity,specificity,auc,ms_per_slice\n"
            "mobilenetv2,none,128,5,2,1000,2259000,0.9,0.02,0.9,0.85,0.8,0.95,0.93,\n"
            "resnet50,none,128,5,2,2000,23600000,0.8,0.01,0.8,0.75,0.7,0.85,0.88,30.5\n")
-    _write(phase1 / "mobilenetv2" / "metrics.json", {"infer_ms_per_slice": 12.5, "val": {"ms_per_slice": 99.0},
+    _write(phase1 / "mobilenetv2" / "metrics.json", {"ms_per_slice": 12.5, "val": {"ms_per_slice": 99.0},
                                                      "test": {"accuracy": 0.1}})
-    _write(phase1 / "manifest.json", {"seed": 0, "splits_file": "runs/splits_seed0.csv", "epochs": 5})
+    _write(phase1 / "manifest.json", {"seed": 0, "split_file": "runs/splits_seed0.csv", "epochs": 5})
 
     seg = tmp_path / "seg"
-    _write(seg / "metrics.json", {"dice": 0.81, "iou": 0.7, "hd95": 9.5, "dice_per_patient": 0.77,
-                                  "dice_all_slices": 0.88, "postprocessed": {"dice": 0.99},
-                                  "tumor_slices": {"dice": 0.2, "accuracy": 0.3}, "per_patient": [{"dice": 0.1}],
-                                  "val": {"dice": 0.55, "accuracy": 0.1},
+    _write(seg / "metrics.json", {"dice_tumor_slices": 0.81, "iou_tumor_slices": 0.7, "hd95_detected_px": 9.5,
+                                  "missed_tumor_slices": 2, "dice_per_patient": 0.77, "dice_end_to_end": 0.88,
+                                  "threshold_only": {"dice_tumor_slices": 0.99},
+                                  "per_patient": [{"dice": 0.1}], "val": {"dice_tumor_slices": 0.55, "accuracy": 0.1},
+                                  "dice": 0.5, "hd95": 131.0,  # keys outside the schema are never read
                                   "img_size": 256, "epochs": 30, "seed": 1, "weights": "none (from scratch)"})
-    _write(seg / "manifest.json", {"config": {"splits_path": "s.csv", "img_size": 999}, "params": 1210513})
+    _write(seg / "manifest.json", {"config": {"splits": "s.csv", "img_size": 999}, "params": 1210513})
 
     joint = tmp_path / "joint"
-    _write(joint / "metrics.json", {"accuracy": 0.93, "dice": 0.7, "dice_per_patient": 0.66, "sensitivity": 0.9,
-                                    "specificity": 0.94, "auc": 0.97, "f1_macro": 0.92, "f1_micro": 0.93,
-                                    "end_to_end_dice": 0.85, "dice_all_slices": 0.6, "end_to_end": {"dice": 0.1},
+    _write(joint / "metrics.json", {"accuracy": 0.93, "dice_tumor_slices": 0.7, "dice_per_patient": 0.66,
+                                    "sensitivity": 0.9, "specificity": 0.94, "gate_auc": 0.97, "gate_accuracy": 0.9,
+                                    "f1_macro": 0.92, "dice_end_to_end": 0.85,
+                                    "segment_all": {"dice_tumor_slices": 0.1},
                                     "params": 32561000, "ms_per_slice": 80.25, "model": "joint_resnet50_unet",
                                     "weights": "none", "img_size": 224, "epochs": 2, "seed": 0, "splits": "j.csv"})
 
     pipe = tmp_path / "pipe"
     _write(pipe / "metrics.json", {
         "classifier": "c.keras", "threshold": 0.4,
-        "gated": {"accuracy": 0.9, "sensitivity": 0.95, "auc": 0.96, "dice": 0.8, "hd95": 7.0,
-                  "dice_all_slices": 0.9, "dice_end_to_end": 0.9, "dice_per_patient": 0.8, "ms_per_slice": 20.0},
-        "segment_all": {"dice": 0.82, "dice_end_to_end": 0.7, "ms_per_slice": 45.0, "x": {"accuracy": 0.5}},
+        "gated": {"accuracy": 0.9, "sensitivity": 0.95, "gate_auc": 0.96, "dice_tumor_slices": 0.8,
+                  "hd95_detected_px": 7.0, "dice_end_to_end": 0.9, "dice_per_patient": 0.8, "ms_per_slice": 20.0},
+        "segment_all": {"dice_tumor_slices": 0.82, "dice_end_to_end": 0.7, "ms_per_slice": 45.0,
+                        "x": {"accuracy": 0.5}},
         "timing": {"gated": {"ms_per_slice": 1.0}}})
     return phase1, seg, joint, pipe
 
@@ -110,33 +113,35 @@ def test_compare_runs_rows(runs):
     assert list(df["kind"]) == ["classifier", "classifier", "segmenter", "joint", "pipeline", "pipeline"]
 
     mob = df.loc["mobilenetv2"]
-    assert (mob["accuracy"], mob["accuracy_std"], mob["f1"], mob["auc"]) == (0.9, 0.02, 0.85, 0.93)
+    assert (mob["accuracy"], mob["accuracy_std"], mob["f1_macro"], mob["auc"]) == (0.9, 0.02, 0.85, 0.93)
     assert mob["params"] == 2259000 and mob["ms_per_slice"] == 12.5  # test figure, not val
     assert (mob["img_size"], mob["epochs"], mob["seed"], mob["split_file"]) == (128, 5, "0", "runs/splits_seed0.csv")
-    assert df.loc["resnet50", "ms_per_slice"] == 30.5 and pd.isna(mob["dice"])
+    assert df.loc["resnet50", "ms_per_slice"] == 30.5 and pd.isna(mob["dice_tumor_slices"])
 
     s = df.loc["resunet"]
-    assert (s["dice"], s["iou"], s["hd95"], s["dice_per_patient"], s["dice_end_to_end"]) == (0.81, 0.7, 9.5, 0.77,
-                                                                                               0.88)
+    assert (s["dice_tumor_slices"], s["iou_tumor_slices"], s["hd95_detected_px"], s["missed_tumor_slices"],
+            s["dice_per_patient"], s["dice_end_to_end"]) == (0.81, 0.7, 9.5, 2, 0.77, 0.88)
     assert pd.isna(s["accuracy"])  # the val sub-dict is never used
     assert (s["img_size"], s["epochs"], s["seed"]) == (256, 30, "1")  # metrics.json beats manifest
     assert s["split_file"] == "s.csv" and s["params"] == 1210513 and s["weights"] == "none (from scratch)"
+    assert "dice" not in df.columns and "hd95" not in df.columns  # no aliases: old keys are not guessed back
 
     j = df.loc["joint_resnet50_unet"]
-    assert (j["accuracy"], j["f1"], j["dice"], j["dice_end_to_end"], j["params"], j["ms_per_slice"]) == (
-        0.93, 0.92, 0.7, 0.85, 32561000, 80.25)
+    assert (j["accuracy"], j["f1_macro"], j["dice_tumor_slices"], j["dice_end_to_end"], j["params"],
+            j["ms_per_slice"], j["gate_auc"]) == (0.93, 0.92, 0.7, 0.85, 32561000, 80.25, 0.97)
     assert (j["img_size"], j["split_file"]) == (224, "j.csv")
 
     g, a = df.loc["pipe (gated)"], df.loc["pipe (segment all)"]
-    assert (g["accuracy"], g["sensitivity"], g["dice"], g["hd95"], g["dice_end_to_end"], g["ms_per_slice"]) == (
-        0.9, 0.95, 0.8, 7.0, 0.9, 20.0)
+    assert (g["accuracy"], g["sensitivity"], g["dice_tumor_slices"], g["hd95_detected_px"], g["dice_end_to_end"],
+            g["ms_per_slice"]) == (0.9, 0.95, 0.8, 7.0, 0.9, 20.0)
     # nested dicts other than ``test`` are never searched
-    assert (a["dice"], a["dice_end_to_end"], a["ms_per_slice"]) == (0.82, 0.7, 45.0) and pd.isna(a["accuracy"])
-    assert pd.isna(g["weights"]) and df["run_dir"].str.endswith("pipe").sum() == 2
+    assert (a["dice_tumor_slices"], a["dice_end_to_end"], a["ms_per_slice"]) == (0.82, 0.7, 45.0)
+    assert pd.isna(a["accuracy"]) and pd.isna(g["weights"]) and df["run_dir"].str.endswith("pipe").sum() == 2
 
     notes = comparison_notes(compare_runs(runs))
     assert notes.startswith("Split: runs/splits_seed0.csv, s.csv, j.csv; seed(s): 0, 1; weights: none, "
                             "none (from scratch); image size: 128, 256, 224 px; epochs: 5, 30, 2.")
+    assert "original size" in notes and "HD95 in pixels" in notes
 
 
 def test_compare_runs_errors(tmp_path):

@@ -1,4 +1,4 @@
-"""``classseg data summary|split``: look at a dataset and make a patient-level split file."""
+"""``classseg data summary|split|link``: look at a dataset, make a patient-level split file, link a split's patients."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "rest are split into train/val in the ratio of the TRAIN and VAL fractions")
     split.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     split.set_defaults(func=run_split)
+
+    link = sub.add_parser("link", help="a folder of links to the patients a split file lists (the others left out)")
+    link.add_argument("data_dir", help="kaggle_3m-style folder (one folder per patient)")
+    link.add_argument("--splits", required=True, help="patient_id,split CSV")
+    link.add_argument("--out", required=True, help="folder to create (symbolic links to patient folders)")
+    link.add_argument("--split", default="train,val,test",
+                      help="comma-separated splits to link (default: train,val,test)")
+    link.set_defaults(func=run_link)
 
 
 def _discover_or_exit(data_dir: str):
@@ -92,4 +100,27 @@ def run_split(args: argparse.Namespace) -> int:
     print(stats.to_string(float_format=lambda v: f"{v:.3f}"))
     print_skipped(df.attrs.get("skipped", []))
     print(f"wrote {path}")
+    return 0
+
+
+def run_link(args: argparse.Namespace) -> int:
+    """Link the split file's patients (of the chosen splits) into ``--out``; say how many were left out."""
+    from classseg.data import link_patients, load_splits
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise SystemExit(f"classseg data link: {data_dir}: not a folder")
+    try:
+        splits = load_splits(args.splits)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"classseg data link: {err}") from None
+    wanted = [s.strip() for s in args.split.split(",") if s.strip()]
+    folders = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+    listed = set(splits.loc[splits["split"].isin(wanted), "patient_id"])
+    left_out = [f for f in folders if f not in listed]
+    absent = sorted(listed - set(folders))
+    out = link_patients(data_dir, splits, wanted, Path(args.out))
+    print(f"linked {len(listed) - len(absent)} patient folder(s) of {', '.join(wanted)} into {out}; "
+          f"{len(left_out)} patient folder(s) of {data_dir} not listed there were left out"
+          + (f"; {len(absent)} listed patient(s) have no folder: {', '.join(absent[:3])}" if absent else ""))
     return 0

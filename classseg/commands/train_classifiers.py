@@ -6,14 +6,11 @@ import argparse
 from pathlib import Path
 
 from classseg.data import DEFAULT_DATA_DIR
+from classseg.models.names import BACKBONE_NAMES, PAPER_BACKBONES  # no TensorFlow import
 
-#: Registry names (classseg.models.backbones.BACKBONES, checked by a test); here so that
-#: registering the command does not import TensorFlow.
-BACKBONE_NAMES = ("resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
-                  "efficientnetb7", "resunet_encoder", "resunet_decoder", "mobilenetv2")
 #: Files written when a run has finished; --out holding one is refused without --overwrite.
 FINISHED_FILES = ("results.json", "results.csv")
-PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
+__all__ = ["BACKBONE_NAMES", "FINISHED_FILES", "PAPER_BACKBONES", "add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -69,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from classseg.guards import OutputError, check_not_inside, check_output_folder
+    from classseg.jsonio import read_json
     from classseg.models.backbones import get_spec
-    from classseg.runinfo import read_json
     from classseg.training.classifiers import ClassifierConfig, train_classifiers
 
     prog = "classseg train-classifiers"

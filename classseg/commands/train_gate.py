@@ -23,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--normalization", choices=("raw", "patient_zscore"), default="raw",
+                   help="input normalisation (use the segmenter's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/gate", metavar="DIR")
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"classseg train-gate: --img-size must be a positive multiple of 16, got {args.img_size}")
     epochs = args.epochs if args.epochs is not None else (10_000 if args.minutes else 30)
     config = GateConfig(img_size=args.img_size, epochs=epochs, minutes=args.minutes, batch_size=args.batch_size,
-                        lr=args.lr, width=args.width, workers=args.workers, seed=args.seed)
+                        lr=args.lr, width=args.width, workers=args.workers, seed=args.seed,
+                        normalization=args.normalization)
     try:
         if args.select_only:
             gate = Path(args.out) / "gate.keras"

@@ -94,15 +94,14 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as err:
         raise SystemExit(f"{prog}: {err}") from None
 
-    def f(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
+    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_line
 
     print(f"test ({m['n_slices']} slices, {m['n_tumor_slices']} with tumor; {m['img_size']} px, {m['epochs']} epochs, "
-          f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}):")
-    print(f"  class: accuracy {f(m['accuracy'])}  sensitivity {f(m['sensitivity'])}  specificity "
-          f"{f(m['specificity'])}  F1 macro {f(m['f1_macro'])}  AUC {f(m['auc'])}")
-    print(f"  mask:  Dice {f(m['dice'])}  IoU {f(m['iou'])}  HD95 {f(m['hd95'])} px  volume Dice "
-          f"{f(m['dice_per_patient'])}  end-to-end Dice {f(m['end_to_end_dice'])}")
+          f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}; "
+          "masks scored at the original slice size):")
+    print("  delivered masks: " + scores_line(m, DETECTION_FIELDS[:4]))
+    print("  class output:    " + scores_line(m, GATE_FIELDS))
+    print("  masks:           " + scores_line(m, SEGMENTATION_FIELDS))
     print(f"  {m['params']:,} parameters, {m['ms_per_slice']:.1f} ms/slice (batch {m['infer_batch']}, {m['device']})")
     print(f"wrote {args.out}")
     return 0

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from classseg.data.arrays import SliceArrays, load_arrays, resize_image, resize_mask
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.discovery import discover, slice_number, summarize
@@ -12,24 +9,15 @@ from classseg.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, is
 from classseg.data.splits import (
     apply_splits,
     kfold_patients,
+    link_patients,
     load_splits,
     resolve_splits,
     save_splits,
     split_patients,
     split_table,
 )
-
-
-def default_data_dir() -> Path:
-    """The bundled sample (``data/sample/kaggle_3m`` of the repository), or ``$CLASSSEG_DATA``."""
-    env = os.environ.get("CLASSSEG_DATA")
-    if env:
-        return Path(env)
-    repo_sample = Path(__file__).resolve().parents[2] / "data" / "sample" / "kaggle_3m"
-    if repo_sample.exists():
-        return repo_sample
-    return Path("data") / "sample" / "kaggle_3m"
-
+from classseg.data.walk import FoundImage, natural_key, walk_images
+from classseg.paths import default_data_dir
 
 DEFAULT_DATA_DIR = default_data_dir()
 
@@ -44,7 +32,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DEFAULT_DATA_DIR", "IMAGE_EXTENSIONS", "AugmentConfig", "ImageReadError", "SliceArrays", "apply_splits",
+    "DEFAULT_DATA_DIR", "IMAGE_EXTENSIONS", "AugmentConfig", "FoundImage", "link_patients", "natural_key",
+    "walk_images", "ImageReadError", "SliceArrays", "apply_splits",
     "build_augmenter", "classification_dataset", "default_data_dir", "discover", "is_image_file", "is_mask_file",
     "kfold_patients", "load_arrays", "load_splits", "read_image", "read_mask", "resize_image", "resize_mask",
     "resolve_splits", "save_splits", "segmentation_dataset", "slice_number", "split_patients", "split_table",

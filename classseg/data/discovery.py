@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from classseg.data.io import ImageReadError, is_image_file, is_mask_file, read_image, read_mask
-from classseg.data.walk import pair_mask, walk_following_links
+from classseg.data.io import ImageReadError, read_image, read_mask
+from classseg.data.walk import METADATA_FILES, walk_images
 
-#: Files that belong to the dataset's layout and are not slices (never reported as skipped).
-METADATA_FILES = {"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"}
+__all__ = ["COLUMNS", "METADATA_FILES", "discover", "institution_of", "slice_number", "summarize"]
 COLUMNS = ["patient_id", "institution", "slice", "image_path", "mask_path", "tumor", "tumor_area_px"]
 _TRAILING_NUMBER = re.compile(r"_(\d+)$")
 
@@ -82,30 +81,19 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
         raise FileNotFoundError(f"{root}: data folder does not exist")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    skipped: list[dict[str, str]] = []
+    found, walked_skipped = walk_images(root)  # symlinked patient folders count
+    skipped: list[dict[str, str]] = [{"path": str(root / item["path"]), "reason": item["reason"]}
+                                     for item in walked_skipped]
     ambiguous: list[dict[str, str]] = []
     candidates: list[tuple[Path, Path | None]] = []
-    for dirpath, _, filenames in walk_following_links(root):  # symlinked patient folders count
-        for name in filenames:
-            path = Path(dirpath) / name
-            if name.lower() in METADATA_FILES or name.startswith("."):
+    for item in found:
+        if item.note:  # the same stem twice beside one mask: said, never paired silently
+            if require_masks:
+                skipped.append({"path": str(item.path), "reason": item.note})
                 continue
-            if not is_image_file(path):
-                skipped.append({"path": str(path), "reason": f"not an image (extension {path.suffix or 'none'!r})"})
-                continue
-            if is_mask_file(path):
-                image_stem = path.stem[: -len("_mask")]
-                if not any((path.parent / (image_stem + ext)).exists() for ext in (path.suffix, ".tif", ".tiff",
-                                                                                     ".png", ".jpg", ".jpeg")):
-                    skipped.append({"path": str(path), "reason": "mask without its image"})
-                continue
-            mask, note = pair_mask(path, filenames)
-            if note:  # the same stem twice beside one mask: said, never paired silently
-                if require_masks:
-                    skipped.append({"path": str(path), "reason": note})
-                    continue
-                ambiguous.append({"path": str(path), "reason": note})
-            candidates.append((path, mask))
+            ambiguous.append({"path": str(item.path), "reason": item.note})
+        candidates.append((item.path, item.mask_path))
+    patients = {item.path: item.patient for item in found}
     if not candidates and not skipped:
         raise ValueError(f"{root}: no images found (expected patient folders of .tif/.png/.jpg slices)")
 
@@ -117,7 +105,7 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
         if error is not None:
             skipped.append({"path": error.path, "reason": error.problem})
             continue
-        patient = image.parent.name if image.parent != root else root.name
+        patient = patients[image]
         rows.append({
             "patient_id": patient,
             "institution": institution_of(patient),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from classseg.atomic import atomic_to_csv
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def _patient_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -119,23 +122,34 @@ def load_splits(path: str | Path) -> pd.DataFrame:
     return splits[["patient_id", "split"]]
 
 
-def apply_splits(df: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """Add the ``split`` column to a slice table; every patient must be in the split table."""
+def apply_splits(df: pd.DataFrame, splits: pd.DataFrame, only_listed: bool = False) -> pd.DataFrame:
+    """Add the ``split`` column to a slice table.
+
+    Every patient must be in the split table, unless ``only_listed``: then the patients it does not
+    list are left out (a warning says how many; ``attrs["left_out_patients"]`` lists them).
+    """
     lookup = dict(zip(splits["patient_id"], splits["split"]))
     missing = sorted(set(df["patient_id"]) - set(lookup))
-    if missing:
+    if missing and not only_listed:
         raise ValueError(f"{len(missing)} patient(s) are not in the split file, e.g. {missing[:3]}; "
-                         "make a split for this data with `classseg data split`")
-    out = df.copy()
+                         "make a split for this data with `classseg data split`, or keep only the split's "
+                         "patients with `classseg data link DATA --splits FILE --out DIR`")
+    out = df[~df["patient_id"].isin(missing)].copy() if missing else df.copy()
     out["split"] = out["patient_id"].map(lookup)
     out.attrs.update(df.attrs)
+    out.attrs["left_out_patients"] = missing
+    if missing:
+        log.warning("%d patient(s) not in the split file were left out (%d kept), e.g. %s", len(missing),
+                    out["patient_id"].nunique(), ", ".join(missing[:3]))
     return out
 
 
 def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), only_listed: bool = False
+                   ) -> pd.DataFrame:
     """The slice table with a ``split`` column: from ``splits_path`` if given, else computed.
 
+    ``only_listed``: keep only the patients the split file lists (see :func:`apply_splits`).
     Files that discovery skipped (``df.attrs["skipped"]``) are reported on the console (logger
     ``classseg.data``), so no training command passes over them silently.
     """
@@ -143,9 +157,22 @@ def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed
 
     log_skipped(df, "not used for training")
     splits = load_splits(splits_path) if splits_path else split_patients(df, fractions, seed)
-    return apply_splits(df, splits)
+    return apply_splits(df, splits, only_listed=only_listed)
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:
     """The ``patient_id,split`` table of a slice table that has a ``split`` column."""
     return df[["patient_id", "split"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
+
+
+def link_patients(data_dir: Path, splits: pd.DataFrame, split: str | Sequence[str], dest: Path) -> Path:
+    """A folder of symbolic links to the patient folders of one split, or of several (read-only use:
+    the pipeline walks it; training on it keeps exactly the split file's patients)."""
+    wanted = [split] if isinstance(split, str) else list(split)
+    dest.mkdir(parents=True, exist_ok=True)
+    for patient in splits.loc[splits["split"].isin(wanted), "patient_id"]:
+        source = (Path(data_dir) / patient).resolve()
+        link = dest / patient
+        if source.is_dir() and not link.exists():
+            link.symlink_to(source, target_is_directory=True)
+    return dest

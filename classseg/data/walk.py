@@ -1,24 +1,67 @@
-"""Walking a data tree the same way everywhere: symbolic links followed, each real folder once, sorted."""
+"""The one folder walker of classseg: which files under a folder are MRI slices, their masks and patients.
+
+Used by :func:`classseg.data.discover` (training data) and by the pipeline's input discovery
+(:func:`classseg.pipeline.inputs.find_inputs`), so both read a folder by the same rules:
+
+* Recursive; symlinked folders are followed (a shared patient folder linked into a test folder
+  counts), each real folder once (no link loops).
+* Images: ``.tif .tiff .png .jpg .jpeg`` in any case. ``<stem>_mask.<ext>`` is the ground truth of
+  ``<stem>`` and never an input; a mask without its image is listed as skipped. When two images share
+  a stem beside one mask (``x_1.tif``, ``x_1.png``, ``x_1_mask.tif``) the mask goes to the image of its
+  own extension and the other is left unpaired with a note (:func:`pair_mask`): never paired silently.
+* Metadata files (``data.csv``, README, licence) and hidden files are ignored silently; any other
+  file is listed as skipped with the reason.
+* Patient = the name of the folder holding the slice (the kaggle_3m layout: one folder per patient);
+  a slice directly in the walked folder belongs to a patient named after that folder.
+* Order: patient, then the natural order of the path (``slice_2`` before ``slice_10``).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from classseg.data.io import MASK_SUFFIX, is_image_file, is_mask_file, mask_path_for
 
+__all__ = ["METADATA_FILES", "FoundImage", "natural_key", "pair_mask", "patient_of", "walk_following_links",
+           "walk_images"]
 
-def walk_following_links(root: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
+#: Files that belong to a dataset but are not slices (compared in lower case).
+METADATA_FILES = frozenset({"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"})
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """One input image: absolute path, path relative to the walked folder, patient, ground-truth mask.
+
+    ``note`` says why the ground truth beside the image was not paired with it (:func:`pair_mask`);
+    ``""`` when nothing is ambiguous.
+    """
+
+    path: Path
+    relative: Path
+    patient: str
+    mask_path: Path | None
+    note: str = ""
+
+
+def walk_following_links(root: str | Path, skip_hidden: bool = False
+                         ) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(root, followlinks=True)`` in sorted order, each real folder visited once (no link loops).
 
     Patient folders that are symbolic links (as ``run-all`` builds for phase 3) are walked like
-    real ones; the paths yielded keep the link names.
+    real ones; the paths yielded keep the link names. ``skip_hidden`` leaves out folders whose
+    name starts with a dot.
     """
     seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         keep = []
         for d in sorted(dirnames):
+            if skip_hidden and d.startswith("."):
+                continue
             real = os.path.realpath(os.path.join(dirpath, d))
             if real not in seen:
                 seen.add(real)
@@ -51,3 +94,44 @@ def pair_mask(image: str | Path, folder_names: Collection[str] | None = None) ->
                       f"(<stem>_mask{image.suffix}), so it is not paired with one")
     return None, (f"ambiguous ground truth: {', '.join(sorted([image.name, *rivals]))} share the stem "
                   f"{image.stem!r} and the one mask {mask.name}; not paired (rename or remove one)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically (``slice_2`` before ``slice_10``)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", text) if part)
+
+
+def patient_of(relative: Path, root: Path) -> str:
+    """The patient of a slice at ``relative`` under ``root``: its folder's name (``root``'s own for loose files)."""
+    return relative.parent.name if len(relative.parts) > 1 else Path(os.path.realpath(root)).name
+
+
+def walk_images(root: str | Path) -> tuple[list[FoundImage], list[dict[str, str]]]:
+    """Images under ``root`` and the files skipped (``{"path": relative posix path, "reason"}``).
+
+    Every image is returned, an ambiguously paired one with ``mask_path=None`` and the reason in its
+    ``note``; callers decide whether to use it (training skips it, the pipeline predicts it).
+    """
+    root = Path(root)
+    found: list[FoundImage] = []
+    skipped: list[dict[str, str]] = []
+    for dirpath, _, filenames in walk_following_links(root, skip_hidden=True):
+        folder = Path(dirpath)
+        stems = {Path(n).stem for n in filenames if is_image_file(n) and not is_mask_file(n)}
+        for name in filenames:
+            if name.startswith(".") or name.lower() in METADATA_FILES:
+                continue
+            path = folder / name
+            relative = path.relative_to(root)
+            if not is_image_file(path):
+                skipped.append({"path": relative.as_posix(),
+                                "reason": f"not an image (extension {path.suffix or 'none'!r})"})
+            elif is_mask_file(path):
+                if path.stem[: -len(MASK_SUFFIX)] not in stems:
+                    skipped.append({"path": relative.as_posix(), "reason": "ground-truth mask without its image"})
+            else:
+                mask, note = pair_mask(path, filenames)  # the same stem twice beside one mask: never silent
+                found.append(FoundImage(path, relative, patient_of(relative, root), mask, note))
+    found.sort(key=lambda s: (natural_key(s.patient), tuple(natural_key(p) for p in s.relative.parts)))
+    return found, skipped

@@ -1,5 +1,9 @@
-"""Slice-level classification metrics (tumor = positive class 1) and their figures.
+"""Slice-level detection and classification metrics (tumor = positive class 1).
 
+Their figures (confusion matrix, ROC) are drawn by :mod:`classseg.plotting`.
+
+:func:`detection` scores any yes/no call per slice (a classifier's verdict, or "the delivered mask is
+non-empty"); :func:`classification_metrics` adds what a probability allows (threshold, AUC).
 A slice is called positive when ``p(tumor) >= threshold``. Definitions (tn, fp, fn, tp from the
 confusion matrix ``[[tn, fp], [fn, tp]]``):
 
@@ -8,7 +12,8 @@ confusion matrix ``[[tn, fp], [fn, tp]]``):
     sensitivity = recall = tp / (tp + fn)
     specificity = tn / (tn + fp)
     f1_micro    = F1 of pooled counts over both classes (= accuracy for single-label binary)
-    f1_macro    = mean of the per-class F1 scores (seed 002, Table I reports both)
+    f1_macro    = mean of the per-class F1 scores, 2tp/(2tp+fp+fn) and 2tn/(2tn+fn+fp), an
+                  undefined one counting 0 (scikit-learn's zero_division=0; seed 002 reports both)
     auc         = area under the ROC curve of p(tumor) (None when y_true has one class)
 
 Undefined ratios (zero denominator) are reported as ``None``.
@@ -16,12 +21,8 @@ Undefined ratios (zero denominator) are reported as ``None``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from sklearn import metrics as skm
-
-from classseg.plotting import save_figure
 
 
 def tumor_probability(y_prob: np.ndarray) -> np.ndarray:
@@ -43,31 +44,39 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 
 
-def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, sensitivity, specificity, F1 micro/macro, AUC, confusion matrix, n."""
-    y_true = _labels(y_true)
-    prob = tumor_probability(y_prob)
-    if len(y_true) != len(prob):
-        raise ValueError(f"y_true has {len(y_true)} samples but y_prob has {len(prob)}")
-    y_pred = (prob >= threshold).astype(np.int64)
-    cm = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
-    tn, fp, fn, tp = (int(v) for v in cm.ravel())
-    n = int(cm.sum())
-    both = len(np.unique(y_true)) == 2
+def detection(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Counts and ratios of a yes/no call per slice: tp, fp, tn, fn, accuracy, sensitivity,
+    specificity, precision, f1_micro, f1_macro, n (the one definition in classseg)."""
+    truth = np.asarray(y_true).reshape(-1).astype(bool)
+    call = np.asarray(y_pred).reshape(-1).astype(bool)
+    if len(truth) != len(call):
+        raise ValueError(f"y_true has {len(truth)} samples but y_pred has {len(call)}")
+    tp, fp = int((truth & call).sum()), int((~truth & call).sum())
+    tn, fn = int((~truth & ~call).sum()), int((truth & ~call).sum())
+    n = tp + fp + tn + fn
+    f1_pos, f1_neg = _ratio(2 * tp, 2 * tp + fp + fn) or 0.0, _ratio(2 * tn, 2 * tn + fn + fp) or 0.0
     return {
-        "n": n,
-        "threshold": float(threshold),
+        "n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
         "accuracy": _ratio(tp + tn, n),
         "precision": _ratio(tp, tp + fp),
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
-        "f1_micro": float(skm.f1_score(y_true, y_pred, labels=[0, 1], average="micro", zero_division=0))
-        if n else None,
-        "f1_macro": float(skm.f1_score(y_true, y_pred, labels=[0, 1], average="macro", zero_division=0))
-        if n else None,
-        "auc": float(skm.roc_auc_score(y_true, prob)) if both else None,
-        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "f1_micro": _ratio(tp + tn, n),
+        "f1_macro": (f1_pos + f1_neg) / 2 if n else None,
     }
+
+
+def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict:
+    """:func:`detection` of ``p(tumor) >= threshold`` plus threshold, AUC and the confusion matrix."""
+    y_true = _labels(y_true)
+    prob = tumor_probability(y_prob)
+    if len(y_true) != len(prob):
+        raise ValueError(f"y_true has {len(y_true)} samples but y_prob has {len(prob)}")
+    out = detection(y_true == 1, prob >= threshold)
+    both = len(np.unique(y_true)) == 2
+    out.update(threshold=float(threshold), auc=float(skm.roc_auc_score(y_true, prob)) if both else None,
+               confusion_matrix=[[out["tn"], out["fp"]], [out["fn"], out["tp"]]])
+    return out
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.95) -> float:
@@ -86,36 +95,3 @@ def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: fl
     pos = np.sort(prob[y_true == 1])[::-1]
     k = int(np.ceil(target * len(pos) - 1e-9))  # positives that must be caught
     return float(pos[max(k, 1) - 1])
-
-
-def plot_confusion_matrix(cm: list | np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Save the 2x2 confusion matrix (rows = truth, columns = prediction) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3.6))
-    disp = skm.ConfusionMatrixDisplay(np.asarray(cm), display_labels=["no tumor", "tumor"])
-    disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
-    ax.set_title(title)
-    return save_figure(fig, path, dpi=120)[0]
-
-
-def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Save the ROC curve of ``p(tumor)`` (with its AUC in the legend) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y_true = _labels(y_true)
-    prob = tumor_probability(y_prob)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    if len(np.unique(y_true)) == 2:
-        skm.RocCurveDisplay.from_predictions(y_true, prob, ax=ax, name="classifier")
-    else:
-        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set_title(title)
-    return save_figure(fig, path, dpi=120)[0]

@@ -1,14 +1,20 @@
-"""Segmentation evaluation in NumPy / SciPy: Dice, IoU, HD95, pixel precision/recall, per-patient Dice.
+"""Segmentation scoring in NumPy / SciPy: Dice, IoU, HD95, pixel precision/recall, volume Dice.
 
 Inputs are binary masks or probabilities (a pixel is tumor when its value >= 0.5), shape (H, W)
-for one slice or (N, H, W[, 1]) for a stack. Conventions (stated once, used everywhere):
+for one slice, (N, H, W[, 1]) for a stack, or a list of (H_i, W_i) masks of different sizes.
+Conventions (stated once, used everywhere in classseg):
 
+* Masks are scored at the slice's *original* size (the pipeline resizes its masks back; training
+  runs resize their predictions up with :func:`classseg.evaluation.to_original_size`). Distances are
+  in pixels of that size (``_px`` in the key names).
 * Dice / IoU of two empty masks = 1.0 (both agree there is no tumor); one empty, one not = 0.0.
-* HD95 of two empty masks = 0.0; exactly one empty = ``empty_penalty`` (default: the image diagonal,
-  the largest distance possible in the slice, times ``spacing``).
-* Tumor-slice figures (``dice``, ``iou``, ``hd95`` in :func:`segmentation_report`) average over the
-  slices whose ground truth is non-empty, like seed 002's evaluation on "defect" slices.
-* All-slice figures (``dice_all_slices``) average over every slice, an empty prediction on an empty
+* HD95 of two empty masks = 0.0; exactly one empty = ``empty_penalty`` (default: the image diagonal).
+  Reports keep these apart: ``hd95_detected_px`` averages over tumor slices with a non-empty
+  prediction and ``missed_tumor_slices`` counts the others.
+* HD95 pools both directed surface distances before the 95th percentile (as medpy); ``pooling="max"``
+  gives MONAI's larger one-way percentile instead.
+* Tumor-slice figures average over the slices whose ground truth is non-empty (seed 002's setting).
+* End-to-end figures (``dice_end_to_end``) average over every slice, an empty prediction on an empty
   slice counting as Dice 1; this rewards correct "no tumor" answers and punishes false positives.
 * Per-patient (volume) Dice follows Buda et al. 2019 (Comput. Biol. Med. 109:218): TP, FP, FN are
   summed over all slices of a patient before forming 2 TP / (2 TP + FP + FN).
@@ -17,6 +23,7 @@ for one slice or (N, H, W[, 1]) for a stack. Conventions (stated once, used ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,18 +88,26 @@ def surface_distances(pred: Any, gt: Any, spacing: float | Sequence[float] = 1.0
     return np.concatenate([dist_to_g[sp], dist_to_p[sg]])
 
 
+HD95_POOLING = ("pooled", "max")
+
+
 def hd95(
     pred: Any,
     gt: Any,
     spacing: float | Sequence[float] = 1.0,
     empty_penalty: float | None = None,
+    pooling: str = "pooled",
 ) -> float:
-    """95th percentile of the symmetric surface distance (Huttenlocher et al. 1993; seed 001, eq. HD95).
+    """95th percentile Hausdorff distance (Huttenlocher et al. 1993; seed 001, eq. HD95).
 
-    The directed distances pred->gt and gt->pred are pooled and their 95th percentile taken (as
-    ``medpy.metric.binary.hd95``). Units: pixels times ``spacing``. Both empty -> 0.0; exactly one
-    empty -> ``empty_penalty`` (default: image diagonal in the same units).
+    ``pooling="pooled"`` (the default, as ``medpy.metric.binary.hd95``): the directed surface
+    distances pred->gt and gt->pred are pooled and their 95th percentile taken. ``pooling="max"``
+    (as MONAI's ``compute_hausdorff_distance(percentile=95)``): the 95th percentile of each direction,
+    the larger of the two. ``max`` >= ``pooled`` always. Units: pixels times ``spacing``. Both empty
+    -> 0.0; exactly one empty -> ``empty_penalty`` (default: the image diagonal in the same units).
     """
+    if pooling not in HD95_POOLING:
+        raise ValueError(f"pooling must be one of {HD95_POOLING}, got {pooling!r}")
     p, g = _binary(pred), _binary(gt)
     if p.shape != g.shape:
         raise ValueError(f"shape mismatch: pred {p.shape} vs gt {g.shape}")
@@ -104,7 +119,12 @@ def hd95(
             return float(empty_penalty)
         steps = np.broadcast_to(np.asarray(spacing, dtype=float), (p.ndim,))
         return float(np.sqrt(np.sum((np.asarray(p.shape) * steps) ** 2)))
-    return float(np.percentile(surface_distances(p, g, spacing), 95))
+    if pooling == "pooled":
+        return float(np.percentile(surface_distances(p, g, spacing), 95))
+    sp, sg = _surface(p), _surface(g)
+    to_g = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+    to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    return float(max(np.percentile(to_g, 95), np.percentile(to_p, 95)))
 
 
 def pixel_precision_recall(pred: Any, gt: Any) -> tuple[float, float]:
@@ -128,77 +148,131 @@ def per_patient_dice(preds: Any, gts: Any, patient_ids: Sequence[str]) -> dict[s
     Returns ``{patient_id: dice}`` in first-appearance order; 1.0 for a patient with no tumor anywhere
     and none predicted.
     """
-    p, g = _stack(preds), _stack(gts)
-    ids = np.asarray(patient_ids)
-    if not (len(p) == len(g) == len(ids)):
-        raise ValueError(f"length mismatch: {len(p)} preds, {len(g)} gts, {len(ids)} patient ids")
-    tp = np.logical_and(p, g).sum(axis=(1, 2))
-    total = p.sum(axis=(1, 2)) + g.sum(axis=(1, 2))
+    return volume_dice(slice_scores(preds, gts, hd95_pooling=None), patient_ids)
+
+
+def _masks(masks: Any) -> list[np.ndarray]:
+    """A list of boolean (H, W) masks from a stack (N, H, W[, 1]) or a list of masks of any sizes."""
+    if isinstance(masks, np.ndarray):
+        return list(_stack(masks))
+    return [_binary(m) for m in masks]
+
+
+@dataclass
+class SliceScores:
+    """Per-slice figures of a set of slices (masks may differ in size from slice to slice).
+
+    ``dice`` / ``iou`` follow the empty-mask rules above; ``hd95`` is NaN where prediction or truth
+    is empty (see ``tumor`` / ``predicted`` for why); ``inter`` / ``pred_px`` / ``truth_px`` are the
+    pixel counts the volume and pooled figures are made of.
+    """
+
+    dice: np.ndarray
+    iou: np.ndarray
+    hd95: np.ndarray
+    tumor: np.ndarray
+    predicted: np.ndarray
+    inter: np.ndarray
+    pred_px: np.ndarray
+    truth_px: np.ndarray
+    diagonal: np.ndarray
+
+
+def slice_scores(preds: Any, gts: Any, spacing: float | Sequence[float] = 1.0,
+                 hd95_pooling: str | None = "pooled") -> SliceScores:
+    """Dice, IoU, HD95 and pixel counts of every slice (``preds[i]`` against ``gts[i]``, same shape).
+
+    ``hd95_pooling=None`` skips the (slower) surface distances; ``hd95`` is then all NaN.
+    """
+    p_list, g_list = _masks(preds), _masks(gts)
+    if len(p_list) != len(g_list):
+        raise ValueError(f"length mismatch: {len(p_list)} predictions vs {len(g_list)} ground truths")
+    n = len(p_list)
+    out = {k: np.zeros(n) for k in ("dice", "iou", "hd95", "inter", "pred_px", "truth_px", "diagonal")}
+    tumor, predicted = np.zeros(n, bool), np.zeros(n, bool)
+    for i, (p, g) in enumerate(zip(p_list, g_list, strict=True)):
+        if p.shape != g.shape:
+            raise ValueError(f"slice {i}: shape mismatch: pred {p.shape} vs gt {g.shape}")
+        out["dice"][i], out["iou"][i] = dice(p, g), iou(p, g)
+        tumor[i], predicted[i] = g.any(), p.any()
+        both = tumor[i] and predicted[i] and hd95_pooling is not None
+        out["hd95"][i] = hd95(p, g, spacing, pooling=hd95_pooling) if both else np.nan
+        out["inter"][i] = np.logical_and(p, g).sum()
+        out["pred_px"][i], out["truth_px"][i] = p.sum(), g.sum()
+        steps = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
+        out["diagonal"][i] = float(np.sqrt(np.sum((np.asarray(p.shape) * steps) ** 2)))
+    return SliceScores(tumor=tumor, predicted=predicted, **out)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def volume_dice(scores: SliceScores, patient_ids: Sequence[str]) -> dict[str, float]:
+    """Volume Dice per patient from per-slice pixel counts (Buda et al. 2019), first-appearance order."""
+    ids = np.asarray(patient_ids, dtype=object)
+    if len(ids) != len(scores.dice):
+        raise ValueError(f"length mismatch: {len(scores.dice)} slices but {len(ids)} patient ids")
     out: dict[str, float] = {}
     for pid in dict.fromkeys(ids.tolist()):
         sel = ids == pid
-        out[str(pid)] = _ratio(2.0 * tp[sel].sum(), total[sel].sum())
+        out[str(pid)] = _ratio(2.0 * scores.inter[sel].sum(), scores.pred_px[sel].sum() + scores.truth_px[sel].sum())
     return out
 
 
-def segmentation_report(
-    preds: Any,
-    gts: Any,
-    patient_ids: Sequence[str],
-    spacing: float | Sequence[float] = 1.0,
-    empty_penalty: float | None = None,
-) -> dict[str, Any]:
-    """All segmentation figures for a set of slices (see the module docstring for conventions).
+def segmentation_figures(preds: Any, gts: Any, patient_ids: Sequence[str], spacing: float | Sequence[float] = 1.0,
+                         hd95_pooling: str = "pooled") -> dict[str, Any]:
+    """Every segmentation figure of a set of slices, under the names of :class:`classseg.evaluation.Scores`.
 
-    Keys: ``n_slices``, ``n_tumor_slices``; tumor-slice means ``dice``, ``iou``, ``hd95`` (with
-    ``hd95_missed`` = tumor slices with an empty prediction, scored ``empty_penalty``),
-    ``precision``, ``recall`` (pixels pooled over tumor slices); all-slice means ``dice_all_slices``,
-    ``iou_all_slices``; ``dice_global`` (pixels pooled over every slice); ``false_positive_slices``
-    (empty-truth slices with any predicted pixel) out of ``n_empty_slices``; ``dice_per_patient``
-    (mean volume Dice) and ``per_patient`` (list of ``{patient_id, dice, n_slices, n_tumor_slices}``).
+    * ``dice_tumor_slices`` / ``iou_tumor_slices``: mean over slices whose ground truth is non-empty.
+    * ``hd95_detected_px``: mean HD95 over tumor slices with a non-empty prediction (in pixels of the
+      masks given, times ``spacing``); ``missed_tumor_slices``: tumor slices with an empty prediction;
+      ``hd95_with_miss_penalty_px``: the mean when each missed slice scores the image diagonal.
+    * ``dice_end_to_end`` / ``iou_end_to_end``: mean per-slice figure over every slice, empty vs empty = 1.
+    * ``dice_per_patient``: mean volume Dice over patients; ``dice_global``: pixels pooled over all slices.
+    * ``pixel_precision`` / ``pixel_recall``: pixels pooled over tumor slices.
+    * ``false_positive_slices``: empty-truth slices with any predicted pixel.
     Means over an empty set are ``None``.
     """
-    p, g = _stack(preds), _stack(gts)
-    ids = np.asarray(patient_ids)
-    if p.shape != g.shape:
-        raise ValueError(f"shape mismatch: preds {p.shape} vs gts {g.shape}")
-    if len(ids) != len(p):
-        raise ValueError(f"length mismatch: {len(p)} slices but {len(ids)} patient ids")
-
-    slice_dice = np.array([dice(a, b) for a, b in zip(p, g, strict=True)])
-    slice_iou = np.array([iou(a, b) for a, b in zip(p, g, strict=True)])
-    tumor = g.any(axis=(1, 2))
-    predicted = p.any(axis=(1, 2))
-    slice_hd = np.array([hd95(a, b, spacing, empty_penalty) for a, b in zip(p[tumor], g[tumor], strict=True)])
-
-    def mean(values: np.ndarray) -> float | None:
-        return float(np.mean(values)) if len(values) else None
-
-    precision, recall = pixel_precision_recall(p[tumor], g[tumor]) if tumor.any() else (None, None)
-    volumes = per_patient_dice(p, g, ids)
-    per_patient = [
-        {
-            "patient_id": pid,
-            "dice": value,
-            "n_slices": int((ids == pid).sum()),
-            "n_tumor_slices": int(tumor[ids == pid].sum()),
-        }
-        for pid, value in volumes.items()
-    ]
+    s = slice_scores(preds, gts, spacing, hd95_pooling)
+    volumes = volume_dice(s, patient_ids)
+    ids = np.asarray(patient_ids, dtype=object)
+    detected = s.tumor & s.predicted
+    missed = s.tumor & ~s.predicted
+    penalised = np.where(missed, s.diagonal, s.hd95)[s.tumor]
+    t = s.tumor
     return {
-        "n_slices": int(len(p)),
-        "n_tumor_slices": int(tumor.sum()),
-        "n_empty_slices": int((~tumor).sum()),
-        "dice": mean(slice_dice[tumor]),
-        "iou": mean(slice_iou[tumor]),
-        "hd95": mean(slice_hd),
-        "hd95_missed": int((tumor & ~predicted).sum()),
-        "precision": precision,
-        "recall": recall,
-        "dice_all_slices": mean(slice_dice),
-        "iou_all_slices": mean(slice_iou),
-        "dice_global": dice(p, g),
-        "false_positive_slices": int((~tumor & predicted).sum()),
-        "dice_per_patient": mean(np.array(list(volumes.values()))),
-        "per_patient": per_patient,
+        "n_slices": int(len(s.dice)),
+        "n_tumor_slices": int(t.sum()),
+        "dice_tumor_slices": _mean(s.dice[t]),
+        "iou_tumor_slices": _mean(s.iou[t]),
+        "hd95_detected_px": _mean(s.hd95[detected]),
+        "missed_tumor_slices": int(missed.sum()),
+        "hd95_with_miss_penalty_px": _mean(penalised),
+        "dice_end_to_end": _mean(s.dice),
+        "iou_end_to_end": _mean(s.iou),
+        "dice_per_patient": _mean(np.array(list(volumes.values()))),
+        "dice_global": _ratio(2.0 * s.inter.sum(), s.pred_px.sum() + s.truth_px.sum()) if len(s.dice) else None,
+        "pixel_precision": _ratio(s.inter[t].sum(), s.pred_px[t].sum(), 0.0) if t.any() else None,
+        "pixel_recall": _ratio(s.inter[t].sum(), s.truth_px[t].sum(), 0.0) if t.any() else None,
+        "false_positive_slices": int((~t & s.predicted).sum()),
+        "hd95_pooling": hd95_pooling,
+        "per_patient": [{"patient_id": pid, "dice": value, "n_slices": int((ids == pid).sum()),
+                         "n_tumor_slices": int(t[ids == pid].sum())} for pid, value in volumes.items()],
     }
+
+
+def to_original_size(masks: Any, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Masks resized back to each slice's original (H, W) with nearest-neighbour interpolation (uint8 {0,1}).
+
+    The pipeline and the training runs both score at the original size through this function, so
+    HD95 and Dice mean the same thing whatever size a model was trained at.
+    """
+    import cv2
+
+    out = []
+    for mask, shape in zip(_masks(masks), shapes, strict=True):
+        m = mask.astype(np.uint8)
+        h, w = int(shape[0]), int(shape[1])
+        out.append(m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST))
+    return out

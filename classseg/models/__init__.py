@@ -22,6 +22,7 @@ _EXPORTS = {
     "split_head": "classseg.models.classifier",
     "load_classifier": "classseg.models.classifier",
     "FrozenBackbone": "classseg.models.classifier",
+    "load_model": "classseg.models.loading",
 }
 
 
@@ -33,9 +34,9 @@ def __getattr__(name: str):
 
 def register_custom_objects() -> None:
     """Import every module that registers Keras-serialisable objects (for safe_mode loading)."""
-    for module in ("classseg.models.backbones", "classseg.models.classifier", "classseg.models.resunet",
-                   "classseg.models.joint",
-                   "classseg.losses", "classseg.metrics"):
+    from classseg.models.loading import REGISTERING_MODULES
+
+    for module in REGISTERING_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError:

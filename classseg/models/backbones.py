@@ -14,19 +14,29 @@ expect as layers (design.md, "Pixels"), so a saved or exported model needs nothi
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+from classseg.models.names import BACKBONE_NAMES
 
 #: ImageNet channel means in BGR order used by the "caffe" mode
 #: (``keras.applications.imagenet_utils.preprocess_input``).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+#: ImageNet statistics (RGB, 0..1) of ``keras.applications.efficientnet``: its ``Normalization`` layer holds
+#: the mean (and the std as variance), and for ``weights="imagenet"`` Keras adds ``Rescaling(1 / sqrt(std))``.
+EFFICIENTNET_MEAN_RGB = (0.485, 0.456, 0.406)
+EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,10 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+if tuple(BACKBONES) != BACKBONE_NAMES:  # the one list of names (classseg.models.names) must match the registry
+    raise RuntimeError(f"classseg.models.names.BACKBONE_NAMES {BACKBONE_NAMES} != registry {tuple(BACKBONES)}")
+
+
 @keras.saving.register_keras_serializable(package="classseg")
 class CaffePreprocess(keras.layers.Layer):
     """Caffe-style ImageNet preprocessing: ``y = x[..., ::-1] - mean_bgr``.
@@ -253,6 +267,29 @@ def get_backbone(
             net = spec.constructor(weights="imagenet", **kwargs)
         except Exception as err:  # get_file raises plain Exception / URLError / OSError offline
             raise RuntimeError(_offline_message(spec, min(h, w), err)) from err
+    elif weights is not None and spec.name.startswith("efficientnet"):
+        net = _efficientnet_from_file(spec, weights, x, (h, w, 3))
     else:
         net = spec.constructor(weights=weights, **kwargs)
     return keras.Model(inputs, net.output, name=f"{spec.name}_backbone")
+
+
+def _efficientnet_from_file(spec: BackboneSpec, path: str, x: Any, shape: tuple[int, int, int]) -> keras.Model:
+    """EfficientNet with a local weights file, fed exactly as Keras feeds it for ``weights="imagenet"``.
+
+    Keras adds ``Rescaling(1 / sqrt(std))`` after the stem's ``Normalization`` only when
+    ``weights == "imagenet"``, so a local copy of the ImageNet file (or weights trained from it) got
+    inputs about 2x off. Where the file's ``Normalization`` mean is ImageNet's, the same rescaling
+    is applied here, as ``y = c x + 255 mean (1 - c)`` before the network (``c = 1 / sqrt(std)``),
+    which gives ``c (x / 255 - mean) / sqrt(var)`` after its ``Normalization``: Keras's numbers.
+    """
+    probe = spec.constructor(weights=path, include_top=False, input_shape=shape)
+    norm = next(layer for layer in probe.layers if isinstance(layer, keras.layers.Normalization))
+    mean = np.asarray(norm.mean).reshape(-1)
+    del probe
+    if not np.allclose(mean, EFFICIENTNET_MEAN_RGB, atol=1e-3):  # not ImageNet-derived: as Keras loads it
+        return spec.constructor(weights=path, include_top=False, input_tensor=x, input_shape=shape)
+    scale = [1.0 / math.sqrt(s) for s in EFFICIENTNET_STDDEV_RGB]
+    offset = [255.0 * m * (1.0 - c) for m, c in zip(EFFICIENTNET_MEAN_RGB, scale, strict=True)]
+    y = keras.layers.Rescaling(scale, offset=offset, name="imagenet_stddev_rescaling")(x)
+    return spec.constructor(weights=path, include_top=False, input_tensor=y, input_shape=shape)

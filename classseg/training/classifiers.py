@@ -32,16 +32,16 @@ from classseg.data.datasets import classification_dataset
 from classseg.data.skipped import skipped_files
 from classseg.evaluation.classification import (
     classification_metrics,
-    plot_confusion_matrix,
-    plot_roc,
     threshold_for_sensitivity,
 )
+from classseg.jsonio import write_json
+from classseg.manifest import write_manifest
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
-from classseg.runinfo import set_seed, write_json, write_manifest
-
-#: The five backbones of seed paper 002, Table I.
-PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
+from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
+from classseg.plotting import plot_confusion_matrix, plot_roc
+from classseg.seeding import set_seed
+from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
 
 #: Scalar metrics aggregated over repeats (mean, std) and reported in results.csv.
 SCALAR_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc")
@@ -130,19 +130,12 @@ def compiled_call(model: keras.Model) -> tf.types.experimental.PolymorphicFuncti
 
 def inference_ms_per_slice(model: keras.Model, images: np.ndarray, batch_size: int = 16,
                            min_seconds: float = 1.0, max_reps: int = 20, call=None) -> float:
-    """Mean latency (ms per slice) of the end-to-end model, compiled call, batches of ``batch_size``.
+    """Mean latency (ms per slice) of the end-to-end model (:func:`classseg.runtime.ms_per_slice`).
 
-    ``call``: a :func:`compiled_call` of ``model`` to reuse. One warm-up call, then at least 3
-    and up to ``max_reps`` timed calls (stopping after ``min_seconds``).
-    """
-    x = tf.constant(np.resize(images, (batch_size,) + images.shape[1:]).astype(np.float32))  # repeats if few
-    call = call or compiled_call(model)
-    call(x).numpy()  # warm-up
-    reps, start = 0, time.perf_counter()
-    while reps < 3 or (time.perf_counter() - start < min_seconds and reps < max_reps):
-        call(x).numpy()
-        reps += 1
-    return (time.perf_counter() - start) / (reps * batch_size) * 1000.0
+    ``call``: a :func:`compiled_call` of ``model`` to reuse."""
+    from classseg.runtime import ms_per_slice
+
+    return ms_per_slice(call or compiled_call(model), images, batch_size, min_seconds, max_reps)
 
 
 def _class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -175,20 +168,6 @@ def _rank_key(val: dict) -> tuple[float, float]:
     auc = val.get("auc")
     acc = val.get("accuracy")
     return (-math.inf if auc is None else auc, -math.inf if acc is None else acc)
-
-
-def _markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    # pandas.DataFrame.to_markdown needs `tabulate`, which is not a dependency; 10 lines do it.
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +290,7 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
             save_model(res["model"], run_dir / "classifier.keras")
             best = {k: v for k, v in res.items() if k != "model"}
             best["params"] = _param_counts(res["model"])
-            best["infer_ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
+            best["ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
                                                                 config.infer_batch, call=call)
         del res, call
         keras.backend.clear_session(free_memory=True)
@@ -333,9 +312,9 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
     metrics = {
         "backbone": name, "weights": config.weights, "img_size": config.img_size, "head": config.head,
         "epochs": config.epochs, "repeats": config.repeats, "path": best["path"],
-        "trainable_params": trainable, "total_params": total,
+        "trainable_params": trainable, "params": total,
         "train_time_s": train_time, "train_time_s_std": train_time_std,
-        "infer_ms_per_slice": best["infer_ms_per_slice"], "infer_batch": config.infer_batch,
+        "ms_per_slice": best["ms_per_slice"], "infer_batch": config.infer_batch,
         "selected_seed": best["seed"], "best_epoch": best["best_epoch"],
         "val": best["val"], "test": best["test"],
         "val_mean": agg["val"], "test_mean": agg["test"], "runs": runs,
@@ -343,13 +322,13 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
                 "train_time_s includes feature extraction of train+val on the cached-feature path",
     }
     write_json(run_dir / "metrics.json", metrics)
-    table = pd.DataFrame([{"split": s, **{m: best[s][m] for m in SCALAR_METRICS}, "n": best[s]["n"]}
-                          for s in ("val", "test")])
-    atomic_write_text(run_dir / "metrics.md", f"# {title}\n\n" + _markdown_table(table))
+    atomic_write_text(run_dir / "metrics.md", scores_markdown(
+        title, {"val": best["val"], "test": best["test"]}, DETECTION_FIELDS + ("f1_macro", "auc"),
+        facts=[f"the saved classifier.keras (repeat best on validation), threshold {best['test']['threshold']}"]))
     row = {"backbone": name, "weights": config.weights or "none", "img_size": config.img_size,
            "head": config.head, "epochs": config.epochs, "repeats": config.repeats,
-           "trainable_params": trainable, "total_params": total, "train_time_s": train_time,
-           "infer_ms_per_slice": best["infer_ms_per_slice"]}
+           "trainable_params": trainable, "params": total, "train_time_s": train_time,
+           "ms_per_slice": best["ms_per_slice"]}
     for m in SCALAR_METRICS:
         row[m] = agg["test"][m]
     row["val_auc"], row["val_accuracy"] = agg["val"]["auc"], agg["val"]["accuracy"]
@@ -373,6 +352,16 @@ def _split_parts(arrays: SliceArrays) -> dict[str, SliceArrays]:
     if len(np.unique(parts["train"].labels)) < 2:
         raise ValueError("the train split has only one class; cannot train a classifier")
     return parts
+
+
+def gate_model_path(results_json: str | Path) -> Path:
+    """The gate model a ``results.json`` of :func:`train_classifiers` selected (its ``gate.model`` is
+    relative to that file; an absolute path, as older runs wrote, is returned as it is)."""
+    from classseg.jsonio import read_json
+
+    results_json = Path(results_json)
+    recorded = Path(read_json(results_json)["gate"]["model"])
+    return recorded if recorded.is_absolute() else results_json.parent / recorded
 
 
 def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_path: str | Path | None = None,
@@ -415,7 +404,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     threshold = threshold_for_sensitivity(parts["val"].labels, gate_val["val_prob"], config.target_sensitivity)
     gate = {
         "backbone": gate_name,
-        "model": str(out / gate_name / "classifier.keras"),
+        "model": f"{gate_name}/classifier.keras",  # relative to results.json: valid from any working directory
         "selected_on": "validation split: highest val AUC, then val accuracy (test never used)",
         "val_auc": gate_val["val_mean"]["auc"], "val_accuracy": gate_val["val_mean"]["accuracy"],
         "target_sensitivity": config.target_sensitivity,
@@ -428,7 +417,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
              f"seed={config.seed}; test split: {len(parts['test'])} slices")
     atomic_write_text(
         out / "results.md",
-        f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n" + _markdown_table(results)
+        f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n" + to_markdown(results, digits=4)
         + f"\nGate (chosen on validation): **{gate_name}**, threshold {threshold:.4f} for "
           f"sensitivity >= {config.target_sensitivity} on val.\n")
     write_json(out / "results.json", {"config": asdict(config), "results": results.to_dict(orient="records"),

@@ -2,7 +2,7 @@
 
 Without ImageNet weights a frozen ImageNet backbone carries no information (docs/benchmarks.md), so
 the default gate is :func:`classseg.models.resunet.build_gate_cnn`, trained from scratch on every
-slice of the train split with the segmenter's recipe (per-patient z-scores, the same augmentation,
+slice of the train split with the segmenter's recipe (the same input normalisation and augmentation,
 AdamW + cosine), label = "mask non-empty". Its threshold and the rule that combines its verdict with
 the segmenter's mask are chosen on the validation split (:func:`classseg.training.selection.choose_gate`)
 and written into ``gate.card.json``; the baseline it must beat is the segmenter's own "mask non-empty".
@@ -36,7 +36,7 @@ class GateConfig:
     width: float = 1.0
     dropout: float = 0.3
     label_smoothing: float = 0.05
-    normalization: str = "patient_zscore"
+    normalization: str = "raw"  # as the shipped segmenter; "patient_zscore" is supported too
     augment: bool = True
     seed: int = 0
     workers: int = 2
@@ -45,22 +45,27 @@ class GateConfig:
 def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
                              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's post-processed mask at
-    the slice's original size, fed and post-processed exactly as its model card says."""
+    the slice's original size, fed and post-processed exactly as its model card says (and as the
+    pipeline does)."""
     import keras
 
     from classseg import data as cdata
+    from classseg.evaluation.scores import read_truths
+    from classseg.evaluation.segmentation import to_original_size
     from classseg.modelcard import read_card
     from classseg.postprocess import PostprocessConfig, postprocess
-    from classseg.training.segmenter import model_inputs, native_masks, predict_masks, to_native
+    from classseg.training.segmenter import model_inputs, predict_masks
 
     card = read_card(segmenter_path)
     model = keras.models.load_model(segmenter_path, compile=False)
     size = card.img_size if card else int(model.input_shape[1])
     arrays = cdata.load_arrays(frame, size, progress=progress)
     probs = predict_masks(model, model_inputs(arrays, card.normalization if card else "raw"), batch_size)
-    shapes = [m.shape for m in native_masks(arrays.frame)]
+    shapes = [t.shape for t in read_truths(arrays.frame["mask_path"])]
     pp = (card.postprocess_config() if card else None) or PostprocessConfig()
-    areas = np.array([int(postprocess(p, pp).sum()) for p in to_native(probs, shapes)])
+    # as the pipeline: post-processed at the model's size, resized (nearest) to the slice's own size
+    masks = to_original_size(postprocess(probs[..., 0], pp), shapes)
+    areas = np.array([int(m.sum()) for m in masks])
     return areas > 0, areas
 
 

@@ -18,11 +18,10 @@ Implementation choices (where the seeds are silent or differ from this project):
   ``val_fixed_loss = lambda_cls * val_CE + lambda_seg * val_Dice`` (constant weights), since the
   scheduled ``val_loss`` changes meaning from epoch to epoch.
 * Cosine decay is per step (``keras.optimizers.schedules.CosineDecay`` over all training steps).
-* Evaluation mirrors phase 3 (:func:`classseg.pipeline.evaluate_variants`): classification metrics
-  of P(tumor) = softmax[:, 1] at 0.5; segmentation report of the post-processed masks on every test
-  slice (threshold 0.5, closing, hole filling: the project's ``PostprocessConfig`` default, so the
-  figures compare with phase 3; seed 000 states closing only); end-to-end Dice = per-slice Dice over
-  every slice after emptying the masks of slices the class output calls tumor-free.
+* Evaluation is phase 3's (:func:`classseg.evaluation.score_slices`): the masks the pipeline would
+  deliver with this model (threshold 0.5, closing, hole filling: the project's ``PostprocessConfig``
+  default; seed 000 states closing only; emptied where P(tumor) = softmax[:, 1] < 0.5), resized back
+  to the slice's original size, with the class output's own figures as ``gate_*``.
 """
 
 from __future__ import annotations
@@ -38,9 +37,8 @@ import numpy as np
 import pandas as pd
 
 from classseg.atomic import atomic_write_text, save_model
-from classseg.plotting import save_figure
+from classseg.plotting import plot_history
 from classseg.postprocess import PostprocessConfig, postprocess
-from classseg.tables import format_value
 from classseg.training.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -175,153 +173,78 @@ def predict_joint(model: Any, images: np.ndarray, batch_size: int = 16) -> tuple
 
 def inference_ms_per_slice(model: Any, images: np.ndarray, batch_size: int = 16, min_seconds: float = 1.0,
                            max_reps: int = 20) -> float:
-    """Mean latency (ms per slice) of the whole model, compiled call ``model(x, training=False)``.
-
-    Same method as :func:`classseg.training.classifiers.inference_ms_per_slice` (which expects one
-    output tensor): one warm-up/trace call, then at least 3 and up to ``max_reps`` timed batches.
-    """
+    """Mean latency (ms per slice) of the whole model, compiled ``model(x, training=False)``
+    (:func:`classseg.runtime.ms_per_slice`, the method of every stage)."""
     import tensorflow as tf
 
-    x = tf.constant(np.resize(images, (batch_size,) + images.shape[1:]).astype(np.float32))
-    call = tf.function(lambda t: model(t, training=False))
+    from classseg.runtime import ms_per_slice
 
-    def run() -> None:
-        tf.nest.map_structure(lambda t: t.numpy(), call(x))
-
-    run()  # trace + warm-up
-    reps, start = 0, time.perf_counter()
-    while reps < 3 or (time.perf_counter() - start < min_seconds and reps < max_reps):
-        run()
-        reps += 1
-    return (time.perf_counter() - start) / (reps * batch_size) * 1000.0
+    return ms_per_slice(tf.function(lambda t: model(t, training=False)), images, batch_size, min_seconds, max_reps)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _strip(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k != "per_patient"}
-
-
 def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.ndarray, masks: np.ndarray,
-                   patient_ids: np.ndarray, config: JointConfig) -> dict[str, Any]:
-    """Phase-3-style figures of one set: classification, mask-head segmentation, end-to-end (gated).
+                   patient_ids: np.ndarray, config: JointConfig, truths: list[np.ndarray] | None = None
+                   ) -> dict[str, Any]:
+    """:class:`classseg.evaluation.Scores` of one set, as the pipeline would deliver it with this model.
 
-    Top level: ``classification_metrics`` of ``tumor_prob`` at ``config.threshold``; the
-    ``segmentation_report`` of the post-processed masks on every slice (``dice``/``iou``/``hd95`` over
-    ground-truth tumor slices, ``dice_all_slices``, ``dice_per_patient``); ``end_to_end_dice`` = per-slice
-    Dice over every slice after emptying the masks where ``tumor_prob < threshold`` (phase 3's
-    ``dice_end_to_end``), with the full gated report under ``end_to_end``; ``threshold_only``: the
-    report without post-processing.
+    Top level: the delivered masks (post-processed, emptied where ``tumor_prob < threshold``) with the
+    class output's own figures as ``gate_*``; ``segment_all``: the mask head alone on every slice;
+    ``threshold_only``: the mask head without post-processing. Masks are resized back to each slice's
+    original size and scored against ``truths`` (``masks`` when None, i.e. never resized). ``labels``
+    must agree with the masks (1 = mask non-empty).
     """
-    from classseg.evaluation.classification import classification_metrics
-    from classseg.evaluation.segmentation import segmentation_report
+    from classseg.evaluation import score_slices, to_original_size
 
-    gt = masks.reshape(masks.shape[:3])
+    truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
+    if len(labels) != len(truths):
+        raise ValueError(f"{len(labels)} labels for {len(truths)} slices")
+    shapes = [t.shape[:2] for t in truths]
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
-    processed = postprocess(mask_prob, pp)
-    passed = tumor_prob >= config.threshold
-    gated = processed * passed[:, None, None].astype(np.uint8)
-    raw = (mask_prob >= config.threshold).astype(np.uint8)
-
-    seg = segmentation_report(processed, gt, patient_ids)
-    e2e = segmentation_report(gated, gt, patient_ids)
-    thr = segmentation_report(raw, gt, patient_ids)
-    tumor = gt.reshape(len(gt), -1).any(axis=1)
-    return {
-        **classification_metrics(labels, tumor_prob, config.threshold),
-        **_strip(seg),
-        "end_to_end_dice": e2e["dice_all_slices"],
-        "end_to_end_dice_per_patient": e2e["dice_per_patient"],
-        "end_to_end": _strip(e2e),
-        "threshold_only": {k: thr[k] for k in ("dice", "iou", "hd95", "dice_all_slices", "dice_per_patient",
-                                                "false_positive_slices")},
-        "gating_effect": {
-            "tumor_slices": int(tumor.sum()),
-            "non_tumor_slices": int((~tumor).sum()),
-            "tumor_slices_not_segmented_by_gate": int((tumor & ~passed).sum()),
-            "non_tumor_slices_with_mask_gated": int((gated.any(axis=(1, 2)) & ~tumor).sum()),
-            "non_tumor_slices_with_mask_ungated": int((processed.any(axis=(1, 2)) & ~tumor).sum()),
-        },
-        "per_patient": seg["per_patient"],
-    }
+    mask_prob = mask_prob.reshape(mask_prob.shape[:3])
+    processed = to_original_size(postprocess(mask_prob, pp), shapes)
+    passed = np.asarray(tumor_prob) >= config.threshold
+    gated = [m if ok else np.zeros_like(m) for m, ok in zip(processed, passed, strict=True)]
+    raw = to_original_size((mask_prob >= config.threshold).astype(np.uint8), shapes)
+    out = score_slices(truths, gated, patient_ids, gate_prob=tumor_prob, gate_threshold=config.threshold).to_dict()
+    out["segment_all"] = score_slices(truths, processed, patient_ids).to_dict()
+    out["threshold_only"] = score_slices(truths, raw, patient_ids).to_dict(per_patient=False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- reports
 def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
     """Per epoch: total / class / mask losses, class accuracy and mask Dice (train vs val), loss weights and lr."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = np.arange(1, len(history) + 1)
-    panels = [("loss", "total loss (scheduled weights)"), ("class_loss", "class loss (unweighted)"),
-              ("mask_loss", "mask Dice loss (unweighted)"), ("class_accuracy", "class accuracy"),
-              ("mask_dice", "mask Dice (threshold 0.5)"), ("weights", "loss weights / learning rate")]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
-    for ax, (key, title) in zip(axes.ravel(), panels, strict=True):
-        if key == "weights":
-            for col, label in (("w_cls", "w_cls"), ("w_seg", "w_seg")):
-                if col in history:
-                    ax.plot(epochs, history[col], marker="o", label=label)
-            if "learning_rate" in history:
-                ax2 = ax.twinx()
-                ax2.plot(epochs, history["learning_rate"], color="gray", linestyle="--", label="lr")
-                ax2.set_ylabel("learning rate")
-        else:
-            if key in history:
-                ax.plot(epochs, history[key], marker="o", label="train")
-            if f"val_{key}" in history:
-                ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-            if key == "loss" and "val_fixed_loss" in history:
-                ax.plot(epochs, history["val_fixed_loss"], marker="s", label="val, fixed weights")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)[0]
-
-
-def _fmt(value: Any) -> str:
-    return format_value(value, digits=4) or "n/a"
+    return plot_history(history, [("loss", "total loss (scheduled weights)"), ("class_loss", "class loss (unweighted)"),
+                                  ("mask_loss", "mask Dice loss (unweighted)"), ("class_accuracy", "class accuracy"),
+                                  ("mask_dice", "mask Dice (threshold 0.5)"),
+                                  ("weights", "loss weights / learning rate")], path, ncols=3)
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
-    """A human-readable summary of ``metrics.json`` (test and validation)."""
-    rows = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
-            ("f1_macro", "F1 (macro)"), ("auc", "AUC"), ("dice", "Dice (GT tumor slices, mask head)"),
-            ("iou", "IoU (GT tumor slices)"), ("hd95", "HD95 px (GT tumor slices)"),
-            ("dice_all_slices", "Dice per slice, all slices, mask head alone"),
-            ("dice_per_patient", "Dice per patient (volume), mask head alone"),
-            ("end_to_end_dice", "Dice per slice, end to end (mask emptied when class says no tumor)"),
-            ("end_to_end_dice_per_patient", "Dice per patient, end to end")]
+    """A human-readable summary of ``metrics.json`` (test and val), via :func:`classseg.tables.scores_markdown`."""
+    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, format_value, scores_markdown
+
     val = metrics.get("val", {})
-    lines = [
-        "# Joint ResNet-50 U-Net (seed 000)" + (" with multi-scale head (seed 004)" if metrics["multiscale_head"]
-                                                 else ""),
-        "",
-        f"- encoder weights: {metrics['weights']}; image size {metrics['img_size']} px; {metrics['epochs']} epochs "
+    facts = [
+        f"encoder weights: {metrics['weights']}; image size {metrics['img_size']} px; {metrics['epochs']} epochs "
         f"(best epoch {metrics['best_epoch']} on val_fixed_loss); seed {metrics['seed']}; schedule "
         f"{metrics['schedule']}; class loss {metrics['class_loss']}; lambda (cls, seg) = "
         f"({metrics['lambda_cls']}, {metrics['lambda_seg']}); augmentation {metrics['augment']}",
-        f"- split file: {metrics['split_file']}; {metrics['n_train_slices']} train / {metrics['n_val_slices']} val / "
+        f"split file: {metrics['split_file']}; {metrics['n_train_slices']} train / {metrics['n_val_slices']} val / "
         f"{metrics['n_slices']} test slices",
-        f"- parameters {metrics['params']:,}; inference {_fmt(metrics['ms_per_slice'])} ms/slice "
+        f"parameters {metrics['params']:,}; inference {format_value(metrics['ms_per_slice'], 4) or 'n/a'} ms/slice "
         f"(batch {metrics['infer_batch']}, {metrics['device']}); training {metrics['train_seconds']} s",
-        "",
-        "| Metric | test | val |",
-        "|---|---|---|",
+        f"class threshold {metrics['threshold']} on P(tumor); masks thresholded at {metrics['threshold']} then "
+        f"post-processed ({metrics['postprocess_config']}); 'delivered' = masks emptied where the class output "
+        "says no tumor; 'mask head alone' = every slice segmented",
     ]
-    lines += [f"| {label} | {_fmt(metrics.get(key))} | {_fmt(val.get(key))} |" for key, label in rows]
-    lines += [
-        "",
-        f"Class threshold {metrics['threshold']} on P(tumor); masks thresholded at {metrics['threshold']} then "
-        f"post-processed ({metrics['postprocess_config']}). Dice/IoU/HD95 average over ground-truth tumor slices; "
-        "'all slices' counts an empty prediction on an empty slice as Dice 1; volume Dice sums a patient's slices.",
-        "",
-    ]
-    atomic_write_text(path, "\n".join(lines))
+    sections = {"test, delivered": metrics, "test, mask head alone": metrics.get("segment_all", {}),
+                "val, delivered": val, "val, mask head alone": val.get("segment_all", {})}
+    title = "Joint ResNet-50 U-Net (seed 000)" + (" with multi-scale head (seed 004)"
+                                                  if metrics["multiscale_head"] else "")
+    atomic_write_text(path, scores_markdown(title, sections, DETECTION_FIELDS + GATE_FIELDS + SEGMENTATION_FIELDS,
+                                            facts))
     return path
 
 
@@ -354,8 +277,11 @@ def train_joint(
 
     from classseg import data as cdata
     from classseg.data.skipped import skipped_files
+    from classseg.evaluation.scores import read_truths
+    from classseg.jsonio import write_json
+    from classseg.manifest import write_manifest
     from classseg.models.joint import build_joint_model
-    from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.seeding import set_seed
     from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint
     from classseg.training.schedules import LossWeightScheduler
 
@@ -425,7 +351,9 @@ def train_joint(
     for name, arrays in (("test", test), ("val", val)):
         tumor_prob, mask_prob = predict_joint(model, arrays.images, config.batch_size)
         results[name] = evaluate_joint(tumor_prob, mask_prob, arrays.labels, arrays.masks,
-                                       arrays.frame["patient_id"].to_numpy(), config)
+                                       arrays.frame["patient_id"].to_numpy(), config,
+                                       truths=read_truths(arrays.frame["mask_path"],
+                                                          [(config.img_size,) * 2] * len(arrays)))
     ms = inference_ms_per_slice(best, test.images, config.infer_batch)
     split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
     metrics: dict[str, Any] = {
@@ -458,7 +386,7 @@ def train_joint(
         "evaluated_on": f"test split, epoch {best_epoch or len(history)} "
                         f"({'min val_fixed_loss' if best_epoch else 'last; val loss never finite'}), inference mode",
         **results["test"],
-        "val": _strip(results["val"]),
+        "val": results["val"],
     }
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")

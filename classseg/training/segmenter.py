@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from classseg.evaluation.segmentation import dice as dice_score
-from classseg.evaluation.segmentation import segmentation_report
 from classseg.plotting import save_figure
 from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.tables import format_value
@@ -35,11 +34,12 @@ WEIGHTS_LABEL = "none (from scratch)"
 
 @dataclass
 class SegmenterConfig:
-    """Training settings. Defaults: the CPU recipe (``recipe="fast"``, issue 10); ``recipe="paper"``
-    (:func:`recipe_config`) restores seed 002 and the ResUNet notebook it adapted.
+    """Training settings. Defaults: the recipe of the shipped segmenter (``recipe="fast"``, issue 10);
+    ``recipe="paper"`` (:func:`recipe_config`) restores seed 002 and the ResUNet notebook it adapted.
 
-    - ``normalization``: ``patient_zscore`` (per-patient foreground z-score, :mod:`classseg.data.standardize`)
-      or ``raw`` (0..255 pixels scaled by 1/255 inside the model, the paper's input).
+    - ``normalization``: ``raw`` (0..255 pixels scaled by 1/255 inside the model) or ``patient_zscore``
+      (per-patient foreground z-score, :mod:`classseg.data.standardize`, applied beside the model by
+      training and pipeline alike; the model card says which).
     - ``augment_profile``: ``recipe`` (:data:`classseg.data.augment.RECIPE_AUGMENT`: flips, 90-degree
       rotations, rotation/scale/shift, elastic, intensity, FLAIR for a missing sequence) or ``seeds``
       (the seeds' moderate set, :class:`AugmentConfig` defaults).
@@ -65,7 +65,9 @@ class SegmenterConfig:
     tumor_only: bool = False  # all slices: the mask itself must say "no tumor" on healthy slices
     augment: bool = True
     augment_profile: str = "recipe"
-    normalization: str = "patient_zscore"
+    # raw: the validated default (docs/recipes.md: the z-score runs were trained with an augmentation bug,
+    # so z-scores vs raw pixels is still open); patient_zscore stays an option, supported end to end.
+    normalization: str = "raw"
     patience: int = 0  # EarlyStopping patience on val_dice; 0 = off
     lr_patience: int = 5  # ReduceLROnPlateau (schedule "plateau")
     lr_factor: float = 0.2
@@ -133,88 +135,46 @@ def _select(frame: pd.DataFrame, split: str, tumor_only: bool) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _strip(report: dict[str, Any]) -> dict[str, Any]:
-    """Report without the per-patient list (kept once per evaluated set, under ``per_patient``)."""
-    return {k: v for k, v in report.items() if k != "per_patient"}
-
-
 def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.ndarray,
-                       config: SegmenterConfig) -> dict[str, Any]:
-    """Reports on tumor slices and on all slices, raw (threshold) and post-processed.
+                       config: SegmenterConfig, truths: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """:class:`classseg.evaluation.Scores` of the post-processed masks (what the pipeline delivers), with
+    the threshold-only masks under ``threshold_only``.
 
-    Top-level ``dice``, ``iou``, ``hd95`` are means over ground-truth tumor slices (seed 002's
-    setting); ``dice_all_slices`` and ``dice_per_patient`` (volume Dice, Buda et al. 2019) use every
-    slice of the set, so false positives on tumor-free slices count.
+    Masks are post-processed at the model's size, resized back to each slice's original size and
+    scored there against ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the
+    arrays were never resized).
     """
-    gt = masks[..., 0] if masks.ndim == 4 else masks
+    from classseg.evaluation import score_slices, to_original_size
+
+    truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
+    shapes = [t.shape[:2] for t in truths]
     raw = (probs[..., 0] >= config.threshold).astype(np.uint8)
     processed = postprocess(probs[..., 0], PostprocessConfig(**{**asdict(config.postprocess),
                                                                  "threshold": config.threshold}))
-    tumor = gt.reshape(len(gt), -1).any(axis=1)
-
-    def both(pred: np.ndarray) -> dict[str, Any]:
-        tumor_rep = segmentation_report(pred[tumor], gt[tumor], patient_ids[tumor]) if tumor.any() else {}
-        all_rep = segmentation_report(pred, gt, patient_ids)
-        called = pred.reshape(len(pred), -1).any(axis=1)
-        missed = int((tumor & ~called).sum())
-        return {
-            "missed_tumor_slices": missed,
-            "detection_accuracy": float((called == tumor).mean()) if len(tumor) else None,
-            "detection_sensitivity": float(called[tumor].mean()) if tumor.any() else None,
-            "detection_specificity": float((~called[~tumor]).mean()) if (~tumor).any() else None,
-            "dice": tumor_rep.get("dice"),
-            "iou": tumor_rep.get("iou"),
-            "hd95": tumor_rep.get("hd95"),
-            "dice_all_slices": all_rep["dice_all_slices"],
-            "dice_per_patient": all_rep["dice_per_patient"],
-            "n_slices": all_rep["n_slices"],
-            "n_tumor_slices": all_rep["n_tumor_slices"],
-            "false_positive_slices": all_rep["false_positive_slices"],
-            "tumor_slices": _strip(tumor_rep),
-            "all_slices": _strip(all_rep),
-            "per_patient": all_rep["per_patient"],
-        }
-
-    out = both(raw)
-    out["postprocessed"] = both(processed)
+    out = score_slices(truths, to_original_size(processed, shapes), patient_ids).to_dict()
+    out["threshold_only"] = score_slices(truths, to_original_size(raw, shapes), patient_ids).to_dict(False)
     return out
 
 
 def _soft_tversky(probs: np.ndarray, masks: np.ndarray) -> float | None:
-    """Soft Tversky index (alpha 0.7, smooth 1) pooled over a set: the figure seed 002 reports (0.89)."""
+    """Soft Tversky index (alpha 0.7, smooth 1) pooled over a set: the figure seed 002 reports (0.89).
+
+    The loss's own definition (:func:`classseg.losses.tversky_index`), not a second one."""
+    from classseg.losses import tversky_index
+
     if len(probs) == 0:
         return None
-    p = probs.astype(np.float64).ravel()
-    g = masks.astype(np.float64).ravel()
-    tp, fn, fp = float((g * p).sum()), float((g * (1 - p)).sum()), float(((1 - g) * p).sum())
-    return (tp + 1.0) / (tp + 0.7 * fn + 0.3 * fp + 1.0)
+    return float(np.asarray(tversky_index(masks.astype(np.float32), probs.astype(np.float32)))[0])
 
 
 def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
     """Loss, Dice and learning rate per epoch (train vs validation)."""
-    import matplotlib
+    from classseg.plotting import plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, len(history) + 1)
     panels = [("loss", "loss"), ("dice", "Dice (threshold 0.5)")]
     if "learning_rate" in history:
         panels.append(("learning_rate", "learning rate"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        if key in history:
-            ax.plot(epochs, history[key], marker="o", label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        if key == "learning_rate":
-            ax.set_yscale("log")
-        else:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)[0]
+    return plot_history(history, panels, path)
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
@@ -252,66 +212,29 @@ def plot_examples(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
     return save_figure(fig, path, dpi=90)[0]
 
 
-def _fmt(value: Any) -> str:
-    return format_value(value, digits=4) or "n/a"
-
-
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
-    """A short human-readable table of ``metrics.json``."""
-    lines = [
-        "# ResUNet segmenter (seed 002, phase 2)",
-        "",
-        f"- weights: {metrics['weights']}; image size {metrics['img_size']} px; epochs run "
+    """A short human-readable table of ``metrics.json`` (:func:`classseg.tables.scores_markdown`)."""
+    from classseg.atomic import atomic_write_text
+    from classseg.tables import DETECTION_FIELDS, SEGMENTATION_FIELDS, scores_markdown
+
+    facts = [
+        f"weights: {metrics['weights']}; image size {metrics['img_size']} px; epochs run "
         f"{metrics['epochs_run']} of {metrics['epochs']} (best epoch {metrics['best_epoch']}); seed "
         f"{metrics['seed']}; loss {metrics['loss']}; trained on "
         f"{'tumor slices only' if metrics['tumor_only'] else 'all slices'} ({metrics['n_train_slices']} slices)",
-        f"- split file: {metrics['split_file']}",
-        f"- validation soft Tversky index (seed 002 reports 0.89): {_fmt(metrics['val']['tversky_soft'])}",
-        "",
-        "| set | post-processing | Dice (tumor slices) | IoU | HD95 px | Dice (all slices) | "
-        "volume Dice / patient | FP slices |",
-        "|---|---|---|---|---|---|---|---|",
+        f"split file: {metrics['split_file']}",
+        f"validation soft Tversky index (seed 002 reports 0.89): "
+        f"{format_value(metrics['val'].get('tversky_soft'), 4) or 'n/a'}",
+        f"recipe {metrics.get('recipe')}, input {metrics.get('normalization')}, {metrics.get('train_minutes')} "
+        f"training minutes on {metrics.get('machine')}",
+        f"masks thresholded at {metrics.get('threshold', 0.5)}, post-processed ({metrics['postprocess_chosen']}; "
+        f"{metrics.get('postprocess_rule')}) unless 'threshold only'",
     ]
-    for name, block in (("test", metrics), ("val", metrics["val"])):
-        for label, res in (("none", block), ("closing + fill", block["postprocessed"])):
-            lines.append(f"| {name} | {label} | {_fmt(res['dice'])} | {_fmt(res['iou'])} | {_fmt(res['hd95'])} | "
-                         f"{_fmt(res['dice_all_slices'])} | {_fmt(res['dice_per_patient'])} | "
-                         f"{res['false_positive_slices']} / {res['n_slices'] - res['n_tumor_slices']} |")
-    lines += [
-        "",
-        "Dice/IoU/HD95 average over ground-truth tumor slices (HD95 of a missed slice = image diagonal);",
-        "'all slices' counts an empty prediction on an empty slice as Dice 1; volume Dice sums a patient's",
-        "slices (Buda et al. 2019). Threshold 0.5.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+    sections = {"test": metrics, "test, threshold only": metrics["threshold_only"], "val": metrics["val"],
+                "val, threshold only": metrics["val"]["threshold_only"]}
+    atomic_write_text(path, scores_markdown("ResUNet segmenter (seed 002, phase 2)", sections,
+                                            DETECTION_FIELDS + SEGMENTATION_FIELDS, facts))
     return path
-
-
-def native_masks(frame: pd.DataFrame) -> list[np.ndarray]:
-    """Ground-truth masks (H, W) uint8 at each slice's original size (scoring happens there, issue 12)."""
-    from classseg.data.io import read_image, read_mask
-
-    out = []
-    for image_path, mask_path in zip(frame["image_path"], frame["mask_path"]):
-        if mask_path:
-            out.append(read_mask(mask_path))
-        else:
-            out.append(np.zeros(read_image(image_path).shape[:2], np.uint8))
-    return out
-
-
-def to_native(probs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Probability maps (N, s, s[, 1]) resized (bilinear) to each slice's original (H, W)."""
-    import cv2
-
-    maps = probs[..., 0] if probs.ndim == 4 else probs
-    return [m if m.shape == shape else cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-            for m, shape in zip(maps, shapes)]
-
-
-def _stack_or_none(items: list[np.ndarray]) -> np.ndarray | None:
-    return np.stack(items) if items and len({a.shape for a in items}) == 1 else None
 
 
 def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path) -> list[Any]:
@@ -478,6 +401,8 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     import keras
 
     from classseg import data as cdata
+    from classseg.atomic import atomic_to_csv
+    from classseg.evaluation.scores import read_truths
     from classseg.modelcard import ModelCard, write_card
     from classseg.runinfo import read_json, write_json, write_manifest
     from classseg.training.callbacks import RunState
@@ -510,22 +435,16 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     best = keras.models.load_model(model_path, compile=False)
     val_probs = predict_masks(best, val_x, config.batch_size)
     test_probs = predict_masks(best, test_x, config.batch_size)
-    val_native_gt, test_native_gt = native_masks(val_all.frame), native_masks(test_all.frame)
-    val_native = to_native(val_probs, [m.shape for m in val_native_gt])
-    test_native = to_native(test_probs, [m.shape for m in test_native_gt])
-    vp, vg = _stack_or_none(val_native), _stack_or_none(val_native_gt)
-    tp, tg = _stack_or_none(test_native), _stack_or_none(test_native_gt)
+    val_truths = read_truths(val_all.frame["mask_path"])
+    test_truths = read_truths(test_all.frame["mask_path"])
     scored_at = "original slice size"
-    if vp is None or vg is None or tp is None or tg is None:  # mixed slice sizes: score at the training size
-        vp, vg, tp, tg = val_probs[..., 0], val_all.masks[..., 0], test_probs[..., 0], test_all.masks[..., 0]
-        scored_at = f"{config.img_size} px (slices of mixed sizes)"
     val_ids = val_all.frame["patient_id"].to_numpy()
     test_ids = test_all.frame["patient_id"].to_numpy()
 
-    chosen, selection = config.postprocess, None
-    if config.select_postprocess and len(vp):
-        chosen, selection = choose_postprocess(vp[..., None], vg, val_ids)
-        selection.to_csv(out / "postprocess_selection.csv", index=False)
+    chosen, selection = replace(config.postprocess, threshold=config.threshold), None
+    if config.select_postprocess and len(val_probs):
+        chosen, selection = choose_postprocess(val_probs, val_truths, val_ids)
+        atomic_to_csv(selection, out / "postprocess_selection.csv", index=False)
     eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
     minutes = train_seconds / 60.0
     metrics: dict[str, Any] = {
@@ -556,14 +475,15 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         "backend": training.get("backend"),
         "skipped_files": training.get("skipped_files", []),
         "scored_at": scored_at,
-        "evaluated_on": "test split, best epoch (max val_dice), inference mode; 'postprocessed' = the "
-                        "threshold and post-processing chosen on val (see postprocess_chosen)",
-        **evaluate_segmenter(tp[..., None], tg, test_ids, eval_config),
+        "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold and post-processing "
+                        "chosen on val (postprocess_chosen), scored at the original slice size",
+        "threshold": chosen.threshold,
+        **evaluate_segmenter(test_probs, test_all.masks, test_ids, eval_config, truths=test_truths),
         "postprocess_chosen": asdict(chosen),
         "postprocess_rule": "max over the grid of mean(volume Dice per patient, slice accuracy of "
                             "'mask non-empty') on the validation split" if selection is not None else "fixed",
     }
-    metrics["val"] = evaluate_segmenter(vp[..., None], vg, val_ids, eval_config)
+    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_ids, eval_config, truths=val_truths)
     val_tumor = val_all.labels == 1
     metrics["val"]["tversky_soft"] = _soft_tversky(val_probs[val_tumor], val_all.masks[val_tumor])
     write_json(out / "metrics.json", metrics)
@@ -575,8 +495,8 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
                     "machine": metrics["machine"], "loss": config.loss, "width": config.width,
-                    "val_postprocessed": {k: metrics["val"]["postprocessed"].get(k)
-                                          for k in ("dice", "dice_per_patient", "hd95")}}))
+                    "val": {k: metrics["val"].get(k) for k in ("dice_tumor_slices", "dice_per_patient",
+                                                               "hd95_detected_px", "accuracy", "sensitivity")}}))
 
     tumor_idx = np.flatnonzero(test_all.labels == 1)
     pick = tumor_idx[np.linspace(0, len(tumor_idx) - 1, min(config.n_examples, len(tumor_idx))).astype(int)] \

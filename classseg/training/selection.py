@@ -13,28 +13,33 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
-from classseg.evaluation.segmentation import per_patient_dice
+from classseg.evaluation.segmentation import per_patient_dice, to_original_size
 from classseg.postprocess import PostprocessConfig, postprocess
 
-#: The grid searched by :func:`choose_postprocess` (min component in original-size pixels).
+#: The grid searched by :func:`choose_postprocess` (minimum component area in pixels at the model's size,
+#: where the pipeline post-processes; at 128 px for 256 px slices one model pixel is 4 slice pixels).
 POSTPROCESS_GRID: dict[str, Sequence] = {
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "closing": (False, True),
-    "min_component_px": (0, 16, 48, 96, 160, 256),
+    "min_component_px": (0, 4, 12, 24, 40, 64),
 }
 
 
-def detection_accuracy(pred_masks: np.ndarray, gt_masks: np.ndarray) -> float:
+def detection_accuracy(pred_masks: Sequence[np.ndarray], gt_masks: Sequence[np.ndarray]) -> float:
     """Slice accuracy of the call "tumor = mask non-empty" against "tumor = ground truth non-empty"."""
-    pred = pred_masks.reshape(len(pred_masks), -1).any(axis=1)
-    gt = gt_masks.reshape(len(gt_masks), -1).any(axis=1)
+    pred = np.array([np.asarray(m).any() for m in pred_masks], bool)
+    gt = np.array([np.asarray(m).any() for m in gt_masks], bool)
     return float((pred == gt).mean()) if len(gt) else float("nan")
 
 
-def choose_postprocess(probs: np.ndarray, masks: np.ndarray, patient_ids: Sequence[str],
+def choose_postprocess(probs: np.ndarray, truths: Sequence[np.ndarray] | np.ndarray, patient_ids: Sequence[str],
                        grid: dict[str, Sequence] | None = None, fill_holes: bool = True,
                        closing_kernel: int = 5) -> tuple[PostprocessConfig, pd.DataFrame]:
     """Pick threshold, closing and minimum component area on validation predictions.
+
+    ``probs``: (N, h, w[, 1]) at the model's size; ``truths``: ground truth at each slice's original
+    size. As in the pipeline, masks are post-processed at the model's size, resized (nearest) to the
+    original size and scored there.
 
     Rule: maximise ``(volume Dice averaged over patients + slice accuracy of "mask non-empty") / 2``;
     volume Dice (Buda et al. 2019) rewards outlines, the accuracy term penalises stray blobs on healthy
@@ -42,14 +47,15 @@ def choose_postprocess(probs: np.ndarray, masks: np.ndarray, patient_ids: Sequen
     Hole filling (seed 001) stays on. Returns the chosen config and the whole scored grid.
     """
     grid = {**POSTPROCESS_GRID, **(grid or {})}
-    gt = masks[..., 0] if masks.ndim == 4 else masks
+    gt = [np.asarray(t).reshape(np.asarray(t).shape[:2]) for t in truths]
+    shapes = [t.shape for t in gt]
     maps = probs[..., 0] if probs.ndim == 4 else probs
     ids = np.asarray(patient_ids)
     rows = []
     for threshold, closing, min_px in product(grid["threshold"], grid["closing"], grid["min_component_px"]):
         cfg = PostprocessConfig(threshold=float(threshold), closing=bool(closing), closing_kernel=closing_kernel,
                                 fill_holes=fill_holes, min_component_px=int(min_px))
-        pred = postprocess(maps, cfg)
+        pred = to_original_size(postprocess(maps, cfg), shapes)
         volume = float(np.mean(list(per_patient_dice(pred, gt, ids).values())))
         accuracy = detection_accuracy(pred, gt)
         rows.append({"threshold": cfg.threshold, "closing": cfg.closing, "min_component_px": cfg.min_component_px,

@@ -1,0 +1,44 @@
+"""The machine and library versions a figure was measured with (every manifest and timing carries it)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment_info() -> dict[str, Any]:
+    """Library versions and machine details, for labelling every measured figure."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+    }
+    for name in ("tensorflow", "keras", "cv2", "sklearn", "pandas", "onnxruntime", "tf2onnx"):
+        try:
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", "unknown")
+        except Exception:  # noqa: BLE001 - optional libraries may be missing or broken
+            info[name] = None
+    try:
+        import tensorflow as tf
+
+        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except Exception:  # noqa: BLE001
+        info["gpus"] = []
+    return info

@@ -1,0 +1,101 @@
+"""``classseg evaluate PRED_DIR --truth DIR``: score a predictions folder against ground truth.
+
+A predictions folder is what ``python -m classseg.pipeline`` writes (any tool may write one):
+``predictions.csv`` with at least ``image`` (path relative to the test folder) and ``mask_path``
+(PNG relative to the predictions folder; 0 / 255 or 0 / 1), optionally ``status`` (rows other than
+``ok`` are left out), ``patient``, ``gate_prob`` and ``gate_verdict``. The ground truth of
+``TRUTH/<image>`` is ``TRUTH/<stem>_mask.<ext>``, paired by the walker's rule
+(:func:`classseg.data.walk.pair_mask`: one mask beside two images of the same stem belongs to the
+image of its own extension only); images without one are counted, not scored.
+
+Figures (per slice, per patient, overall) are :func:`classseg.evaluation.score_slices`, the function
+behind the pipeline's own ``metrics.json``; nnU-Net's ``evaluate_folder`` is the model.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classseg.data.io import ImageReadError, read_mask
+from classseg.data.walk import pair_mask, patient_of
+from classseg.evaluation.scores import score_slices
+from classseg.evaluation.segmentation import slice_scores
+
+
+def _read_predictions(pred_dir: Path) -> list[dict[str, str]]:
+    path = pred_dir / "predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions.csv in the predictions folder")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"image", "mask_path"} - set(rows[0] if rows else {"image": "", "mask_path": ""})
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return rows
+
+
+def _gate_threshold(pred_dir: Path) -> float | None:
+    from classseg.jsonio import read_json
+
+    for name in ("summary.json", "metrics.json"):
+        path = pred_dir / name
+        if path.is_file():
+            try:
+                value = read_json(path).get("models", {}).get("threshold")
+            except (ValueError, OSError, AttributeError):
+                continue
+            if value is not None:
+                return float(value)
+    return None
+
+
+def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: str = "pooled") -> dict[str, Any]:
+    """Scores of a predictions folder: the :class:`Scores` fields, ``per_patient``, ``per_slice`` and counts.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file for missing or unreadable inputs.
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    if not truth_dir.is_dir():
+        raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
+    rows = _read_predictions(pred_dir)
+    truths, masks, patients, images, probs, verdicts = [], [], [], [], [], []
+    skipped = {"not_ok": 0, "no_ground_truth": 0}
+    for row in rows:
+        if row.get("status", "ok") not in ("ok", ""):
+            skipped["not_ok"] += 1
+            continue
+        image = Path(row["image"])
+        truth_path, _ = pair_mask(truth_dir / image)  # an ambiguous pairing is no ground truth
+        if truth_path is None:
+            skipped["no_ground_truth"] += 1
+            continue
+        mask = read_mask(pred_dir / row["mask_path"])
+        try:
+            truth = read_mask(truth_path, shape=mask.shape)
+        except ImageReadError as err:
+            raise ValueError(f"{err} (predicted mask {pred_dir / row['mask_path']})") from None
+        truths.append(truth)
+        masks.append(mask)
+        patients.append(row.get("patient") or patient_of(image, truth_dir))
+        images.append(image.as_posix())
+        probs.append(float(row["gate_prob"]) if row.get("gate_prob") not in (None, "") else np.nan)
+        verdicts.append(row.get("gate_verdict", ""))
+    if not truths:
+        raise ValueError(f"{pred_dir}: no predicted slice has ground truth under {truth_dir}")
+    has_gate = not np.isnan(probs).any() and all(v in ("tumor", "no_tumor") for v in verdicts)
+    scores = score_slices(truths, masks, patients, hd95_pooling=hd95_pooling,
+                          gate_prob=probs if has_gate else None, gate_threshold=_gate_threshold(pred_dir),
+                          gate_verdict=[v == "tumor" for v in verdicts] if has_gate else None)
+    per = slice_scores(masks, truths, hd95_pooling=hd95_pooling)
+    per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "dice": float(d),
+                  "iou": float(j), "hd95_px": None if np.isnan(h) else float(h), "truth_px": int(tp),
+                  "pred_px": int(pp)}
+                 for name, pid, t, p, d, j, h, tp, pp in zip(images, patients, per.tumor, per.predicted, per.dice,
+                                                              per.iou, per.hd95, per.truth_px, per.pred_px,
+                                                              strict=True)]
+    return {**scores.to_dict(), "per_slice": per_slice, "pred_dir": str(pred_dir), "truth_dir": str(truth_dir),
+            "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"]}
