@@ -42,3 +42,18 @@ def environment_info() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         info["gpus"] = []
     return info
+
+
+def machine_label(env: dict[str, Any]) -> str:
+    """``CPU (n cores)[, GPU ...]``; on the JAX backend the GPU comes from ``jax.devices()``."""
+    gpus = env.get("gpus") or []
+    try:
+        import keras
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    except Exception:  # noqa: BLE001 - a label only
+        pass
+    return f"{env.get('cpu')} ({env.get('cpu_count')} cores)" + (f", GPU {gpus}" if gpus else "")

@@ -76,6 +76,17 @@ def check_output_folder(folder: str | Path, finished: Iterable[str], overwrite: 
     return folder
 
 
+def check_run_out(out: str | Path, data_dir: str | Path, finished: Iterable[str] | None,
+                  overwrite: bool = False) -> None:
+    """A training command's ``--out``: never inside the data folder (:func:`check_not_inside`, when that
+    folder exists) and never a finished run unless ``overwrite`` (:func:`check_output_folder`; skipped
+    when ``finished`` is None, for commands that rewrite a run on purpose)."""
+    if Path(data_dir).is_dir():
+        check_not_inside(out, data_dir, "the data folder")
+    if finished is not None:
+        check_output_folder(out, finished, overwrite=overwrite)
+
+
 def walked_real_dirs(root: str | Path) -> set[Path]:
     """Real paths of ``root`` and every folder below it, following symbolic links (no link loops)."""
     seen: set[Path] = set()

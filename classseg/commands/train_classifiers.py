@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse the options into a ClassifierConfig, train, print the results table and the gate."""
     import tensorflow as tf
 
-    from classseg.guards import OutputError, check_not_inside, check_output_folder
+    from classseg.guards import OutputError, check_run_out
     from classseg.jsonio import read_json
     from classseg.models.backbones import get_spec
     from classseg.training.classifiers import ClassifierConfig, train_classifiers
@@ -83,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.splits and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")
     try:
-        if Path(args.data_dir).is_dir():
-            check_not_inside(args.out, args.data_dir, "the data folder")
-        check_output_folder(args.out, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
+        check_run_out(args.out, args.data_dir, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"{prog}: {err}") from None
     for opt in ("img_size", "epochs", "batch_size", "repeats"):

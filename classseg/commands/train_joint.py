@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Check arguments, train, and print the headline figures."""
     from pathlib import Path
 
-    from classseg.guards import OutputError, check_not_inside, check_output_folder
+    from classseg.guards import OutputError, check_run_out
     from classseg.training.joint import JointConfig, train_joint
 
     prog = "classseg train-joint"
@@ -74,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.splits and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")
     try:
-        if Path(args.data_dir).is_dir():
-            check_not_inside(args.out, args.data_dir, "the data folder")
-        check_output_folder(args.out, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
+        check_run_out(args.out, args.data_dir, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"{prog}: {err}") from None
     config = replace(JointConfig(), weights=weights, img_size=args.img_size, epochs=args.epochs,

@@ -105,14 +105,12 @@ def run(args: argparse.Namespace) -> int:
     # never replace a finished run silently (metrics.json is written last); --evaluate-only re-scores on purpose
     from pathlib import Path
 
-    from classseg.guards import OutputError, check_not_inside, check_output_folder
+    from classseg.guards import OutputError, check_run_out
     from classseg.training.segmenter import evaluate_segmenter_run, train_segmenter
 
     try:
-        if Path(args.data_dir).is_dir():
-            check_not_inside(args.out, args.data_dir, "the data folder")
-        if not args.evaluate_only:
-            check_output_folder(args.out, ("metrics.json",), overwrite=args.overwrite)
+        check_run_out(args.out, args.data_dir, None if args.evaluate_only else ("metrics.json",),
+                      overwrite=args.overwrite)
     except OutputError as err:
         raise SystemExit(f"classseg train-segmenter: {err}") from None
 

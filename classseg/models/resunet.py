@@ -58,14 +58,8 @@ def build_resunet(
     height, wid = input_shape[0], input_shape[1]
     if height is not None and height % 16 or wid is not None and wid % 16:
         raise ValueError(f"ResUNet input size must be divisible by 16, got {input_shape[:2]}")
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
-
-    def f(n: int) -> int:
-        return max(1, int(round(n * width)))
-
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = inputs if input_scale is None else layers.Rescaling(input_scale, name="rescale")(inputs)
+    f = _filters(width)
+    x, inputs = _input(input_shape, input_scale)
     skip1, skip2, skip3, skip4, x = _encoder(x, f)
 
     for level, (filters, skip) in enumerate(((128, skip4), (64, skip3), (32, skip2), (16, skip1)), start=1):
@@ -75,6 +69,19 @@ def build_resunet(
 
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _filters(width: float) -> Callable[[int], int]:
+    """The filter count of a layer at ``width``: ``max(1, round(n * width))``."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return lambda n: max(1, int(round(n * width)))
+
+
+def _input(input_shape: tuple[int, int, int], input_scale: float | None) -> tuple[keras.KerasTensor, ...]:
+    """(first tensor, model input): the input, rescaled by ``input_scale`` unless it is None."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    return (inputs if input_scale is None else layers.Rescaling(input_scale, name="rescale")(inputs)), inputs
 
 
 def _encoder(x: keras.KerasTensor, f: Callable[[int], int]) -> tuple[keras.KerasTensor, ...]:
@@ -100,14 +107,8 @@ def build_gate_cnn(input_shape: tuple[int, int, int] = (128, 128, 3), width: flo
     """A small tumor / no-tumor CNN trained from scratch: the ResUNet encoder (same blocks and widths),
     global average + max pooling, dropout, softmax 2 (index 1 = tumor). The in-domain alternative to a
     frozen ImageNet backbone where no ImageNet weights can be had."""
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
-
-    def f(n: int) -> int:
-        return max(1, int(round(n * width)))
-
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = inputs if input_scale is None else layers.Rescaling(input_scale, name="rescale")(inputs)
+    f = _filters(width)
+    x, inputs = _input(input_shape, input_scale)
     x = _encoder(x, f)[-1]
     x = layers.Concatenate(name="gapmax")([layers.GlobalAveragePooling2D(name="gap")(x),
                                            layers.GlobalMaxPooling2D(name="gmp")(x)])

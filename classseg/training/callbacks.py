@@ -193,3 +193,34 @@ def scheduled_lr(epoch: int, base_lr: float, total_epochs: int, schedule: str, w
         start = warmup_epochs if schedule == "cosine" else 0
         progress = (epoch - start) / max(1, int(total_epochs) - start - 1)
     return lr_at_progress(progress, base_lr, schedule, min_ratio)
+
+
+def open_run_state(out: Path) -> RunState:
+    """The run folder's :class:`RunState`. A fresh run (no ``backup/`` of an interrupted one) first
+    removes ``train_state.json`` and ``history.csv`` of an earlier run, so nothing of it leaks in."""
+    if not (out / "backup").is_dir():
+        for stale in ("train_state.json", "history.csv"):
+            (out / stale).unlink(missing_ok=True)
+    return RunState(out / "train_state.json")
+
+
+def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: str, lr: float, schedule: str,
+                        epochs: int, warmup_epochs: int = 1, minutes: float | None = None,
+                        extra: Iterable[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+    """The callbacks of a resumable run, in order: the best checkpoint on ``monitor`` (max); an
+    epoch-wise learning-rate schedule (:func:`scheduled_lr`, by time spent when ``minutes`` is set;
+    none for ``schedule="plateau"``, whose ``ReduceLROnPlateau`` comes in ``extra``); ``extra``; the
+    :class:`TimeBudget`; the atomic ``history.csv``; :class:`AtomicBackupAndRestore` in ``out/backup``."""
+    callbacks: list[keras.callbacks.Callback] = [ResumableBestCheckpoint(model_path, state, monitor=monitor,
+                                                                         mode="max")]
+    if schedule != "plateau":
+        def lr_at(epoch: int, _lr: float = 0.0) -> float:
+            progress = state.values.get("progress") if minutes is not None else None
+            return scheduled_lr(epoch, lr, epochs, schedule, warmup_epochs, progress=progress)
+
+        callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
+    callbacks += list(extra)
+    if minutes is not None:
+        callbacks.append(TimeBudget(minutes, epochs, state))
+    callbacks += [AtomicCSVLogger(out / "history.csv", append=True), AtomicBackupAndRestore(str(out / "backup"))]
+    return callbacks

@@ -84,27 +84,18 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     from classseg import data as cdata
     from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
     from classseg.data.sequence import ArraySequence
+    from classseg.environment import environment_info, machine_label
     from classseg.models.resunet import build_gate_cnn
-    from classseg.runinfo import environment_info, set_seed, write_json, write_manifest
-    from classseg.training.callbacks import (
-        AtomicBackupAndRestore,
-        AtomicCSVLogger,
-        ResumableBestCheckpoint,
-        RunState,
-        TimeBudget,
-        scheduled_lr,
-    )
-    from classseg.training.segmenter import _machine_label, model_inputs
+    from classseg.runinfo import set_seed, write_json, write_manifest
+    from classseg.training.callbacks import open_run_state, resumable_callbacks
+    from classseg.training.segmenter import model_inputs
 
     config = config or GateConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
-    if not (out / "backup").is_dir():
-        for stale in ("train_state.json", "history.csv"):
-            (out / stale).unlink(missing_ok=True)
-    state = RunState(out / "train_state.json")
+    state = open_run_state(out)
 
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
     cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
@@ -126,17 +117,8 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
     model_path = out / "gate.keras"
 
-    def lr_at(epoch: int, _lr: float = 0.0) -> float:
-        progress = state.values.get("progress") if config.minutes is not None else None
-        return scheduled_lr(epoch, config.lr, config.epochs, config.schedule, config.warmup_epochs,
-                            progress=progress)
-
-    callbacks: list[Any] = [ResumableBestCheckpoint(model_path, state, monitor="val_auc", mode="max"),
-                            keras.callbacks.LearningRateScheduler(lr_at)]
-    if config.minutes is not None:
-        callbacks.append(TimeBudget(config.minutes, config.epochs, state))
-    callbacks += [AtomicCSVLogger(out / "history.csv", append=True),
-                  AtomicBackupAndRestore(str(out / "backup"))]
+    callbacks = resumable_callbacks(out, state, model_path, "val_auc", config.lr, config.schedule, config.epochs,
+                                    config.warmup_epochs, config.minutes)
     start = time.perf_counter()
     model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
               verbose=1 if progress else 2)
@@ -146,7 +128,7 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     metrics = {"model": "gate_cnn", "weights": "none (from scratch)", "params": int(best.count_params()),
                "config": asdict(config), "epochs_run": int(len(pd.read_csv(out / "history.csv"))),
                "best_epoch": state.values.get("best_epoch"), "train_minutes": round(seconds / 60, 2),
-               "machine": _machine_label(environment_info()),
+               "machine": machine_label(environment_info()),
                "split_file": str(splits_path) if splits_path else "computed"}
     write_json(out / "training.json", metrics)
     write_manifest(out, command="train-gate", config=asdict(config), data_dir=str(data_dir),

@@ -240,32 +240,16 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
 def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path) -> list[Any]:
     import keras
 
-    from classseg.training.callbacks import (
-        AtomicBackupAndRestore,
-        AtomicCSVLogger,
-        ResumableBestCheckpoint,
-        TimeBudget,
-        scheduled_lr,
-    )
+    from classseg.training.callbacks import resumable_callbacks
 
-    callbacks: list[Any] = [ResumableBestCheckpoint(model_path, state, monitor="val_dice", mode="max")]
+    extra: list[Any] = []
     if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=config.lr_factor,
-                                                           patience=config.lr_patience, min_lr=config.min_lr))
-    else:
-        def lr_at(epoch: int, _lr: float = 0.0) -> float:
-            progress = state.values.get("progress") if config.minutes is not None else None
-            return scheduled_lr(epoch, config.lr, config.epochs, config.schedule, config.warmup_epochs,
-                                progress=progress)
-
-        callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
+        extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=config.lr_factor,
+                                                       patience=config.lr_patience, min_lr=config.min_lr))
     if config.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience))
-    if config.minutes is not None:
-        callbacks.append(TimeBudget(config.minutes, config.epochs, state))
-    callbacks += [AtomicCSVLogger(out / "history.csv", append=True),
-                  AtomicBackupAndRestore(str(out / "backup"))]
-    return callbacks
+        extra.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience))
+    return resumable_callbacks(out, state, model_path, "val_dice", config.lr, config.schedule, config.epochs,
+                               config.warmup_epochs, config.minutes, extra)
 
 
 def weights_label(config: SegmenterConfig) -> str:
@@ -322,11 +306,12 @@ def train_segmenter(
     from classseg import data as cdata
     from classseg.data.augment import RECIPE_AUGMENT, AugmentConfig, build_augmenter
     from classseg.data.sequence import ArraySequence
+    from classseg.environment import environment_info, machine_label
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
-    from classseg.runinfo import environment_info, set_seed, write_json
-    from classseg.training.callbacks import RunState
+    from classseg.runinfo import set_seed, write_json
+    from classseg.training.callbacks import open_run_state
 
     config = config or SegmenterConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
@@ -335,11 +320,7 @@ def train_segmenter(
     set_seed(config.seed)
     if config.batch_size < 8:
         log.warning("batch size %d < 8: BatchNorm batch statistics will be noisy", config.batch_size)
-    resuming = (out / "backup").is_dir()
-    if not resuming:  # a fresh run: no state or history of an earlier one may leak in
-        for stale in ("train_state.json", "history.csv"):
-            (out / stale).unlink(missing_ok=True)
-    state = RunState(out / "train_state.json")
+    state = open_run_state(out)
 
     # ---- data: discover, patient-level split, arrays, normalisation ------------------------------
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
@@ -382,7 +363,7 @@ def train_segmenter(
     write_json(out / "training.json", {
         "config": asdict(config), "data_dir": str(data_dir), "n_train_slices": len(train),
         "n_val_slices_monitored": len(fit_idx), "train_seconds": round(train_seconds, 2),
-        "machine": _machine_label(environment_info()), "backend": keras.backend.backend(),
+        "machine": machine_label(environment_info()), "backend": keras.backend.backend(),
         "skipped_files": skipped, "split_file": str(splits_path) if splits_path else
         f"{split_file} (computed, seed {config.seed})", "strategy": type(strategy).__name__ if strategy else "none"})
     del train_seq, val_seq, train_x
@@ -512,18 +493,3 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
                    skipped_files=metrics["skipped_files"], strategy=training.get("strategy"),
                    training_backend=training.get("backend"), evaluation_backend=keras.backend.backend())
     return metrics
-
-
-def _machine_label(env: dict[str, Any]) -> str:
-    """``CPU (n cores)[, GPU ...]``; on the JAX backend the GPU comes from ``jax.devices()``."""
-    gpus = env.get("gpus") or []
-    try:
-        import keras
-
-        if keras.backend.backend() == "jax":
-            import jax
-
-            gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
-    except Exception:  # noqa: BLE001 - a label only
-        pass
-    return f"{env.get('cpu')} ({env.get('cpu_count')} cores)" + (f", GPU {gpus}" if gpus else "")

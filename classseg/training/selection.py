@@ -13,6 +13,7 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
+from classseg.evaluation.classification import detection
 from classseg.evaluation.segmentation import per_patient_dice, to_original_size
 from classseg.postprocess import PostprocessConfig, postprocess
 
@@ -26,10 +27,12 @@ POSTPROCESS_GRID: dict[str, Sequence] = {
 
 
 def detection_accuracy(pred_masks: Sequence[np.ndarray], gt_masks: Sequence[np.ndarray]) -> float:
-    """Slice accuracy of the call "tumor = mask non-empty" against "tumor = ground truth non-empty"."""
+    """Slice accuracy (:func:`classseg.evaluation.classification.detection`) of the call "tumor = mask
+    non-empty" against "tumor = ground truth non-empty"; NaN for no slices."""
     pred = np.array([np.asarray(m).any() for m in pred_masks], bool)
     gt = np.array([np.asarray(m).any() for m in gt_masks], bool)
-    return float((pred == gt).mean()) if len(gt) else float("nan")
+    accuracy = detection(gt, pred)["accuracy"]
+    return float("nan") if accuracy is None else float(accuracy)
 
 
 def choose_postprocess(probs: np.ndarray, truths: Sequence[np.ndarray] | np.ndarray, patient_ids: Sequence[str],
@@ -97,10 +100,9 @@ def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.nda
     grid = np.round(np.arange(0.02, 0.99, 0.02), 2) if thresholds is None else np.asarray(thresholds)
 
     def score(pred: np.ndarray) -> tuple[float, float, float]:
-        tp = float((pred & y).sum())
-        sens = tp / y.sum() if y.any() else float("nan")
-        spec = float((~pred & ~y).sum()) / (~y).sum() if (~y).any() else float("nan")
-        return float((pred == y).mean()), sens, spec
+        found = detection(y, pred)
+        return tuple(float("nan") if found[k] is None else float(found[k])  # type: ignore[return-value]
+                     for k in ("accuracy", "sensitivity", "specificity"))
 
     rows = []
     rules = ("gate",) if mask_nonempty is None else ("gate", "gate_and_mask")
