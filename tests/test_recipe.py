@@ -276,3 +276,12 @@ def test_model_card_round_trip_and_validation(tmp_path):
     card_path(model).write_text('{"role": "segmenter", "img_size": 128, "normalization": "hist"}')
     with pytest.raises(ValueError, match="segmenter.card.json"):
         read_card(model)
+
+
+def test_train_gate_refuses_a_finished_run(tmp_path):
+    from classseg.cli import main
+    from classseg.data import DEFAULT_DATA_DIR
+
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["train-gate", str(DEFAULT_DATA_DIR), "--out", str(tmp_path), "--quiet"])

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--select-only", action="store_true",
                    help="keep the gate already in --out; only choose threshold and rule again (e.g. for another "
                         "--segmenter)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -39,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     """Train and print the validation choice and test figures."""
     from pathlib import Path
 
+    from classseg.guards import OutputError, check_run_out
     from classseg.training.gate import GateConfig, select_gate, train_gate
+
+    try:  # never replace a finished gate silently; --select-only rewrites its choice on purpose
+        check_run_out(args.out, args.data_dir, None if args.select_only else ("metrics.json",),
+                      overwrite=args.overwrite)
+    except OutputError as err:
+        raise SystemExit(f"classseg train-gate: {err}") from None
 
     if args.img_size < 16 or args.img_size % 16:
         raise SystemExit(f"classseg train-gate: --img-size must be a positive multiple of 16, got {args.img_size}")
