@@ -46,7 +46,7 @@ def command_of(config: dict) -> str:
     return " ".join(parts)
 
 
-def machine_label(label: str) -> str:
+def short_machine(label: str) -> str:
     """Short machine label: the GPU when there was one, else the CPU and its cores."""
     if "GPU" in label:
         return "GPU " + label.split("GPU", 1)[1].strip(" []'").replace("80GB HBM3", "").strip()
@@ -61,7 +61,7 @@ def row(run: Path, notes: dict[str, str]) -> dict:
         "run": run.name,
         "note": notes.get(run.name, ""),
         "command": f"`{command_of(t['config'])}`",
-        "machine": machine_label(t["machine"]),
+        "machine": short_machine(t["machine"]),
         "train min": m["train_minutes"],
         "epochs": m["epochs_run"],
         "val Dice (tumor slices)": val["dice_tumor_slices"],

@@ -78,6 +78,9 @@ def main() -> None:
         manifest["classifier"] = {  # the pipeline's gate: saved_models/classifier.keras
             **_copy_model(args.gate_run / "gate.keras", args.out / "classifier.keras"),
             "architecture": "ResUNet encoder + global average/max pooling + softmax 2 (build_gate_cnn)",
+            "recipe": "classseg train-gate: from scratch on every train slice, the segmenter's augmentation "
+                      "(RECIPE_AUGMENT), cross-entropy with label smoothing, AdamW + cosine by time spent "
+                      "(GateConfig in config); threshold and rule chosen on val against the segmenter's mask",
             "weights": "none (from scratch)", "config": gate.get("config"), "epochs_run": gate.get("epochs_run"),
             "best_epoch": gate.get("best_epoch"), "train_minutes": gate.get("train_minutes"),
             "machine": gate.get("machine"), "choice": gate["choice"],

@@ -418,7 +418,6 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     test_probs = predict_masks(best, test_x, config.batch_size)
     val_truths = read_truths(val_all.frame["mask_path"])
     test_truths = read_truths(test_all.frame["mask_path"])
-    scored_at = "original slice size"
     val_ids = val_all.frame["patient_id"].to_numpy()
     test_ids = test_all.frame["patient_id"].to_numpy()
 
@@ -455,7 +454,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         "machine": training["machine"],
         "backend": training.get("backend"),
         "skipped_files": training.get("skipped_files", []),
-        "scored_at": scored_at,
+        "scored_at": "original slice size",
         "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold and post-processing "
                         "chosen on val (postprocess_chosen), scored at the original slice size",
         "threshold": chosen.threshold,
