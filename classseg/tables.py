@@ -22,7 +22,7 @@ COMPARE_METRICS = (
     "accuracy", "sensitivity", "specificity", "precision", "f1_macro", "auc",
     "gate_sensitivity", "gate_specificity", "gate_auc",
     "dice_tumor_slices", "iou_tumor_slices", "hd95_detected_px", "missed_tumor_slices", "dice_end_to_end",
-    "dice_per_patient", "params", "ms_per_slice",
+    "dice_per_patient", "train_minutes", "params", "ms_per_slice",
 )
 
 #: Columns of :func:`compare_runs`, in order (``<metric>_std`` columns follow their metric when present).
@@ -371,3 +371,39 @@ def comparison_notes(df: pd.DataFrame) -> str:
                      extra=("Test-split figures as recorded by each run. " + DEFINITIONS + " img_size is the size "
                             "a model was fed, not the size it was scored at. ms_per_slice measured by each run "
                             "on its own machine (manifest.json). Blank = not reported by that run."))
+
+
+#: Labelling columns that identify one configuration across seeds (:func:`aggregate_seeds`).
+GROUP_COLUMNS = ("model", "kind", "weights", "img_size", "epochs", "split_file")
+
+
+def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration of a :func:`compare_runs` table: every figure as mean and sample std
+    (``ddof = 1``) over its runs, ``seed`` listing the seeds and ``n_runs`` counting them.
+
+    Rows sharing :data:`GROUP_COLUMNS` are one configuration (order of first appearance kept). A
+    configuration with one run has no ``_std`` value.
+    """
+    keys = [c for c in GROUP_COLUMNS if c in df.columns]
+    metrics = [c for c in COMPARE_METRICS if c in df.columns]
+    rows = []
+    for _, group in df.groupby([df[k].astype(str) for k in keys], sort=False, dropna=False):
+        row: dict[str, Any] = {k: group[k].iloc[0] for k in keys}
+        row["seed"] = ", ".join(str(v) for v in group["seed"] if not _is_missing(v))
+        row["n_runs"] = len(group)
+        for col in metrics:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            row[col] = float(values.mean()) if len(values) else None
+            if len(values) > 1:
+                row[f"{col}_std"] = float(values.std(ddof=1))
+        rows.append(row)
+    columns = [*keys, "seed", "n_runs"]
+    for col in metrics:
+        columns.append(col)
+        if any(f"{col}_std" in r for r in rows):
+            columns.append(f"{col}_std")
+    out = pd.DataFrame(rows, columns=columns)
+    for col in ("img_size", "epochs", "params", "missed_tumor_slices"):
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+    return out

@@ -16,20 +16,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for comparison.md/.tex/.csv")
     parser.add_argument("--caption", default="Model comparison on the test split", help="table caption")
     parser.add_argument("--digits", type=int, default=3, help="decimals shown in md/tex (csv keeps full values)")
+    parser.add_argument("--name", default="comparison", help="file stem inside --out (default: comparison)")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="one row per configuration (same model, kind, weights, size, epochs, split): "
+                             "mean ± std over its runs (seeds), with n_runs")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the table, write the three files and print the Markdown."""
-    from classseg.tables import compare_runs, comparison_notes, write_table
+    from classseg.tables import aggregate_seeds, compare_runs, comparison_notes, write_table
 
     try:
         df = compare_runs(args.run_dirs)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg compare: {err}") from None
     notes = comparison_notes(df)
+    if args.aggregate:
+        df = aggregate_seeds(df)
+        notes += " Each row: mean ± sample standard deviation over its runs (n_runs; seeds in 'seed')."
     df = df.dropna(axis=1, how="all")  # drop the columns that no run reported
-    paths = write_table(df, Path(args.out) / "comparison", args.caption, notes,
+    paths = write_table(df, Path(args.out) / args.name, args.caption, notes,
                         label="tab:comparison", digits=args.digits)
     print(paths["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -60,15 +60,56 @@ def build_resunet(
         raise ValueError(f"ResUNet input size must be divisible by 16, got {input_shape[:2]}")
     f = _filters(width)
     x, inputs = _input(input_shape, input_scale)
-    skip1, skip2, skip3, skip4, x = _encoder(x, f)
+    return keras.Model(inputs, _decoder(_encoder(x, f), f), name=name)
 
+
+def build_resunet_joint(
+    input_shape: tuple[int, int, int] = (128, 128, 3),
+    width: float = 1.0,
+    input_scale: float | None = 1.0 / 255.0,
+    multiscale_head: bool = False,
+    dropout: float = 0.5,
+    num_classes: int = 2,
+    name: str = "joint_resunet",
+) -> keras.Model:
+    """The ResUNet of :func:`build_resunet` with a classification head: a joint multi-task model on the
+    *same* encoder-decoder as the two-stage arm, so that joint vs two-stage compares training, not
+    architectures.
+
+    Head (seed 000, eq. 6): global average pooling of the bottleneck, dropout ``p = 0.5``, dense softmax.
+    ``multiscale_head=True`` (seed 004, Bui et al. 2026): GAP of every encoder level (skips 2-4 and the
+    bottleneck; 32 + 64 + 128 + 256 channels at width 1) concatenated before the dropout. Layer names
+    of the encoder and decoder are :func:`build_resunet`'s, so a trained segmenter's weights load by
+    name (:func:`classseg.training.joint.init_by_name`). Outputs ``{"class": (N, num_classes) softmax,
+    "mask": (N, H, W, 1) sigmoid}``, both float32.
+    """
+    height, wid = input_shape[0], input_shape[1]
+    if height is not None and height % 16 or wid is not None and wid % 16:
+        raise ValueError(f"ResUNet input size must be divisible by 16, got {input_shape[:2]}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 for the softmax head, got {num_classes}")
+    f = _filters(width)
+    x, inputs = _input(input_shape, input_scale)
+    levels = _encoder(x, f)
+    mask = _decoder(levels, f)
+    if multiscale_head:
+        pooled = [layers.GlobalAveragePooling2D(name=f"class_gap{k}")(t) for k, t in enumerate(levels[1:], start=2)]
+        feats = layers.Concatenate(name="class_gap_concat")(pooled)
+    else:
+        feats = layers.GlobalAveragePooling2D(name="class_gap")(levels[-1])
+    feats = layers.Dropout(dropout, name="class_dropout")(feats)
+    cls = layers.Dense(num_classes, activation="softmax", dtype="float32", name="class")(feats)
+    return keras.Model(inputs, {"class": cls, "mask": mask}, name=name)
+
+
+def _decoder(levels: tuple[keras.KerasTensor, ...], f: Callable[[int], int]) -> keras.KerasTensor:
+    """Four [UpSampling2x, concat skip, res_block] steps from the bottleneck, then the sigmoid mask."""
+    skip1, skip2, skip3, skip4, x = levels
     for level, (filters, skip) in enumerate(((128, skip4), (64, skip3), (32, skip2), (16, skip1)), start=1):
         x = layers.UpSampling2D(2, name=f"up{level}")(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
         x = _res_block(x, f(filters), f"dec{level}")
-
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
 
 
 def _filters(width: float) -> Callable[[int], int]:

@@ -27,7 +27,6 @@ Implementation choices (where the seeds are silent or differ from this project):
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ import pandas as pd
 
 from classseg.atomic import atomic_write_text, save_model
 from classseg.plotting import plot_history
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.postprocess import PostprocessConfig
 from classseg.training.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -48,11 +47,26 @@ MODEL_FILE = "joint.keras"
 CHECKPOINT_FILE = "best.weights.h5"  # during training only
 
 
+ARCHITECTURES = ("resnet50_unet", "resunet")
+
+
 @dataclass
 class JointConfig:
-    """Joint-model training settings; defaults are seed 000's (schedule / focal / multi-scale off)."""
+    """Joint-model training settings; defaults are seed 000's (schedule / focal / multi-scale off).
 
-    weights: str | None = "imagenet"  # "imagenet", None (random init) or a no-top ResNet-50 weights file
+    - ``architecture``: ``resnet50_unet`` (seed 000: ImageNet ResNet-50 encoder, U-Net decoder) or
+      ``resunet`` (the two-stage arm's ResUNet with a class head, :func:`classseg.models.resunet.build_resunet_joint`,
+      trained from scratch or from ``init``): the fair, CPU-sized comparison of issue 11.
+    - ``lambda_cls`` / ``lambda_seg``: one of them 0 trains a single-task model on the same
+      architecture (its verdict is then the mask's, ``gate_rule: mask``, or its mask is not scored).
+    - ``init``: a ``.keras`` model whose layers with the same names and shapes are copied in
+      (:func:`init_by_name`), e.g. the shipped segmenter into a ``resunet`` joint model.
+    """
+
+    architecture: str = "resnet50_unet"
+    width: float = 1.0  # resunet filter multiplier
+    init: str | None = None
+    weights: str | None = "imagenet"  # resnet50_unet: "imagenet", None (random init) or a no-top weights file
     img_size: int = 224  # seed 000, eq. 4-5
     epochs: int = 25  # seed 000: 21-25
     batch_size: int = 16
@@ -73,49 +87,104 @@ class JointConfig:
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # project-wide split (seed 000: 80/10/10)
     infer_batch: int = 16  # batch size of the latency measurement
     run_eagerly: bool = False  # tests / debugging: skips tf.function tracing (~45 s CPU for ResNet-50)
+    workers: int = 2  # augmentation threads
+    save_predictions: bool = True  # predictions_{val,test}.npz, for two-stage combinations (classseg.evaluation)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The trained outputs: ``("class", "mask")``, or one of them when the other's weight is 0."""
+        return tuple(t for t, w in (("class", self.lambda_cls), ("mask", self.lambda_seg)) if w > 0)
+
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.lambda_cls < 0 or self.lambda_seg < 0 or self.lambda_cls + self.lambda_seg <= 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got ({self.lambda_cls}, {self.lambda_seg})")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.class_loss not in CLASS_LOSSES:
             raise ValueError(f"unknown class loss {self.class_loss!r}; choose one of {', '.join(CLASS_LOSSES)}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.img_size < 32 or self.img_size % 32:
-            raise ValueError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+        step = 32 if self.architecture == "resnet50_unet" else 16
+        if self.img_size < step or self.img_size % step:
+            raise ValueError(f"img_size must be a positive multiple of {step} for {self.architecture}, "
+                             f"got {self.img_size}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
 
 
-def weights_label(weights: str | Path | None) -> str:
-    """How the encoder was initialised, for labelling results: imagenet, none (random init) or the file."""
-    if weights is None or str(weights).lower() in ("none", ""):
+def weights_label(config: JointConfig | str | Path | None) -> str:
+    """How the model's weights began, for labelling results: ``imagenet``, ``none (random init)``, a
+    weights file, or ``initialised from <model> (in-domain)`` when ``config.init`` is set."""
+    if isinstance(config, JointConfig):
+        if config.init:
+            return f"initialised from {config.init} (in-domain)"
+        if config.architecture == "resunet":
+            return "none (from scratch)"
+        config = config.weights
+    if config is None or str(config).lower() in ("none", ""):
         return "none (random init)"
-    return str(weights)
-
-
-# ---------------------------------------------------------------------------------------------- data
-def joint_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, shuffle: bool = False,
-                  augment: Any = None, seed: int = 0, num_classes: int = 2) -> Any:
-    """``(image, {"class": one-hot, "mask": mask})`` batches built on ``classseg.data.segmentation_dataset``.
-
-    The class target is derived from the (possibly augmented) mask: 1 = tumor = mask non-empty.
-    """
-    import tensorflow as tf
-
-    from classseg.data import segmentation_dataset
-
-    ds = segmentation_dataset(images, masks, batch_size, shuffle=shuffle, augment=augment, seed=seed)
-
-    def targets(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        tumor = tf.cast(tf.reduce_max(y, axis=[1, 2, 3]) > 0, tf.int32)
-        return x, {"class": tf.one_hot(tumor, num_classes), "mask": y}
-
-    return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
+    return str(config)
 
 
 # ---------------------------------------------------------------------------------------------- model
+def model_name(config: JointConfig) -> str:
+    """``joint_resnet50_unet`` / ``joint_resunet`` (+ ``_multiscale``, + ``_freeze`` / ``_dynamic`` for those
+    loss-weight schedules); ``seg_only_`` / ``cls_only_`` prefixes for single-task runs. Every name of a
+    model with both tasks contains "joint"."""
+    base = config.architecture + ("_multiscale" if config.multiscale_head else "")
+    tasks = config.tasks
+    if len(tasks) == 2:
+        return f"joint_{base}" + ("" if config.schedule == "fixed" else f"_{config.schedule}")
+    return f"{'seg' if tasks == ('mask',) else 'cls'}_only_{base}"
+
+
+def build_model(config: JointConfig) -> Any:
+    """The joint model of ``config.architecture`` (see :class:`JointConfig`), initialised from ``config.init``."""
+    size = (config.img_size, config.img_size, 3)
+    if config.architecture == "resunet":
+        from classseg.models.resunet import build_resunet_joint
+
+        model = build_resunet_joint(size, width=config.width, multiscale_head=config.multiscale_head,
+                                    dropout=config.dropout, name=model_name(config))
+    else:
+        from classseg.models.joint import build_joint_model
+
+        weights = None if config.weights is None or str(config.weights).lower() in ("none", "") else config.weights
+        model = build_joint_model(size, weights=weights, multiscale_head=config.multiscale_head,
+                                  dropout=config.dropout, name=model_name(config))
+    if config.init:
+        init_by_name(model, config.init)
+    return model
+
+
+def init_by_name(model: Any, path: str | Path) -> list[str]:
+    """Copy into ``model`` the weights of every layer of the ``.keras`` model at ``path`` that has the same
+    name and weight shapes (in-domain transfer: a trained ResUNet segmenter gives a ``resunet`` joint
+    model its encoder and decoder; the class head stays newly initialised). Returns the layers copied.
+
+    Raises ``ValueError`` naming the file when no layer matches (another architecture or width).
+    """
+    import keras
+
+    source = {layer.name: layer for layer in keras.models.load_model(path, compile=False).layers}
+    copied = []
+    for layer in model.layers:
+        src = source.get(layer.name)
+        if not layer.weights or src is None:
+            continue
+        if [tuple(w.shape) for w in src.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(src.get_weights())
+            copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"{path}: none of its layers fits this model by name and shape (another architecture, "
+                         "width or input size)")
+    log.info("initialised %d layers from %s", len(copied), path)
+    return copied
+
+
 def _class_loss(config: JointConfig) -> Any:
     import keras
 
@@ -188,28 +257,25 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
                    ) -> dict[str, Any]:
     """:class:`classseg.evaluation.Scores` of one set, as the pipeline would deliver it with this model.
 
-    Top level: the delivered masks (post-processed, emptied where ``tumor_prob < threshold``) with the
-    class output's own figures as ``gate_*``; ``segment_all``: the mask head alone on every slice;
-    ``threshold_only``: the mask head without post-processing. Masks are resized back to each slice's
+    Both tasks trained: the delivered masks (post-processed, emptied where ``tumor_prob < threshold``)
+    with the class output's own figures as ``gate_*``; ``segment_all``: the mask head alone on every
+    slice (:func:`classseg.evaluation.delivered.delivered_scores`). Mask only (``lambda_cls = 0``): the
+    mask head alone, its verdict "mask non-empty". Class only (``lambda_seg = 0``): the class output's
+    figures (:func:`classseg.evaluation.classifier_scores`). Masks are resized back to each slice's
     original size and scored against ``truths`` (``masks`` when None, i.e. never resized). ``labels``
     must agree with the masks (1 = mask non-empty).
     """
-    from classseg.evaluation import score_slices, to_original_size
+    from classseg.evaluation import classifier_scores
+    from classseg.evaluation.delivered import delivered_scores
 
     truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
     if len(labels) != len(truths):
         raise ValueError(f"{len(labels)} labels for {len(truths)} slices")
-    shapes = [t.shape[:2] for t in truths]
+    if config.tasks == ("class",):
+        return classifier_scores(np.asarray(labels), np.asarray(tumor_prob), config.threshold).to_dict()
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
-    mask_prob = mask_prob.reshape(mask_prob.shape[:3])
-    processed = to_original_size(postprocess(mask_prob, pp), shapes)
-    passed = np.asarray(tumor_prob) >= config.threshold
-    gated = [m if ok else np.zeros_like(m) for m, ok in zip(processed, passed, strict=True)]
-    raw = to_original_size((mask_prob >= config.threshold).astype(np.uint8), shapes)
-    out = score_slices(truths, gated, patient_ids, gate_prob=tumor_prob, gate_threshold=config.threshold).to_dict()
-    out["segment_all"] = score_slices(truths, processed, patient_ids).to_dict()
-    out["threshold_only"] = score_slices(truths, raw, patient_ids).to_dict(per_patient=False)
-    return out
+    gate = tumor_prob if "class" in config.tasks else None
+    return delivered_scores(truths, mask_prob, patient_ids, pp, gate_prob=gate, gate_threshold=config.threshold)
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -241,8 +307,10 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
     ]
     sections = {"test, delivered": metrics, "test, mask head alone": metrics.get("segment_all", {}),
                 "val, delivered": val, "val, mask head alone": val.get("segment_all", {})}
-    title = "Joint ResNet-50 U-Net (seed 000)" + (" with multi-scale head (seed 004)"
-                                                  if metrics["multiscale_head"] else "")
+    arch = {"resnet50_unet": "ResNet-50 U-Net (seed 000)", "resunet": "ResUNet (seed 002)"}
+    tasks = " + ".join(metrics.get("tasks", ["class", "mask"]))
+    title = f"{arch[metrics.get('architecture', 'resnet50_unet')]}, tasks: {tasks}"
+    title += " with multi-scale head (seed 004)" if metrics["multiscale_head"] else ""
     atomic_write_text(path, scores_markdown(title, sections, DETECTION_FIELDS + GATE_FIELDS + SEGMENTATION_FIELDS,
                                             facts))
     return path
@@ -266,21 +334,27 @@ def train_joint(
 ) -> dict[str, Any]:
     """Train the joint model, evaluate its best epoch on val and test, write the run folder; return metrics.
 
-    Writes ``joint.keras`` (best epoch), ``history.csv``, ``metrics.json``, ``metrics.md``,
-    ``training_curves.png``, ``splits.csv`` and ``manifest.json`` into ``out_dir``. ``strategy``: a
-    ``tf.distribute`` strategy (default strategy when None). Raises ``FileNotFoundError`` /
-    ``ValueError`` for bad data folders, split files or empty splits, ``RuntimeError`` when ImageNet
-    weights cannot be fetched.
+    Writes ``joint.keras`` (best epoch) and its card ``joint.card.json`` (what the pipeline's
+    ``--joint`` reads), ``history.csv``, ``metrics.json``, ``metrics.md``, ``training_curves.png``,
+    ``splits.csv``, ``manifest.json`` and ``predictions_{val,test}.npz`` into ``out_dir``.
+    ``strategy``: a ``tf.distribute`` strategy (default strategy when None). Raises
+    ``FileNotFoundError`` / ``ValueError`` for bad data folders, split files or empty splits,
+    ``RuntimeError`` when ImageNet weights cannot be fetched.
     """
+    from functools import partial
+
     import keras
     import tensorflow as tf
 
     from classseg import data as cdata
+    from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
+    from classseg.data.sequence import ArraySequence
     from classseg.data.skipped import skipped_files
+    from classseg.evaluation.delivered import save_predictions
     from classseg.evaluation.scores import read_truths
     from classseg.jsonio import write_json
     from classseg.manifest import write_manifest
-    from classseg.models.joint import build_joint_model
+    from classseg.modelcard import ModelCard, write_card
     from classseg.seeding import set_seed
     from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint
     from classseg.training.schedules import LossWeightScheduler
@@ -293,10 +367,8 @@ def train_joint(
 
     # ---- model first, so a missing ImageNet file fails before the data is loaded ----------------
     strategy = strategy or tf.distribute.get_strategy()
-    weights = None if config.weights is None or str(config.weights).lower() in ("none", "") else config.weights
     with strategy.scope():
-        model = build_joint_model((config.img_size, config.img_size, 3), weights=weights,
-                                  multiscale_head=config.multiscale_head, dropout=config.dropout)
+        model = build_model(config)
 
     # ---- data: every slice, patient-level split -------------------------------------------------
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed, fractions=config.fractions)
@@ -308,21 +380,21 @@ def train_joint(
             raise ValueError(f"{data_dir}: the split leaves no slices in {split!r}; use more patients or another split")
         parts[split] = cdata.load_arrays(rows, config.img_size, progress=progress)
     train, val, test = parts["train"], parts["val"], parts["test"]
-    augment = cdata.build_augmenter(cdata.AugmentConfig(), seed=config.seed) if config.augment else None
-    train_ds = joint_dataset(train.images, train.masks, config.batch_size, shuffle=True, augment=augment,
-                             seed=config.seed)
-    val_ds = joint_dataset(val.images, val.masks, config.batch_size)
-    steps = math.ceil(len(train) / config.batch_size)
+    # the segmenter recipe's augmentation (issue 10); the class target is the *augmented* mask non-empty
+    make_aug = partial(build_augmenter, RECIPE_AUGMENT) if config.augment else None
+    train_seq = ArraySequence(train.images, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
+                              seed=config.seed, target="both", workers=config.workers)
+    val_seq = ArraySequence(val.images, val.masks, config.batch_size, target="both")
 
     with strategy.scope():
-        w_cls, w_seg = compile_joint(model, config, steps)
+        w_cls, w_seg = compile_joint(model, config, len(train_seq))
 
     def log_lr(epoch: int, logs: dict[str, Any] | None) -> None:
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
     # The checkpoint holds weights only (the optimizer state would triple the file); the best epoch is
-    # then saved as an uncompiled inference model, joint.keras (~120 MB at 224 px).
+    # then saved as an uncompiled inference model, joint.keras (~120 MB at 224 px for ResNet-50).
     checkpoint = out / CHECKPOINT_FILE
     callbacks = [
         LossWeightScheduler(config.schedule, config.epochs, w_cls, w_seg, base=(config.lambda_cls, config.lambda_seg)),
@@ -332,8 +404,8 @@ def train_joint(
         AtomicCSVLogger(out / "history.csv"),
     ]
     start = time.perf_counter()
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                    shuffle=False, verbose=1 if progress else 0)  # train_ds is shuffled by tf.data
+    fit = model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
+                    verbose=1 if progress else 0)
     train_seconds = time.perf_counter() - start
     history = pd.DataFrame(fit.history)
     val_fixed = history["val_fixed_loss"].to_numpy(dtype=float)
@@ -350,16 +422,23 @@ def train_joint(
     results = {}
     for name, arrays in (("test", test), ("val", val)):
         tumor_prob, mask_prob = predict_joint(model, arrays.images, config.batch_size)
+        truths = read_truths(arrays.frame["mask_path"], [(config.img_size,) * 2] * len(arrays))
         results[name] = evaluate_joint(tumor_prob, mask_prob, arrays.labels, arrays.masks,
-                                       arrays.frame["patient_id"].to_numpy(), config,
-                                       truths=read_truths(arrays.frame["mask_path"],
-                                                          [(config.img_size,) * 2] * len(arrays)))
+                                       arrays.frame["patient_id"].to_numpy(), config, truths=truths)
+        if config.save_predictions:
+            save_predictions(out / f"predictions_{name}.npz",
+                             tumor_prob if "class" in config.tasks else None,
+                             mask_prob if "mask" in config.tasks else None, arrays.frame["patient_id"],
+                             arrays.frame["mask_path"].fillna("").astype(str), arrays.frame["image_path"])
     ms = inference_ms_per_slice(best, test.images, config.infer_batch)
     split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
+    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
     metrics: dict[str, Any] = {
-        "model": "joint_resnet50_unet" + ("_multiscale" if config.multiscale_head else ""),
-        "kind": "joint",
-        "weights": weights_label(weights),
+        "model": model_name(config),
+        "kind": "joint" if len(config.tasks) == 2 else ("segmenter" if config.tasks == ("mask",) else "classifier"),
+        "architecture": config.architecture,
+        "tasks": list(config.tasks),
+        "weights": weights_label(config),
         "img_size": config.img_size,
         "epochs": config.epochs,
         "best_epoch": best_epoch,
@@ -381,8 +460,9 @@ def train_joint(
         "infer_batch": config.infer_batch,
         "device": _device_label(),
         "train_seconds": round(train_seconds, 2),
+        "train_minutes": round(train_seconds / 60.0, 2),
         "threshold": config.threshold,
-        "postprocess_config": asdict(config.postprocess),
+        "postprocess_config": asdict(pp),
         "evaluated_on": f"test split, epoch {best_epoch or len(history)} "
                         f"({'min val_fixed_loss' if best_epoch else 'last; val loss never finite'}), inference mode",
         **results["test"],
@@ -391,7 +471,14 @@ def train_joint(
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")
-    write_manifest(out, command="train-joint", kind="joint", config=asdict(config), data_dir=str(data_dir),
+    write_card(out / MODEL_FILE, ModelCard(
+        role="joint", img_size=config.img_size, normalization="raw", threshold=config.threshold,
+        postprocess=asdict(pp), gate_rule="gate" if "class" in config.tasks else "mask",
+        provenance={"model": metrics["model"], "weights": metrics["weights"], "split_file": split_label,
+                    "epochs": config.epochs, "best_epoch": best_epoch, "schedule": config.schedule,
+                    "train_minutes": metrics["train_minutes"], "device": metrics["device"],
+                    "val": {k: results["val"].get(k) for k in ("accuracy", "dice_per_patient", "dice_tumor_slices")}}))
+    write_manifest(out, command="train-joint", kind=metrics["kind"], config=asdict(config), data_dir=str(data_dir),
                    split_file=split_label, seed=config.seed, weights=metrics["weights"], img_size=config.img_size,
                    epochs=config.epochs, strategy=type(strategy).__name__,
                    replicas=int(strategy.num_replicas_in_sync), skipped=skipped_files(frame))
