@@ -24,40 +24,86 @@ from typing import Any
 from classseg.data.splits import link_patients
 from classseg.jsonio import read_json, write_json
 from classseg.manifest import write_manifest
-from classseg.models.names import IMAGENET_BACKBONES, SMALL_BACKBONES
+from classseg.models.names import IMAGENET_BACKBONES
 
 STAGES = ("split", "phase1", "phase2", "phase3", "joint", "report")
 ALL_BACKBONES = IMAGENET_BACKBONES
 
 
+#: ``weights`` / ``init`` value meaning "the shipped segmenter" (:func:`shipped_segmenter`).
+SHIPPED = "shipped"
+
+
 @dataclass
 class RunAllProfile:
-    """Settings of every stage. ``quick`` finishes in minutes on a CPU; ``paper`` uses the papers' settings."""
+    """Settings of every stage. ``quick`` learns in minutes on a CPU by starting from the shipped models
+    (in-domain transfer learning; they never saw the bundled sample, which is their test split);
+    ``paper`` uses the papers' settings (ImageNet backbones, seed 002's ResUNet recipe, seed 000's
+    ResNet-50 joint model).
+
+    - ``weights``: phase-1 backbone weights (``imagenet``, None, a file, or ``shipped`` for the in-domain
+      backbones, frozen: ``resunet_encoder`` = the shipped segmenter's encoder, ``gate_encoder`` = the
+      shipped gate CNN's; :func:`classseg.models.backbones.get_backbone`).
+    - ``init``: where phase 2 and a ``resunet`` joint model start (None = from scratch, ``shipped``, or a
+      ResUNet segmenter ``.keras``).
+    - ``fractions``: the quick profile holds out 3 of the sample's 7 patients (0.45 / 0.15 / 0.40), so its
+      per-patient figures are means over 3 patients rather than one.
+    """
 
     name: str = "quick"
-    weights: str | None = None
+    weights: str | None = SHIPPED
+    init: str | None = SHIPPED
     seed: int = 0
     repeats: int = 1
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    backbones: tuple[str, ...] = SMALL_BACKBONES
+    fractions: tuple[float, float, float] = (0.45, 0.15, 0.40)
+    backbones: tuple[str, ...] = ("resunet_encoder", "gate_encoder")
     cls_img_size: int = 128
     cls_head: str = "paper"
-    cls_epochs: int = 5
+    cls_epochs: int = 20
+    seg_recipe: str = "fast"
     seg_img_size: int = 128
-    seg_epochs: int = 5
-    seg_batch_size: int = 8
+    seg_epochs: int = 30
+    seg_minutes: float | None = 2.0
+    seg_lr: float | None = 5e-4  # fine-tuning from ``init``; None = the recipe's
+    seg_batch_size: int = 32
+    joint_architecture: str = "resunet"
     joint_img_size: int = 128
-    joint_epochs: int = 2
-    joint_batch_size: int = 16
+    joint_epochs: int = 8
+    joint_batch_size: int = 32
+    joint_lr: float = 5e-4
+    joint_augment: bool = True
+    joint_select_gate: bool = True  # class threshold and gate rule chosen on val, as for the two-stage gate
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 PROFILES: dict[str, RunAllProfile] = {
     "quick": RunAllProfile(),
-    "paper": RunAllProfile(name="paper", weights="imagenet", repeats=3, backbones=ALL_BACKBONES,
-                           cls_img_size=256, cls_epochs=20, seg_img_size=256, seg_epochs=30, seg_batch_size=16,
-                           joint_img_size=224, joint_epochs=25),
+    "paper": RunAllProfile(name="paper", weights="imagenet", init=None, repeats=3, fractions=(0.7, 0.15, 0.15),
+                           backbones=ALL_BACKBONES, cls_img_size=256, cls_epochs=20, seg_recipe="paper",
+                           seg_img_size=256, seg_epochs=30, seg_minutes=None, seg_lr=None, seg_batch_size=16,
+                           joint_architecture="resnet50_unet", joint_img_size=224, joint_epochs=25,
+                           joint_batch_size=16, joint_lr=1e-4, joint_augment=False,
+                           joint_select_gate=False),
 }
+
+
+def shipped_segmenter() -> Path:
+    """The shipped segmenter (``saved_models/segmenter.keras``, or ``$CLASSSEG_MODELS``); ``FileNotFoundError``
+    saying what to do when it is missing."""
+    from classseg.paths import default_models_dir
+
+    path = default_models_dir() / "segmenter.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shipped segmenter is missing (the quick profile starts from it); "
+                                "restore saved_models/ from the repository, or pass --init none --weights none")
+    return path
+
+
+def resolve_model(value: str | None) -> str | None:
+    """``shipped`` -> the shipped segmenter's absolute path; None / ``none`` -> None; others unchanged."""
+    if value is None or str(value).lower() in ("none", ""):
+        return None
+    return str(shipped_segmenter().resolve()) if value == SHIPPED else value
 
 
 def get_profile(name: str, **overrides: Any) -> RunAllProfile:
@@ -95,20 +141,35 @@ def stage_settings(profile: RunAllProfile, data_dir: str | Path,
                    splits_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The settings each stage's results depend on (recorded in its ``stage.json`` and compared on reuse)."""
     common = {"data_dir": str(Path(data_dir).resolve()), "seed": profile.seed}
+    init = resolve_model(profile.init)
+    init_sha = {"init_sha256": _sha256(init)[:16]} if init and Path(init).is_file() else {}
+    weights_sha = {}
+    if profile.weights == SHIPPED:  # the in-domain backbones' files: a replaced shipped model redoes phase 1
+        from classseg.paths import default_models_dir
+
+        shipped = sorted(default_models_dir().glob("*.keras"))
+        weights_sha = {"weights_sha256": {f.name: _sha256(f)[:16] for f in shipped}}
     extra = {"extra": profile.extra} if profile.extra else {}
     split = {**common, "fractions": profile.fractions,
              "splits_path": str(Path(splits_path).resolve()) if splits_path else None,
              "splits_sha256": _sha256(splits_path) if splits_path and Path(splits_path).is_file() else None}
     settings = {
         "split": split,
-        "phase1": {**common, "weights": profile.weights, "repeats": profile.repeats, "backbones": profile.backbones,
+        "phase1": {**common, "weights": profile.weights, **weights_sha, "repeats": profile.repeats,
+                   "backbones": profile.backbones,
                    "cls_img_size": profile.cls_img_size, "cls_head": profile.cls_head,
                    "cls_epochs": profile.cls_epochs, **extra},
-        "phase2": {**common, "seg_img_size": profile.seg_img_size, "seg_epochs": profile.seg_epochs,
+        "phase2": {**common, "init": init, **init_sha, "seg_recipe": profile.seg_recipe,
+                   "seg_img_size": profile.seg_img_size, "seg_epochs": profile.seg_epochs,
+                   "seg_minutes": profile.seg_minutes, "seg_lr": profile.seg_lr,
                    "seg_batch_size": profile.seg_batch_size, **extra},
         "phase3": {"data_dir": common["data_dir"]},
-        "joint": {**common, "weights": profile.weights, "joint_img_size": profile.joint_img_size,
-                  "joint_epochs": profile.joint_epochs, "joint_batch_size": profile.joint_batch_size, **extra},
+        "joint": {**common, "weights": profile.weights if profile.joint_architecture == "resnet50_unet" else None,
+                  "init": init if profile.joint_architecture == "resunet" else None, **init_sha,
+                  "joint_architecture": profile.joint_architecture, "joint_img_size": profile.joint_img_size,
+                  "joint_epochs": profile.joint_epochs, "joint_batch_size": profile.joint_batch_size,
+                  "joint_lr": profile.joint_lr, "joint_augment": profile.joint_augment,
+                  "joint_select_gate": profile.joint_select_gate, **extra},
         "report": {"data_dir": common["data_dir"]},
     }
     return {name: _plain(value) for name, value in settings.items()}
@@ -192,6 +253,34 @@ def _stage(out: Path, name: str, settings: dict[str, Any], work: Callable[[Path]
     return True
 
 
+def choose_phase3_gate(gate_path: Path, segmenter_path: Path, data_dir: Path, split_file: Path,
+                       folder: Path) -> dict[str, Any]:
+    """The gate threshold and rule of phase 3, chosen on val (:func:`classseg.training.selection.choose_gate`):
+    the phase-1 gate's val probabilities (its ``predictions.csv``) against the phase-2 segmenter's "mask
+    non-empty" on the same slices; the gate is used only where it beats that on val. Writes
+    ``gate_selection.csv`` / ``.json`` into ``folder``."""
+    import pandas as pd
+
+    from classseg import data as cdata
+    from classseg.atomic import atomic_to_csv
+    from classseg.training.gate import segmenter_masks_nonempty
+    from classseg.training.selection import choose_gate
+
+    probs = pd.read_csv(gate_path.parent / "predictions.csv")
+    probs = probs[probs["split"] == "val"]
+    frame = cdata.resolve_splits(cdata.discover(data_dir), split_file)
+    val = frame[frame["split"] == "val"].reset_index(drop=True)
+    val = val.merge(probs[["patient_id", "slice", "p_tumor"]], on=["patient_id", "slice"], how="left",
+                    validate="one_to_one")
+    if val["p_tumor"].isna().any():
+        raise ValueError(f"{gate_path.parent / 'predictions.csv'} lacks val slices of {split_file}")
+    nonempty = segmenter_masks_nonempty(segmenter_path, val)[0]
+    choice, table = choose_gate(val["tumor"].astype(int).to_numpy(), val["p_tumor"].to_numpy(), nonempty)
+    atomic_to_csv(table, folder / "gate_selection.csv", index=False)
+    write_json(folder / "gate_selection.json", {"gate": str(gate_path), "segmenter": str(segmenter_path), **choice})
+    return choice
+
+
 def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             splits_path: str | Path | None = None, strategy: Any = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -228,9 +317,11 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     def phase2(folder: Path) -> None:
         from classseg.training.segmenter import recipe_config, train_segmenter
 
-        # the paper profile trains seed 002's recipe; the quick one the default (fast) recipe
-        config = recipe_config("paper" if profile.name == "paper" else "fast", img_size=profile.seg_img_size,
-                               epochs=profile.seg_epochs, batch_size=profile.seg_batch_size, seed=profile.seed)
+        # the paper profile trains seed 002's recipe; the quick one fine-tunes the shipped segmenter (fast recipe)
+        lr = {"lr": profile.seg_lr} if profile.seg_lr is not None else {}
+        config = recipe_config(profile.seg_recipe, img_size=profile.seg_img_size, epochs=profile.seg_epochs,
+                               minutes=profile.seg_minutes, batch_size=profile.seg_batch_size, seed=profile.seed,
+                               init=resolve_model(profile.init), **lr)
         train_segmenter(config, data_dir, split_file, folder, strategy=strategy)
 
     _stage(out, "phase2", per_stage["phase2"], phase2, log)
@@ -240,15 +331,17 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
         from classseg.pipeline import run as run_pipeline
         from classseg.training.classifiers import gate_model_path
 
-        gate = read_json(out / "phase1" / "results.json")["gate"]
+        gate_path = gate_model_path(out / "phase1" / "results.json")
+        choice = choose_phase3_gate(gate_path, out / "phase2" / "segmenter.keras", data_dir, split_file, folder)
         predictions = folder / "predictions"
         if predictions.exists():  # left by an interrupted attempt (this stage has no marker): start afresh
             shutil.rmtree(predictions)
         test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients")
         args = build_parser().parse_args(["--test-dir", str(test_dir),
-                                          "--classifier", str(gate_model_path(out / "phase1" / "results.json")),
+                                          "--classifier", str(gate_path),
                                           "--segmenter", str(out / "phase2" / "segmenter.keras"),
-                                          "--threshold", str(gate.get("threshold", 0.5)),
+                                          "--threshold", str(choice["threshold"] or 0.5),
+                                          "--gate-rule", choice["rule"],
                                           "--out", str(folder / "predictions")])
         args.reraise_interrupt = True  # Ctrl-C: one line from run-all, not one from each level
         code = run_pipeline(args)
@@ -260,8 +353,13 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     def joint(folder: Path) -> None:
         from classseg.training.joint import JointConfig, train_joint
 
-        config = JointConfig(weights=profile.weights, img_size=profile.joint_img_size, epochs=profile.joint_epochs,
-                             batch_size=profile.joint_batch_size, seed=profile.seed)
+        resunet = profile.joint_architecture == "resunet"
+        config = JointConfig(architecture=profile.joint_architecture,
+                             weights=None if resunet else resolve_model(profile.weights),
+                             init=resolve_model(profile.init) if resunet else None, img_size=profile.joint_img_size,
+                             epochs=profile.joint_epochs, batch_size=profile.joint_batch_size, lr=profile.joint_lr,
+                             augment=profile.joint_augment, select_gate=profile.joint_select_gate,
+                             seed=profile.seed)
         train_joint(config, data_dir, split_file, folder, strategy=strategy)
 
     _stage(out, "joint", per_stage["joint"], joint, log)

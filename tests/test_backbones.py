@@ -14,7 +14,7 @@ from keras.src.utils import file_utils  # noqa: E402
 from classseg.models.backbones import BACKBONES, CaffePreprocess, get_backbone, get_spec, preprocessing_layer  # noqa: E402
 
 EXPECTED = {"resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
-            "efficientnetb7", "mobilenetv2", "resunet_encoder", "resunet_decoder"}
+            "efficientnetb7", "mobilenetv2", "resunet_encoder", "resunet_decoder", "gate_encoder"}
 
 
 def _pixels(n=2, size=8, seed=0):
@@ -27,7 +27,7 @@ def test_registry_names_and_modes():
     assert modes["resnet50"] == modes["resnet101"] == modes["resnet152"] == "caffe"
     assert modes["resnet50v2"] == modes["inceptionresnetv2"] == modes["mobilenetv2"] == "tf"
     assert modes["efficientnetb0"] == modes["efficientnetb7"] == "raw"
-    assert modes["resunet_encoder"] == modes["resunet_decoder"] == "raw"  # the ResUNet rescales inside
+    assert modes["resunet_encoder"] == modes["resunet_decoder"] == modes["gate_encoder"] == "raw"  # rescale inside
     assert get_spec(" ResNet50 ").name == "resnet50"
 
 

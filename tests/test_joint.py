@@ -12,7 +12,7 @@ import pytest
 from conftest import write_patient
 
 from classseg.postprocess import PostprocessConfig
-from classseg.training.joint import JointConfig, evaluate_joint, joint_dataset, predict_joint, train_joint
+from classseg.training.joint import JointConfig, evaluate_joint, predict_joint, train_joint
 
 RESNET50_NOTOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
 
@@ -72,12 +72,14 @@ def test_joint_model_rejects_bad_sizes_and_offline_imagenet(monkeypatch: pytest.
         build_joint_model((64, 64, 3), weights="imagenet")
 
 
-def test_joint_dataset_derives_class_from_mask() -> None:
+def test_joint_batches_derive_class_from_mask() -> None:
+    from classseg.data.sequence import ArraySequence
+
     images = np.zeros((3, 32, 32, 3), np.uint8)
     masks = np.zeros((3, 32, 32, 1), np.uint8)
     masks[1, 5:9, 5:9] = 1
-    x, y = next(iter(joint_dataset(images, masks, batch_size=3)))
-    np.testing.assert_array_equal(y["class"].numpy(), [[1, 0], [0, 1], [1, 0]])
+    x, y = ArraySequence(images, masks, batch_size=3, target="both")[0]
+    np.testing.assert_array_equal(y["class"], [[1, 0], [0, 1], [1, 0]])
     assert y["mask"].shape == (3, 32, 32, 1) and x.dtype.name == "float32"
 
 

@@ -15,11 +15,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run-all", help="split -> phase 1 -> phase 2 -> phase 3 -> joint -> report")
     p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), help="kaggle_3m-style folder")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick",
-                   help="quick: weights none, 128 px, 2 small backbones, few epochs; paper: the papers' settings")
+                   help="quick: fine-tunes the shipped models on the data for a few minutes (128 px, in-domain "
+                        "frozen encoders in phase 1, ResUNet joint model); paper: the papers' settings (ImageNet)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-all-<profile>); reused to resume")
     p.add_argument("--splits", default=None, help="patient_id,split CSV to use instead of computing one")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--weights", default=None, help="override the profile's weights: imagenet | none | PATH")
+    p.add_argument("--weights", default=None,
+                   help="override the profile's phase-1 weights: imagenet | none | shipped | PATH")
+    p.add_argument("--init", default=None,
+                   help="override where phase 2 and the ResUNet joint model start: none (from scratch) | shipped | "
+                        "PATH to a ResUNet segmenter .keras")
     p.add_argument("--backbones", default=None, help="override the profile's backbones (comma separated)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default")
@@ -37,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
         "backbones": tuple(b.strip() for b in args.backbones.split(",")) if args.backbones else None,
     }
     if weights is not None:
-        overrides["weights"] = None if weights.lower() == "none" else weights
+        overrides["weights"] = weights  # "none" stays a string: get_profile ignores None (= not given)
+    if args.init is not None:
+        overrides["init"] = args.init
     profile = get_profile(args.profile, **overrides)
     out = args.out or f"runs/run-all-{args.profile}"
     strategy = None

@@ -23,13 +23,14 @@ from classseg.postprocess import PostprocessConfig, postprocess
 
 def delivered_scores(truths: Sequence[np.ndarray], mask_prob: np.ndarray, patient_ids: Sequence[str],
                      config: PostprocessConfig, gate_prob: np.ndarray | None = None,
-                     gate_threshold: float = 0.5) -> dict[str, Any]:
+                     gate_threshold: float = 0.5, apply_gate: bool = True) -> dict[str, Any]:
     """:class:`classseg.evaluation.Scores` (as a dict) of the delivered masks.
 
     ``mask_prob`` (N, h, w[, 1]) at the model's size; masks = ``postprocess(mask_prob, config)``, resized to
     ``truths[i].shape``. With ``gate_prob`` (P(tumor) per slice) the masks are emptied where
     ``gate_prob < gate_threshold`` and the gate's own figures are the ``gate_*`` fields; ``segment_all``
-    then holds the ungated masks' scores. ``threshold_only``: masks thresholded at ``config.threshold``
+    then holds the ungated masks' scores. ``apply_gate=False`` (gate rule ``mask``): the masks are not
+    emptied, the gate is still scored. ``threshold_only``: masks thresholded at ``config.threshold``
     without post-processing (no gate; no per-patient list).
     """
     if len(mask_prob) != len(truths):
@@ -41,7 +42,7 @@ def delivered_scores(truths: Sequence[np.ndarray], mask_prob: np.ndarray, patien
     if gate_prob is None:
         out = score_slices(truths, processed, patient_ids).to_dict()
     else:
-        passed = np.asarray(gate_prob) >= gate_threshold
+        passed = np.asarray(gate_prob) >= gate_threshold if apply_gate else np.ones(len(processed), bool)
         gated = [m if ok else np.zeros_like(m) for m, ok in zip(processed, passed, strict=True)]
         out = score_slices(truths, gated, patient_ids, gate_prob=gate_prob, gate_threshold=gate_threshold).to_dict()
         out["segment_all"] = score_slices(truths, processed, patient_ids).to_dict()

@@ -56,6 +56,8 @@ class BackboneSpec:
     feature_layers: tuple[str, ...] | None = None
     min_size: int = 32
     weights_file: str = ""
+    #: in-domain backbones: the shipped model (in ``saved_models/``) that ``weights="shipped"`` means
+    shipped_model: str = ""
 
     def imagenet_weights_file(self, img_size: int) -> str:
         """File name of the no-top ImageNet weights for an input of side ``img_size``."""
@@ -97,6 +99,27 @@ def _resunet_decoder(weights: str | None = None, input_tensor=None, input_shape=
         "resunet_decoder", weights, input_shape,
         lambda m: keras.layers.Concatenate(name="decoder_and_mask")([m.get_layer("dec4_out").output, m.output])),
         input_tensor)
+
+
+def _gate_encoder(weights: str | None = None, input_tensor=None, input_shape=None, include_top=False):
+    """The encoder (stem to bottleneck) of a trained gate CNN (:func:`classseg.models.resunet.build_gate_cnn`,
+    weights = its ``.keras`` file, e.g. the shipped ``classifier.keras``), rebuilt at ``input_shape``."""
+    from classseg.models.loading import copy_weights_by_name, load_model
+    from classseg.models.resunet import build_gate_cnn
+
+    if weights == "imagenet":
+        raise ValueError("gate_encoder has no ImageNet weights: pass weights=PATH to a trained gate CNN .keras "
+                         "file (classseg train-gate), 'shipped', or None for random initialisation")
+    width, scale = 1.0, 1.0 / 255.0
+    if weights is not None:
+        source = load_model(weights)
+        width = source.get_layer("stem_conv1").filters / 16
+        scale = 1.0 / 255.0 if any(layer.name == "rescale" for layer in source.layers) else None
+    model = build_gate_cnn(tuple(input_shape), width=width, input_scale=scale)
+    if weights is not None:
+        copy_weights_by_name(model, weights)
+    return _attach(keras.Model(model.input, model.get_layer("bottleneck_out").output, name="gate_encoder"),
+                   input_tensor)
 
 
 def _resnet_file(name: str) -> str:
@@ -153,11 +176,19 @@ BACKBONES: dict[str, BackboneSpec] = {
             # segmenter.keras). In-domain transfer for when ImageNet weights are unavailable.
             "resunet_encoder", _resunet_encoder, "raw", 256,
             ("stem_bn2", "enc2_out", "enc3_out", "enc4_out", "bottleneck_out"), min_size=16,
+            shipped_model="segmenter.keras",
         ),
         BackboneSpec(
             # The whole trained ResUNet: its last decoder features (16 channels) and its tumor
             # probability map, concatenated. A gate that reuses what the segmenter learned.
-            "resunet_decoder", _resunet_decoder, "raw", 256, None, min_size=16,
+            "resunet_decoder", _resunet_decoder, "raw", 256, None, min_size=16, shipped_model="segmenter.keras",
+        ),
+        BackboneSpec(
+            # The encoder of a gate CNN trained from scratch for tumor / no tumor (weights = its
+            # .keras file): in-domain features learned for the classification task itself.
+            "gate_encoder", _gate_encoder, "raw", 128,
+            ("stem_bn2", "enc2_out", "enc3_out", "enc4_out", "bottleneck_out"), min_size=16,
+            shipped_model="classifier.keras",
         ),
         BackboneSpec(
             "mobilenetv2", keras.applications.MobileNetV2, "tf", 224,
@@ -250,6 +281,13 @@ def get_backbone(
         )
     if isinstance(weights, str) and weights.lower() in ("none", ""):
         weights = None
+    if weights == "shipped":  # an in-domain backbone's shipped model (saved_models/ or $CLASSSEG_MODELS)
+        from classseg.paths import default_models_dir
+
+        if not spec.shipped_model:
+            raise ValueError(f"{spec.name} has no shipped in-domain weights; 'shipped' applies to "
+                             f"{', '.join(n for n, s in BACKBONES.items() if s.shipped_model)}")
+        weights = str(default_models_dir() / spec.shipped_model)
     if weights is not None and weights != "imagenet":
         weights = Path(weights)
         if not weights.is_file():

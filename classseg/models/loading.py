@@ -40,3 +40,26 @@ def load_model(path: str | Path) -> Any:
     import keras
 
     return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def copy_weights_by_name(model: Any, path: str | Path) -> list[str]:
+    """Copy into ``model`` the weights of every layer of the ``.keras`` model at ``path`` that has the same
+    name and weight shapes (in-domain transfer: a trained ResUNet segmenter gives a ResUNet joint model
+    or encoder its convolutions; layers it lacks, e.g. a class head, keep their initialisation).
+    Fully convolutional layers copy across input sizes. Returns the names of the layers copied.
+
+    Raises ``ValueError`` naming the file when no layer matches (another architecture or width).
+    """
+    source = {layer.name: layer for layer in load_model(path).layers}
+    copied = []
+    for layer in model.layers:
+        src = source.get(layer.name)
+        if not layer.weights or src is None:
+            continue
+        if [tuple(w.shape) for w in src.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(src.get_weights())
+            copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"{path}: none of its layers fits this model by name and shape (another architecture, "
+                         "width or input size)")
+    return copied

@@ -6,7 +6,7 @@ imported); commands, profiles and configs take their lists from here.
 
 #: Every registered backbone, in registry order.
 BACKBONE_NAMES = ("resnet50", "resnet50v2", "resnet101", "resnet152", "inceptionresnetv2", "efficientnetb0",
-                  "efficientnetb7", "resunet_encoder", "resunet_decoder", "mobilenetv2")
+                  "efficientnetb7", "resunet_encoder", "resunet_decoder", "gate_encoder", "mobilenetv2")
 #: The five backbones of seed paper 002, Table I.
 PAPER_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "mobilenetv2")
 #: Two small ImageNet backbones for quick runs.

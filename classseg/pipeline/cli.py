@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="gate threshold on P(tumor) (default: the gate's model card, else gate_threshold in "
                              "its JSON sidecar, else 0.5)")
+    parser.add_argument("--gate-rule", choices=("gate", "gate_and_mask", "mask"), default=None,
+                        help="final call per slice: the gate's verdict, verdict and a non-empty mask, or mask "
+                             "non-empty (default: the gate's model card, else gate)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per model call (default 16)")
     parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default keras)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
@@ -264,8 +267,8 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise SystemExit(f"no images (.tif/.tiff/.png/.jpg/.jpeg) found in {test_dir}")
     try:
-        kwargs = dict(threshold=args.threshold, batch_size=args.batch_size, backend=args.backend,
-                      onnx_dir=out / "onnx")
+        kwargs = dict(threshold=args.threshold, gate_rule=getattr(args, "gate_rule", None),
+                      batch_size=args.batch_size, backend=args.backend, onnx_dir=out / "onnx")
         pipe = (ClassSegPipeline.from_joint(models["joint"], **kwargs) if "joint" in models
                 else ClassSegPipeline(models["classifier"], models["segmenter"], **kwargs))
     except ModelCheckError as err:  # names the one model at fault and the problem

@@ -37,7 +37,7 @@ import pandas as pd
 
 from classseg.atomic import atomic_write_text, save_model
 from classseg.plotting import plot_history
-from classseg.postprocess import PostprocessConfig
+from classseg.postprocess import PostprocessConfig, postprocess
 from classseg.training.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class JointConfig:
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # project-wide split (seed 000: 80/10/10)
     infer_batch: int = 16  # batch size of the latency measurement
     run_eagerly: bool = False  # tests / debugging: skips tf.function tracing (~45 s CPU for ResNet-50)
+    # choose the class threshold and the gate rule on val (classseg.training.selection.choose_gate, the
+    # two-stage gate's selection): the class output gates only where it beats "mask non-empty" on val
+    select_gate: bool = False
     workers: int = 2  # augmentation threads
     save_predictions: bool = True  # predictions_{val,test}.npz, for two-stage combinations (classseg.evaluation)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
@@ -161,30 +164,16 @@ def build_model(config: JointConfig) -> Any:
 
 
 def init_by_name(model: Any, path: str | Path) -> list[str]:
-    """Copy into ``model`` the weights of every layer of the ``.keras`` model at ``path`` that has the same
-    name and weight shapes (in-domain transfer: a trained ResUNet segmenter gives a ``resunet`` joint
-    model its encoder and decoder; the class head stays newly initialised). Returns the layers copied.
+    """:func:`classseg.models.loading.copy_weights_by_name`, logged: e.g. the shipped segmenter's encoder
+    and decoder into a ``resunet`` joint model, whose class head stays newly initialised."""
+    from classseg.models.loading import copy_weights_by_name
 
-    Raises ``ValueError`` naming the file when no layer matches (another architecture or width).
-    """
-    import keras
-
-    source = {layer.name: layer for layer in keras.models.load_model(path, compile=False).layers}
-    copied = []
-    for layer in model.layers:
-        src = source.get(layer.name)
-        if not layer.weights or src is None:
-            continue
-        if [tuple(w.shape) for w in src.weights] == [tuple(w.shape) for w in layer.weights]:
-            layer.set_weights(src.get_weights())
-            copied.append(layer.name)
-    if not copied:
-        raise ValueError(f"{path}: none of its layers fits this model by name and shape (another architecture, "
-                         "width or input size)")
+    copied = copy_weights_by_name(model, path)
     log.info("initialised %d layers from %s", len(copied), path)
     return copied
 
 
+# ---------------------------------------------------------------------------------------------- training
 def _class_loss(config: JointConfig) -> Any:
     import keras
 
@@ -253,8 +242,8 @@ def inference_ms_per_slice(model: Any, images: np.ndarray, batch_size: int = 16,
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.ndarray, masks: np.ndarray,
-                   patient_ids: np.ndarray, config: JointConfig, truths: list[np.ndarray] | None = None
-                   ) -> dict[str, Any]:
+                   patient_ids: np.ndarray, config: JointConfig, truths: list[np.ndarray] | None = None,
+                   gate_threshold: float | None = None, gate_rule: str = "gate") -> dict[str, Any]:
     """:class:`classseg.evaluation.Scores` of one set, as the pipeline would deliver it with this model.
 
     Both tasks trained: the delivered masks (post-processed, emptied where ``tumor_prob < threshold``)
@@ -263,7 +252,8 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
     mask head alone, its verdict "mask non-empty". Class only (``lambda_seg = 0``): the class output's
     figures (:func:`classseg.evaluation.classifier_scores`). Masks are resized back to each slice's
     original size and scored against ``truths`` (``masks`` when None, i.e. never resized). ``labels``
-    must agree with the masks (1 = mask non-empty).
+    must agree with the masks (1 = mask non-empty). ``gate_threshold`` (default ``config.threshold``) cuts
+    P(tumor); ``gate_rule="mask"`` leaves the masks ungated (the class output is still scored).
     """
     from classseg.evaluation import classifier_scores
     from classseg.evaluation.delivered import delivered_scores
@@ -271,11 +261,13 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
     truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
     if len(labels) != len(truths):
         raise ValueError(f"{len(labels)} labels for {len(truths)} slices")
+    cut = config.threshold if gate_threshold is None else float(gate_threshold)
     if config.tasks == ("class",):
-        return classifier_scores(np.asarray(labels), np.asarray(tumor_prob), config.threshold).to_dict()
+        return classifier_scores(np.asarray(labels), np.asarray(tumor_prob), cut).to_dict()
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
     gate = tumor_prob if "class" in config.tasks else None
-    return delivered_scores(truths, mask_prob, patient_ids, pp, gate_prob=gate, gate_threshold=config.threshold)
+    return delivered_scores(truths, mask_prob, patient_ids, pp, gate_prob=gate, gate_threshold=cut,
+                            apply_gate=gate_rule != "mask")
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -419,12 +411,27 @@ def train_joint(
         log.warning("val_fixed_loss was never finite; evaluating the weights of the last epoch")
     best = keras.Model(model.input, model.output, name=model.name)  # same layers, no optimizer / loss
     save_model(best, out / MODEL_FILE)
+    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
+    preds = {name: predict_joint(model, arrays.images, config.batch_size) for name, arrays in (("val", val),
+                                                                                              ("test", test))}
+    gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
+    if config.select_gate and len(config.tasks) == 2:
+        from classseg.atomic import atomic_to_csv
+        from classseg.training.selection import choose_gate
+
+        val_prob, val_masks = preds["val"]
+        nonempty = postprocess(val_masks, pp).reshape(len(val_masks), -1).any(axis=1)
+        gate_choice, table = choose_gate(val.labels, val_prob, nonempty)
+        atomic_to_csv(table, out / "gate_selection.csv", index=False)
+        gate_rule = gate_choice["rule"]
+        gate_threshold = gate_choice["threshold"] if gate_choice["threshold"] is not None else config.threshold
     results = {}
     for name, arrays in (("test", test), ("val", val)):
-        tumor_prob, mask_prob = predict_joint(model, arrays.images, config.batch_size)
+        tumor_prob, mask_prob = preds[name]
         truths = read_truths(arrays.frame["mask_path"], [(config.img_size,) * 2] * len(arrays))
         results[name] = evaluate_joint(tumor_prob, mask_prob, arrays.labels, arrays.masks,
-                                       arrays.frame["patient_id"].to_numpy(), config, truths=truths)
+                                       arrays.frame["patient_id"].to_numpy(), config, truths=truths,
+                                       gate_threshold=gate_threshold, gate_rule=gate_rule)
         if config.save_predictions:
             save_predictions(out / f"predictions_{name}.npz",
                              tumor_prob if "class" in config.tasks else None,
@@ -432,7 +439,6 @@ def train_joint(
                              arrays.frame["mask_path"].fillna("").astype(str), arrays.frame["image_path"])
     ms = inference_ms_per_slice(best, test.images, config.infer_batch)
     split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
-    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
     metrics: dict[str, Any] = {
         "model": model_name(config),
         "kind": "joint" if len(config.tasks) == 2 else ("segmenter" if config.tasks == ("mask",) else "classifier"),
@@ -462,6 +468,9 @@ def train_joint(
         "train_seconds": round(train_seconds, 2),
         "train_minutes": round(train_seconds / 60.0, 2),
         "threshold": config.threshold,
+        "gate_rule": gate_rule,
+        "class_threshold": gate_threshold,
+        "gate_selection": gate_choice or "fixed: P(tumor) >= threshold (seed 000)",
         "postprocess_config": asdict(pp),
         "evaluated_on": f"test split, epoch {best_epoch or len(history)} "
                         f"({'min val_fixed_loss' if best_epoch else 'last; val loss never finite'}), inference mode",
@@ -472,8 +481,8 @@ def train_joint(
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")
     write_card(out / MODEL_FILE, ModelCard(
-        role="joint", img_size=config.img_size, normalization="raw", threshold=config.threshold,
-        postprocess=asdict(pp), gate_rule="gate" if "class" in config.tasks else "mask",
+        role="joint", img_size=config.img_size, normalization="raw", threshold=float(gate_threshold),
+        postprocess=asdict(pp), gate_rule=gate_rule,
         provenance={"model": metrics["model"], "weights": metrics["weights"], "split_file": split_label,
                     "epochs": config.epochs, "best_epoch": best_epoch, "schedule": config.schedule,
                     "train_minutes": metrics["train_minutes"], "device": metrics["device"],

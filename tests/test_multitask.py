@@ -1,0 +1,146 @@
+"""Issue 11: the joint model on the ResUNet, single-task arms by zero loss weight, in-domain init,
+two-stage scores from saved predictions, and compare --aggregate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_patient
+
+from classseg.postprocess import PostprocessConfig
+from classseg.training.joint import JointConfig, evaluate_joint, model_name
+
+
+def test_resunet_joint_shares_the_segmenter_layers_and_head_sizes() -> None:
+    from classseg.models.resunet import build_resunet, build_resunet_joint
+
+    seg = build_resunet((32, 32, 3), width=0.5)
+    joint = build_resunet_joint((32, 32, 3), width=0.5)
+    ms = build_resunet_joint((32, 32, 3), width=0.5, multiscale_head=True)
+    # same encoder-decoder: the joint model is the segmenter + GAP -> dropout -> dense softmax
+    assert joint.count_params() == seg.count_params() + 128 * 2 + 2  # bottleneck 256 * 0.5 channels
+    assert ms.count_params() == seg.count_params() + (16 + 32 + 64 + 128) * 2 + 2  # seed 004: all levels
+    assert {w.path for w in seg.weights} <= {w.path for w in joint.weights}
+    assert joint.get_layer("class_dropout").rate == 0.5
+    out = joint(np.zeros((2, 32, 32, 3), np.float32), training=False)
+    assert out["class"].shape == (2, 2) and out["mask"].shape == (2, 32, 32, 1)
+
+
+def test_init_by_name_copies_the_segmenter_and_refuses_a_stranger(tmp_path: Path) -> None:
+    from classseg.models.resunet import build_gate_cnn, build_resunet, build_resunet_joint
+    from classseg.training.joint import init_by_name
+
+    seg = build_resunet((32, 32, 3), width=0.5)
+    seg.save(tmp_path / "seg.keras")
+    joint = build_resunet_joint((64, 64, 3), width=0.5)  # another input size: fully convolutional
+    copied = init_by_name(joint, tmp_path / "seg.keras")
+    assert "bottleneck_conv2" in copied and "mask" in copied and "class" not in copied
+    np.testing.assert_array_equal(joint.get_layer("dec4_conv2").get_weights()[0],
+                                  seg.get_layer("dec4_conv2").get_weights()[0])
+    other = build_gate_cnn((32, 32, 3), width=0.25)
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="other.keras: none of its layers fits"):
+        init_by_name(build_resunet_joint((32, 32, 3), width=1.0), tmp_path / "other.keras")
+
+
+def test_single_task_arms_are_named_and_scored_for_their_task() -> None:
+    assert model_name(JointConfig(architecture="resunet", weights=None)) == "joint_resunet"
+    assert model_name(JointConfig(architecture="resunet", schedule="freeze")) == "joint_resunet_freeze"
+    assert model_name(JointConfig(architecture="resunet", lambda_cls=0.0)) == "seg_only_resunet"
+    assert model_name(JointConfig(architecture="resunet", lambda_seg=0.0, multiscale_head=True)) == \
+        "cls_only_resunet_multiscale"
+    with pytest.raises(ValueError, match="not both 0"):
+        JointConfig(lambda_cls=0.0, lambda_seg=0.0)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        JointConfig(architecture="resunet", img_size=40)
+
+    gt = np.zeros((4, 16, 16, 1), np.uint8)
+    gt[:2, 4:12, 4:12] = 1
+    prob = gt[..., 0].astype(np.float32)
+    prob[2, 0:4, 0:4] = 0.9  # a false positive the class output would gate out
+    tumor_prob = np.array([0.9, 0.8, 0.1, 0.3])
+    labels, ids = np.array([1, 1, 0, 0]), np.array(["A", "A", "B", "B"])
+    pp = PostprocessConfig(closing=False, fill_holes=False)
+    seg_only = evaluate_joint(tumor_prob, prob, labels, gt, ids, JointConfig(lambda_cls=0.0, postprocess=pp))
+    assert (seg_only["tp"], seg_only["fp"]) == (2, 1) and seg_only["gate_accuracy"] is None  # verdict: mask
+    joint = evaluate_joint(tumor_prob, prob, labels, gt, ids, JointConfig(postprocess=pp))
+    assert (joint["tp"], joint["fp"]) == (2, 0) and joint["segment_all"]["fp"] == 1
+    cls_only = evaluate_joint(tumor_prob, prob, labels, gt, ids, JointConfig(lambda_seg=0.0, postprocess=pp))
+    assert cls_only["accuracy"] == 1.0 and cls_only["auc"] == 1.0 and cls_only["dice_tumor_slices"] is None
+
+
+def test_two_stage_from_saved_predictions_equals_the_gated_masks(tmp_path: Path) -> None:
+    from classseg.evaluation.delivered import delivered_scores, read_predictions, save_predictions, two_stage_scores
+
+    rng = np.random.default_rng(0)
+    truths = [np.zeros((32, 32), np.uint8) for _ in range(4)]
+    truths[0][8:20, 8:20] = 1
+    truths[1][4:12, 4:12] = 1
+    mask_prob = rng.random((4, 16, 16)).astype(np.float32) * 0.4
+    mask_prob[0, 4:10, 4:10] = 0.95
+    mask_prob[3, 0:3, 0:3] = 0.9  # false positive on slice 3
+    gate = np.array([0.9, 0.2, 0.7, 0.1], np.float32)  # misses slice 1, gates out slice 3
+    ids, paths = ["A", "A", "B", "B"], [f"s{i}.tif" for i in range(4)]
+    save_predictions(tmp_path / "seg.npz", None, mask_prob, ids, [f"m{i}" for i in range(4)], paths)
+    save_predictions(tmp_path / "cls.npz", gate, None, ids, [f"m{i}" for i in range(4)], paths)
+    seg, cls = read_predictions(tmp_path / "seg.npz"), read_predictions(tmp_path / "cls.npz")
+    assert np.abs(seg["mask_prob"] - mask_prob).max() <= 0.5 / 255 + 1e-7  # uint8 storage
+    pp = PostprocessConfig(closing=False, fill_holes=False)
+    combined = two_stage_scores(cls, seg, truths, pp)
+    assert combined == delivered_scores(truths, seg["mask_prob"], ids, pp, gate_prob=gate)
+    assert (combined["tp"], combined["fn"], combined["fp"], combined["tn"]) == (1, 1, 0, 2)
+    assert combined["segment_all"]["fp"] == 1  # the false positive exists before gating
+    assert combined["dice_tumor_slices"] == pytest.approx(0.5)  # slice 0 exact (6x6 -> 12x12), slice 1 missed
+    other = {**cls, "image_path": np.array(paths[::-1])}
+    with pytest.raises(ValueError, match="not of the same slices"):
+        two_stage_scores(other, seg, truths, pp)
+
+
+def test_aggregate_seeds_mean_and_sample_std() -> None:
+    from classseg.tables import aggregate_seeds
+
+    df = pd.DataFrame({"model": ["a", "a", "a", "b"], "kind": "joint", "weights": "none", "img_size": 96,
+                       "epochs": 9, "split_file": "s.csv", "seed": ["0", "1", "2", "0"],
+                       "accuracy": [0.8, 0.9, 1.0, 0.5], "dice_per_patient": [0.1, 0.2, 0.3, None]})
+    out = aggregate_seeds(df)
+    a = out[out["model"] == "a"].iloc[0]
+    assert a["n_runs"] == 3 and a["seed"] == "0, 1, 2"
+    assert a["accuracy"] == pytest.approx(0.9) and a["accuracy_std"] == pytest.approx(0.1)
+    assert a["dice_per_patient_std"] == pytest.approx(0.1)
+    b = out[out["model"] == "b"].iloc[0]
+    assert b["n_runs"] == 1 and pd.isna(b["accuracy_std"]) and pd.isna(b["dice_per_patient"])
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "kaggle_3m"
+    for k in range(4):
+        write_patient(root, f"TCGA_AB_{k:04d}_20000101", n_slices=4, size=32, tumor_slices=(1, 2), seed=k)
+    return root
+
+
+def test_train_resunet_joint_from_a_segmenter_then_pipeline_joint(tiny_tree: Path, tmp_path: Path) -> None:
+    """A resunet joint model initialised from a segmenter trains, writes a card and runs in --joint."""
+    from classseg.models.resunet import build_resunet
+    from classseg.pipeline import build_parser
+    from classseg.pipeline import run as run_pipeline
+    from classseg.training.joint import train_joint
+
+    build_resunet((32, 32, 3), width=0.25).save(tmp_path / "seg.keras")
+    out = tmp_path / "run"
+    config = JointConfig(architecture="resunet", width=0.25, init=str(tmp_path / "seg.keras"), img_size=32,
+                         epochs=1, batch_size=4, infer_batch=4, augment=True, workers=1)
+    m = train_joint(config, tiny_tree, out_dir=out, progress=False)
+    assert m["model"] == "joint_resunet" and m["weights"].startswith("initialised from")
+    card = json.loads((out / "joint.card.json").read_text())
+    assert card["role"] == "joint" and card["gate_rule"] == "gate" and card["img_size"] == 32
+    assert {"tumor_prob", "mask_u8"} <= set(np.load(out / "predictions_test.npz").files)
+    args = build_parser().parse_args(["--test-dir", str(tiny_tree), "--joint", str(out / "joint.keras"),
+                                      "--out", str(tmp_path / "pred"), "--no-overlays"])
+    assert run_pipeline(args) == 0
+    pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    assert len(pred) == 16 and set(pred["status"]) == {"ok"}
