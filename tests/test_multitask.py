@@ -144,3 +144,24 @@ def test_train_resunet_joint_from_a_segmenter_then_pipeline_joint(tiny_tree: Pat
     assert run_pipeline(args) == 0
     pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
     assert len(pred) == 16 and set(pred["status"]) == {"ok"}
+
+
+def test_gate_encoder_backbone_from_a_gate_cnn_and_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classseg.models.backbones import get_backbone
+    from classseg.models.resunet import build_gate_cnn
+
+    gate = build_gate_cnn((32, 32, 3), width=0.25, input_scale=1.0 / 255.0)
+    gate.save(tmp_path / "classifier.keras")
+    assert get_backbone("gate_encoder", (64, 64, 3), weights=str(tmp_path / "classifier.keras")).output.shape == \
+        (None, 4, 4, 64)  # H/16, 256 * 0.25 channels, at another input size
+    import keras
+
+    net = get_backbone("gate_encoder", (32, 32, 3), weights=str(tmp_path / "classifier.keras"))
+    reference = keras.Model(gate.input, gate.get_layer("bottleneck_out").output)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(net(x, training=False), reference(x, training=False), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("CLASSSEG_MODELS", str(tmp_path))  # "shipped" = the models folder's classifier.keras
+    shipped = get_backbone("gate_encoder", (32, 32, 3), weights="shipped")
+    assert shipped.output.shape == (None, 2, 2, 64)
+    with pytest.raises(ValueError, match="mobilenetv2 has no shipped in-domain weights"):
+        get_backbone("mobilenetv2", (32, 32, 3), weights="shipped")

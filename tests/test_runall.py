@@ -14,7 +14,8 @@ from classseg.cli import main
 from classseg.report import write_report
 from classseg.runall import StageSettingsError, get_profile, run_all
 
-PROFILE = get_profile("quick", backbones=("mobilenetv2",), cls_img_size=32, cls_head="gap", cls_epochs=1,
+PROFILE = get_profile("quick", weights="none", init="none", backbones=("mobilenetv2",), cls_img_size=32,
+                      cls_head="gap", cls_epochs=1, seg_minutes=0.5,
                       seg_img_size=32, seg_epochs=1, seg_batch_size=4, joint_img_size=64, joint_epochs=1,
                       joint_batch_size=4)
 
@@ -53,6 +54,10 @@ def test_every_stage_writes_its_outputs(run_dir: Path) -> None:
     test_patients = set(splits.loc[splits["split"] == "test", "patient_id"])
     assert {Path(p).parts[0] for p in pred["image"]} == test_patients  # only held-out patients
     assert (pred["status"] == "ok").all()
+    choice = json.loads((run_dir / "phase3" / "gate_selection.json").read_text())  # chosen on val (issue 11)
+    assert choice["rule"] in ("gate", "gate_and_mask", "mask") and "baseline_mask_nonempty" in choice
+    card = json.loads((run_dir / "joint" / "joint.card.json").read_text())
+    assert card["role"] == "joint" and card["gate_rule"] in ("gate", "gate_and_mask", "mask")
 
 
 def test_report_tables_and_figures(run_dir: Path) -> None:
