@@ -119,3 +119,27 @@ def plot_history(history: Any, panels: Sequence[tuple[str, str]], path: str | Pa
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     return save_figure(fig, path, dpi=dpi)[0]
+
+
+def plot_mean_std_bars(table: Any, metrics: Sequence[str], path: str | Path, label: str = "model",
+                       title: str = "") -> Path:
+    """One panel per metric: a bar per row of ``table`` (a :func:`classseg.tables.aggregate_seeds` frame)
+    at its mean with a ±1 std error bar (``<metric>_std``, none for a single run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    names = [str(v) for v in table[label]]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        means = np.asarray(table[metric], dtype=float)
+        stds = np.asarray(table[f"{metric}_std"], dtype=float) if f"{metric}_std" in table else None
+        ax.bar(range(len(names)), np.nan_to_num(means), yerr=None if stds is None else np.nan_to_num(stds),
+               capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylim(0, 1 if np.nanmax(np.append(means, 0)) <= 1 else None)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)[0]

@@ -83,7 +83,7 @@ def test_notebook_is_cleared_and_complete(name):
     for key in ("INSTALL", "REPO_URL", "DATA_DIR", "SPLITS", "SEED", "OUT_DIR", "IMG_SIZE", "EPOCHS"):
         assert key in params, key
     assert params["DATA_DIR"] is None and params["SPLITS"] is None and params["INSTALL"] is True
-    if name != "02_resunet_segmentation":  # the ResUNet has no pretrained weights
+    if name not in ("02_resunet_segmentation", "04_joint_vs_two_stage"):  # ResUNet arms: no pretrained weights
         assert params["WEIGHTS"] == "imagenet"
     text = "\n".join(c.source for c in code)
     assert '"pip", "install", "-q", "-e", ".."' in text and "# !git clone -q {REPO_URL} classseg && pip install" in text
@@ -97,6 +97,7 @@ def test_parameter_defaults_are_the_papers():
     """The notebooks' defaults are the training dataclasses' defaults (the papers' values)."""
     from classseg.training.classifiers import PAPER_BACKBONES, ClassifierConfig
     from classseg.training.joint import JointConfig
+    from classseg.training.multitask import MultitaskConfig
     from classseg.training.segmenter import recipe_config
 
     nb1, nb2, nb4 = (_defaults(_read(n)) for n in (BUILD.NOTEBOOKS[0], BUILD.NOTEBOOKS[1], BUILD.NOTEBOOKS[3]))
@@ -107,10 +108,12 @@ def test_parameter_defaults_are_the_papers():
     s = recipe_config("paper")  # notebook 02 is seed 002's ResUNet notebook; SegmenterConfig() is the fast recipe
     assert (nb2["IMG_SIZE"], nb2["EPOCHS"], nb2["BATCH_SIZE"], nb2["LOSS"], nb2["AUGMENT"]) == (
         s.img_size, s.epochs, s.batch_size, s.loss, s.augment)
+    m = MultitaskConfig()  # notebook 04 is the fair comparison of docs/multitask.md
+    assert (tuple(nb4["ARMS"].split(",")), tuple(int(v) for v in nb4["SEEDS"].split(",")), nb4["IMG_SIZE"],
+            nb4["WIDTH"], nb4["EPOCHS"], nb4["LR"], nb4["INIT"]) == (
+        m.arms, m.seeds, m.img_size, m.width, m.epochs, m.lr, m.init)
     j = JointConfig()
-    assert (nb4["IMG_SIZE"], nb4["SCHEDULE"], nb4["CLASS_LOSS"], nb4["MULTISCALE_HEAD"]) == (
-        j.img_size, j.schedule, j.class_loss, j.multiscale_head)
-    assert nb4["EPOCHS"] is None  # each stage keeps its own paper default
+    assert (j.lambda_cls, j.lambda_seg, j.schedule) == (1.0, 1.5, "fixed")  # the joint arm: seed 000's loss
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -191,7 +194,8 @@ def executed(tmp_path_factory) -> dict[str, dict]:
         (models / "segmenter.keras").symlink_to(stand_ins / "segmenter" / "segmenter.keras")
 
     runs = {  # run name -> (notebook, parameters, prepare)
-        "04_joint_vs_two_stage": ("04_joint_vs_two_stage", dict(TINY), None),
+        "04_joint_vs_two_stage": ("04_joint_vs_two_stage", {"ARMS": "seg_only,cls_only,joint", "SEEDS": "0,1",
+                                                            "IMG_SIZE": 32, "EPOCHS": 1}, None),
         "03_classseg_pipeline": ("03_classseg_pipeline", {**TINY, "MODELS_DIR": str(base / "no_models")}, None),
         "03_shipped": ("03_classseg_pipeline", {"MODELS_DIR": str(models)}, ship),
         "02_resunet_segmentation": ("02_resunet_segmentation", {"IMG_SIZE": 64, "EPOCHS": 1}, None),
@@ -296,12 +300,15 @@ def test_03_classseg_pipeline_uses_shipped_models_and_their_split(executed):
 @skip_slow
 def test_04_joint_vs_two_stage(executed):
     nb, out = _done(executed, "04_joint_vs_two_stage")
-    for stage in ("classifiers", "segmenter", "joint"):
-        _same_split(out / stage, out / "splits.csv")  # one split file for every stage
-    table = pd.read_csv(out / "comparison.csv")
-    assert {"classifier", "segmenter", "joint", "pipeline"} <= set(table["kind"])
-    assert table["run_dir"].str.endswith("pipeline_joint").sum() == 2  # gated + segment-all rows
-    joint = json.loads((out / "joint" / "metrics.json").read_text())
-    assert joint["img_size"] == 64 and joint["weights"].startswith("none")
-    assert (out / "comparison.md").is_file() and (out / "comparison.tex").is_file()
+    assert not _outputs(nb, "error")
+    for arm in ("seg_only", "cls_only", "joint"):
+        for seed in (0, 1):
+            _same_split(out / "arms" / f"{arm}_seed{seed}", out / "splits.csv")  # one split file for every arm
+    table = pd.read_csv(out / "multitask.csv")
+    assert list(table["model"]) == ["seg_only_resunet", "cls_only_resunet", "two_stage_resunet", "joint_resunet"]
+    assert (table["n_runs"] == 2).all() and (table["seed"] == "0, 1").all()
+    assert table["accuracy_std"].notna().all()  # mean ± std over the two seeds
+    assert "±" in (out / "multitask.md").read_text() and (out / "multitask.tex").is_file()
+    metrics = json.loads((out / "pipeline_joint" / "metrics.json").read_text())
+    assert metrics["gated"]["n_slices"] > 0  # the joint model through --joint
     assert len(_outputs(nb, "image")) >= 2

@@ -2,23 +2,27 @@
 # Edit here, then run `python notebooks/build_notebooks.py`; `%` magics are written as `# %` comments.
 
 # %% [markdown]
-# # 04 · Joint multi-task model vs the two-stage Class-Seg pipeline
+# # 04 · Joint multi-task learning vs the two-stage pipeline, at equal footing
 #
-# Trains, on **one split file**, the joint model of **seed 000** (K. Ravikiran, G. Rishi, V. Sai Kumar, U. Akhil, "A
-# Hybrid Multi-Task Deep Learning Framework for Brain Tumor Classification and Segmentation Using ResNet-U-Net
-# Architecture") (a shared ResNet-50 encoder, a U-Net decoder and a
-# classification head trained with 1.0·CE + 1.5·Dice, eq. 7; AdamW with cosine decay) and the two-stage pipeline of
-# **seed 002** (N. Duong-Trung, D. N. Le Ha, H. X. Huynh, "Classification-Segmentation Pipeline for MRI via Transfer
-# Learning and Residual Networks") (phase 1 gate + phase 2 ResUNet); runs both through the same pipeline code on the
-# test patients and
-# compares every run in one table (`classseg.tables.compare_runs`).
+# Does multi-task learning help? The joint model of **seed 000** (K. Ravikiran, G. Rishi, V. Sai Kumar, U. Akhil,
+# "A Hybrid Multi-Task Deep Learning Framework for Brain Tumor Classification and Segmentation Using ResNet-U-Net
+# Architecture": one encoder, a U-Net decoder and a GAP-dropout-softmax head, loss 1.0·CE + 1.5·Dice, AdamW with
+# cosine decay) against the two-stage pipeline of **seed 002** (N. Duong-Trung, D. N. Le Ha, H. X. Huynh,
+# "Classification-Segmentation Pipeline for MRI via Transfer Learning and Residual Networks") and the single-task
+# models, with **one architecture** (seed 002's ResUNet; the joint model adds a class head), one split, the same
+# epochs, data, augmentation, optimiser and evaluation. Only the loss weights differ: `seg_only` and `cls_only` set
+# one task's weight to 0; `two_stage` gates `seg_only`'s masks with `cls_only`; `joint_freeze` / `joint_dynamic`
+# are seed 001's loss-weight schedules (Li et al. 2023, MMRAN); `joint_multiscale` is seed 004's multi-scale class
+# head (Bui et al. 2026). Each arm runs for every seed in `SEEDS`; the table gives mean ± std
+# (`classseg compare --aggregate`). The figures of `docs/multitask.md` come from the same code
+# (`benchmarks/multitask_compare.py`) on the 75-patient split. Seed 000's own configuration (ImageNet ResNet-50,
+# 224 px, GPU) is `classseg train-joint --architecture resnet50_unet` / `run-all --profile paper`.
 #
-# **How results are labelled.** Every table and figure states the weights (`imagenet` as in the papers, or `none` =
-# random initialisation, used by CI and offline runs), the image size, the epochs, the seed and the split file; each
-# run folder under `OUT_DIR` also holds `manifest.json` (configuration, library versions, machine). Runs with
-# `WEIGHTS = "none"`, tiny images or one epoch (the CI settings) are smoke tests of the code, not reproductions of the
-# papers' figures. Data: the full Kaggle *LGG MRI Segmentation* dataset (Buda et al. 2019) when Kaggle credentials
-# exist, else the bundled 7-patient sample (labelled by its folder).
+# **How results are labelled.** Every table states the weights (here `none (from scratch)`, or the model given as
+# `INIT`), the image size, the epochs, the seeds and the split file; each run folder under `OUT_DIR` also holds
+# `manifest.json` (configuration, library versions, machine). Runs with tiny images or one epoch (the CI settings)
+# are smoke tests of the code, not results. Data: the full Kaggle *LGG MRI Segmentation* dataset (Buda et al. 2019)
+# when Kaggle credentials exist, else the bundled 7-patient sample (labelled by its folder).
 #
 # Open in Colab (Runtime → Change runtime type → GPU) or run from a checkout (`jupyter lab notebooks/`).
 # Settings live in the cell tagged `parameters`.
@@ -30,17 +34,16 @@ INSTALL = True  # install classseg: from this checkout (../pyproject.toml) or, o
 REPO_URL = "https://github.com/YOUR-ACCOUNT/classseg.git"  # Colab only: the repository to clone
 DATA_DIR = None  # None: the full Kaggle dataset when credentials exist, else the bundled 7-patient sample
 SPLITS = None  # patient-level split CSV (patient_id,split); None: computed (70/15/15, stratified) with SEED
-SEED = 0
+SEED = 0  # seed of a computed split
 OUT_DIR = "runs/04_joint_vs_two_stage"
-WEIGHTS = "imagenet"  # the gate's backbone and the joint encoder: "imagenet" (papers), "none" or a weights file
-IMG_SIZE = 224  # one size for every model (seed 000: 224, seed 002: 256); a multiple of 32
-EPOCHS = None  # None: each stage's paper default (classifier 20, ResUNet 30, joint 25); a number sets all three
-BACKBONES = "resnet50"  # the gate's backbone(s): ResNet-50 like the joint encoder (notebook 01 benchmarks all five)
-HEAD = "paper"  # the gate's head (seed 002, Figure 2)
-SCHEDULE = "fixed"  # joint loss weights: "fixed" (seed 000) or seed 001's "freeze" / "dynamic"
-CLASS_LOSS = "ce"  # joint class loss: "ce" (seed 000) or "focal" (seed 001)
-MULTISCALE_HEAD = False  # seed 004's multi-scale class head
-ON = "test"  # "test": the split's test patients; "all": every patient folder of DATA_DIR
+ARMS = "seg_only,cls_only,joint,joint_freeze,joint_dynamic,joint_multiscale"  # see the text above
+SEEDS = "0,1,2"  # one run per arm and seed; the table gives mean ± std over them
+IMG_SIZE = 96  # one size for every arm (a multiple of 16)
+WIDTH = 0.5  # ResUNet filter multiplier (1.0 = seed 002's 1.2 M parameters)
+EPOCHS = 9  # the same for every arm (9 = 3 x 3: seed 001's freeze schedule gets 3 epochs per phase)
+LR = 2e-3  # AdamW peak learning rate, cosine decay (seed 000's 1e-4 is for an ImageNet encoder)
+INIT = None  # None: every arm from scratch; or a ResUNet segmenter .keras to start every arm from
+ON = "test"  # "test": the split's test patients; "all": every patient folder of DATA_DIR (pipeline cell)
 
 
 # %%
@@ -111,71 +114,59 @@ display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], li
 
 
 # %%
-# Two-stage Class-Seg on SPLITS: phase 1 (gate chosen on validation), phase 2 (ResUNet from scratch)
-from classseg.training.classifiers import ClassifierConfig, gate_model_path, train_classifiers
-from classseg.training.segmenter import SegmenterConfig, train_segmenter
+# Every arm for every seed on SPLITS (a finished run folder is kept: rerunning the cell resumes)
+from classseg.training.multitask import MultitaskConfig, caption, comparison_runs, train_arms
 
-weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation
-epochs = {} if EPOCHS is None else {"epochs": EPOCHS}
-config = ClassifierConfig(backbones=tuple(b.strip() for b in BACKBONES.split(",") if b.strip()), weights=weights,
-                          img_size=IMG_SIZE, head=HEAD, seed=SEED, **epochs)
-train_classifiers(config, DATA_DIR, SPLITS, OUT / "classifiers")
-CLASSIFIER = gate_model_path(OUT / "classifiers" / "results.json")
-train_segmenter(SegmenterConfig(img_size=IMG_SIZE, seed=SEED, **epochs), DATA_DIR, SPLITS, OUT / "segmenter")
-SEGMENTER = OUT / "segmenter" / "segmenter.keras"
+config = MultitaskConfig(arms=tuple(a.strip() for a in ARMS.split(",") if a.strip()),
+                         seeds=tuple(int(s) for s in str(SEEDS).split(",")), img_size=IMG_SIZE, width=WIDTH,
+                         epochs=EPOCHS, lr=LR, init=INIT)
+train_arms(config, DATA_DIR, SPLITS, OUT / "arms")
+RUNS = comparison_runs(config, OUT / "arms")  # single-task, two-stage (formed from them), joint variants
 
 
 # %%
-# Joint model (seed 000) on the same split file
-from classseg.training.joint import JointConfig, train_joint
+# The table: `classseg compare --aggregate` (mean ± std over seeds), Markdown + LaTeX + CSV
+from classseg.cli import main as classseg_cli
 
-joint_config = JointConfig(weights=weights, img_size=IMG_SIZE, schedule=SCHEDULE, class_loss=CLASS_LOSS,
-                           multiscale_head=MULTISCALE_HEAD, seed=SEED, **epochs)
-train_joint(joint_config, DATA_DIR, SPLITS, OUT / "joint")
-JOINT = OUT / "joint" / "joint.keras"
+assert classseg_cli(["compare", *map(str, RUNS), "--out", str(OUT), "--name", "multitask", "--aggregate",
+                     "--caption", caption(config, SPLITS)]) == 0
+table = pd.read_csv(OUT / "multitask.csv")
+COLUMNS = ["model", "n_runs", "accuracy", "sensitivity", "specificity", "gate_auc", "auc", "dice_tumor_slices",
+           "dice_per_patient", "hd95_detected_px", "train_minutes"]
+display(table[[c for c in table.columns if c.split("_std")[0] in COLUMNS]].round(3))
 
 
 # %%
-# The pipeline's input: the split's test patients (a folder of links to their folders), or all of DATA_DIR
+# Mean ± std per arm (error bars: standard deviation over seeds)
+from classseg.plotting import plot_mean_std_bars
+
+figure = plot_mean_std_bars(table, ["accuracy", "dice_per_patient", "dice_tumor_slices"], OUT / "multitask.png",
+                            title=caption(config, SPLITS))
+display(Image(filename=str(figure)))
+
+
+# %%
+# The joint model (first seed) through the pipeline: verdict from its class head, mask from its decoder
 import shutil
 
 from classseg.data import link_patients
+from classseg.pipeline import main as run_pipeline
 
 if ON == "test":
     shutil.rmtree(OUT / "test_patients", ignore_errors=True)  # links only: the data itself is never touched
     TEST_DIR = link_patients(DATA_DIR, load_splits(SPLITS), "test", OUT / "test_patients")
 else:
     TEST_DIR = DATA_DIR
-print(f"pipeline input: {TEST_DIR} ({len(list(TEST_DIR.iterdir()))} entries)")
+JOINT = next((r / "joint.keras" for r in RUNS if r.name.startswith("joint") and (r / "joint.keras").is_file()), None)
+if JOINT is not None:
+    shutil.rmtree(OUT / "pipeline_joint", ignore_errors=True)  # this notebook's own previous output
+    assert run_pipeline(["--test-dir", str(TEST_DIR), "--out", str(OUT / "pipeline_joint"), "--joint", str(JOINT)]) == 0
+    display(Markdown((OUT / "pipeline_joint" / "metrics.md").read_text()))
 
 
 # %%
-# Both through the same pipeline code on the same slices (gate, segment, post-process, evaluate)
-from classseg.pipeline import main as run_pipeline
-
-PIPE_TWO_STAGE, PIPE_JOINT = OUT / "pipeline_two_stage", OUT / "pipeline_joint"
-for folder, models in ((PIPE_TWO_STAGE, ["--classifier", str(CLASSIFIER), "--segmenter", str(SEGMENTER)]),
-                       (PIPE_JOINT, ["--joint", str(JOINT)])):
-    shutil.rmtree(folder, ignore_errors=True)  # this notebook's own previous output
-    assert run_pipeline(["--test-dir", str(TEST_DIR), "--out", str(folder), *models]) == 0
-
-
-# %%
-# One table from every run folder made above (test-split figures, same split file)
-from classseg.tables import compare_runs, comparison_notes, write_table
-
-table = compare_runs([OUT / "classifiers", OUT / "segmenter", OUT / "joint", PIPE_TWO_STAGE, PIPE_JOINT])
-caption = "Joint multi-task model (seed 000) vs two-stage Class-Seg (seed 002), test split"
-paths = write_table(table, OUT / "comparison", caption, comparison_notes(table))
-display(Markdown(paths["md"].read_text()))
-display(table.drop(columns=["run_dir"]).round(4))
-
-
-# %%
-# Training curves: joint model and ResUNet
-LABEL = f"{IMG_SIZE} px, seed {SEED}, split {SPLITS.name}"
-display(Markdown(f"**Joint model** (weights={weights or 'none'}, {LABEL}, schedule {SCHEDULE}, loss {CLASS_LOSS})"))
-display(Image(filename=str(OUT / "joint" / "training_curves.png")))
-display(Markdown(f"**ResUNet, two-stage phase 2** (from scratch, {LABEL})"))
-display(Image(filename=str(OUT / "segmenter" / "training_curves.png")))
+# Training curves of the first joint run (losses per task, loss weights, learning rate)
+if JOINT is not None:
+    display(Markdown(f"**{JOINT.parent.name}** ({IMG_SIZE} px, width {WIDTH}, {EPOCHS} epochs, split {SPLITS.name})"))
+    display(Image(filename=str(JOINT.parent / "training_curves.png")))
 print("run folder:", OUT.resolve())
