@@ -204,6 +204,11 @@ def test_cli_registers_and_rejects_bad_arguments(tmp_path: Path) -> None:
         cmd.run(parser.parse_args(["train-joint", "--weights", str(tmp_path / "missing.h5")]))
     with pytest.raises(SystemExit):
         parser.parse_args(["train-joint", "--schedule", "linear"])
+    with pytest.raises(SystemExit, match="multiple of 16 for resunet"):
+        cmd.run(parser.parse_args(["train-joint", "--architecture", "resunet", "--img-size", "40"]))
+    with pytest.raises(SystemExit, match="--init model not found"):
+        cmd.run(parser.parse_args(["train-joint", "--architecture", "resunet", "--img-size", "48",
+                                   "--init", str(tmp_path / "nope.keras")]))
 
 
 def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -1,4 +1,5 @@
-"""``classseg train-joint``: train the joint ResNet-50 U-Net (seed 000) and evaluate it on val/test."""
+"""``classseg train-joint``: train a joint model (seed 000: ResNet-50 U-Net; or the ResUNet with a class head)
+and evaluate it on val/test."""
 
 from __future__ import annotations
 
@@ -27,10 +28,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), metavar="DATA_DIR",
                    help="kaggle_3m-style folder (default: %(default)s)")
+    p.add_argument("--architecture", choices=("resnet50_unet", "resunet"), default=d.architecture,
+                   help="resnet50_unet: seed 000 (ImageNet ResNet-50 encoder, U-Net decoder); resunet: seed 002's "
+                        "ResUNet with a class head, the two-stage arm's architecture (default: %(default)s)")
+    p.add_argument("--width", type=float, default=d.width, help="resunet filter multiplier (1.0 = 1.2 M parameters)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="resunet: copy the layers of this .keras model with the same names (e.g. a ResUNet "
+                        "segmenter: saved_models/segmenter.keras); the class head starts new")
+    p.add_argument("--select-gate", action="store_true",
+                   help="choose the class threshold and gate rule on val (the two-stage gate's selection) "
+                        "instead of P(tumor) >= 0.5")
     p.add_argument("--weights", default=d.weights, metavar="imagenet|none|PATH",
                    help="encoder initialisation: ImageNet (needs network or the cached file), random, or a local "
                         "no-top ResNet-50 weights file (default: %(default)s)")
-    p.add_argument("--img-size", type=int, default=d.img_size, help="square input size, multiple of 32")
+    p.add_argument("--img-size", type=int, default=d.img_size,
+                   help="square input size, multiple of 32 (resnet50_unet) or 16 (resunet)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (cosine decay)")
@@ -42,7 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--class-loss", choices=CLASS_LOSS_CHOICES, default=d.class_loss,
                    help="cross-entropy (seed 000) or focal loss alpha 0.25 gamma 2 (seed 001)")
     p.add_argument("--multiscale", action="store_true", help="multi-scale class head (seed 004)")
-    p.add_argument("--augment", action="store_true", help="training augmentation (flips, rotation, elastic, noise)")
+    p.add_argument("--augment", action="store_true",
+                   help="training augmentation (the segmenter recipe's: flips, rotations, elastic, intensity, FLAIR "
+                        "for a missing sequence)")
     p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="runs/joint", metavar="DIR", help="run folder (default: %(default)s)")
@@ -61,8 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from classseg.training.joint import JointConfig, train_joint
 
     prog = "classseg train-joint"
-    if args.img_size < 32 or args.img_size % 32:
-        raise SystemExit(f"{prog}: --img-size must be a positive multiple of 32, got {args.img_size}")
+    step = 32 if args.architecture == "resnet50_unet" else 16
+    if args.img_size < step or args.img_size % step:
+        raise SystemExit(f"{prog}: --img-size must be a positive multiple of {step} for {args.architecture}, "
+                         f"got {args.img_size}")
+    if args.init and not Path(args.init).is_file():
+        raise SystemExit(f"{prog}: --init model not found: {args.init}")
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit(f"{prog}: --epochs and --batch-size must be >= 1")
     weights = args.weights
@@ -77,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         check_run_out(args.out, args.data_dir, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"{prog}: {err}") from None
-    config = replace(JointConfig(), weights=weights, img_size=args.img_size, epochs=args.epochs,
+    config = replace(JointConfig(), architecture=args.architecture, width=args.width, init=args.init,
+                     select_gate=args.select_gate, weights=weights, img_size=args.img_size, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                      lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,
                      class_loss=args.class_loss, multiscale_head=args.multiscale, augment=args.augment,
@@ -89,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         strategy = tf.distribute.MirroredStrategy()
     try:
         m = train_joint(config, args.data_dir, args.splits, args.out, strategy=strategy, progress=not args.quiet)
-    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError, OSError) as err:
         raise SystemExit(f"{prog}: {err}") from None
 
     from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_line
@@ -98,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
           f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}; "
           "masks scored at the original slice size):")
     print("  delivered masks: " + scores_line(m, DETECTION_FIELDS[:4]))
-    print("  class output:    " + scores_line(m, GATE_FIELDS))
-    print("  masks:           " + scores_line(m, SEGMENTATION_FIELDS))
+    if "class" in m.get("tasks", ["class"]):
+        print("  class output:    " + scores_line(m, GATE_FIELDS))
+    if "mask" in m.get("tasks", ["mask"]):
+        print("  masks:           " + scores_line(m, SEGMENTATION_FIELDS))
     print(f"  {m['params']:,} parameters, {m['ms_per_slice']:.1f} ms/slice (batch {m['infer_batch']}, {m['device']})")
     print(f"wrote {args.out}")
     return 0
