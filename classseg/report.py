@@ -209,6 +209,46 @@ def _per_patient_box(run: Path, fig_dir: Path) -> list[Path]:
     return _save(fig, fig_dir / "per_patient_dice")
 
 
+def headline(run: Path) -> list[str]:
+    """The report's first lines: who was held out, what the two deliverables reached on them, and how the
+    models began (from scratch, ImageNet, or the shipped models: in-domain transfer)."""
+    lines = ["## Headline (held-out test patients)", ""]
+    splits = run / "split" / "splits.csv"
+    if splits.is_file():
+        frame = pd.read_csv(splits)
+        test = sorted(frame.loc[frame["split"] == "test", "patient_id"])
+        counts = frame["split"].value_counts()
+        lines.append(f"- Split `{splits}`: {counts.get('train', 0)} train / {counts.get('val', 0)} val / "
+                     f"{len(test)} test patients; test = {', '.join(test)}. Every choice (gate, thresholds, "
+                     "post-processing, epochs) was made on val.")
+    rows = []
+    pipe = _json(run / "phase3" / "predictions" / "metrics.json")
+    if pipe and isinstance(pipe.get("gated"), dict):
+        choice = _json(run / "phase3" / "gate_selection.json") or {}
+        rule = f"gate rule {choice['rule']} chosen on val" if choice.get("rule") else "gate rule of the pipeline"
+        rows.append(("Two-stage pipeline (phase 1 gate + phase 2 ResUNet)", pipe["gated"], rule))
+    joint = _json(run / "joint" / "metrics.json")
+    if joint:
+        rows.append((f"Joint model `{joint.get('model')}`", joint, f"gate rule {joint.get('gate_rule', 'gate')}"))
+    for name, m, how in rows:
+        lines.append(f"- **{name}**: slice accuracy {_fmt(m.get('accuracy'))}, sensitivity "
+                     f"{_fmt(m.get('sensitivity'))}, specificity {_fmt(m.get('specificity'))}; Dice per patient "
+                     f"{_fmt(m.get('dice_per_patient'))}, Dice on tumor slices {_fmt(m.get('dice_tumor_slices'))} "
+                     f"({how}).")
+    seg = _json(run / "phase2" / "metrics.json")
+    if seg:
+        lines.append(f"- Weights: phase 2 and the joint model {seg.get('weights')}. The shipped models were "
+                     "trained on the 56 train patients of data/splits/kaggle_3m_seed0.csv; the bundled sample is "
+                     "their test split, so they never saw its patients. Figures from a 1-patient val and a few "
+                     "test patients are noisy: the benchmark figures are in docs/multitask.md and "
+                     "saved_models/README.md.")
+    return lines if len(lines) > 2 else []
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Path]]:
     """Write every table and figure a run folder supports; return the files by kind."""
     run, out = Path(run_dir), Path(out_dir)
@@ -231,7 +271,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Pat
         written["tables"] += list(write_table(df, out / stem, caption, notes).values())
     for make in (_confusion_figures, _roc_figure, _curves_figure, _overlay_grid, _per_patient_box):
         written["figures"] += make(run, fig_dir)
-    index = ["# classseg report", "", f"Run folder: `{run}`", ""]
+    index = ["# classseg report", "", f"Run folder: `{run}`", "", *headline(run), ""]
     index += [f"- [{p.name}]({p.relative_to(out)})" for p in written["tables"] if p.suffix == ".md"]
     index += [f"- ![{p.stem}]({p.relative_to(out)})" for p in written["figures"] if p.suffix == ".png"]
     atomic_write_text(out / "README.md", "\n".join(index) + "\n")
