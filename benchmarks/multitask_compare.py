@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         train_arms(config, args.data, args.splits or None, args.out, log=lambda s: print(s, flush=True))
     runs = [str(r) for r in comparison_runs(config, args.out)]
     return cli(["compare", *runs, "--out", str(Path(args.docs).parent), "--name", Path(args.docs).name,
-                "--aggregate", "--caption", caption(config, args.splits)])
+                "--aggregate", "--caption", caption(config, args.splits), "--columns", COLUMNS])
+
+
+#: Columns of the md / tex table (the csv keeps every figure).
+COLUMNS = ("model,n_runs,seed,accuracy,sensitivity,specificity,auc,gate_auc,dice_tumor_slices,hd95_detected_px,"
+           "missed_tumor_slices,dice_per_patient,train_minutes,params,ms_per_slice")
 
 
 if __name__ == "__main__":

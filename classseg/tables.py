@@ -169,15 +169,18 @@ def run_notes(split: Any = None, seeds: Any = None, weights: Any = None, img_siz
 
 
 def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, notes: str, label: str | None = None,
-                digits: int = 3) -> dict[str, Path]:
-    """Write ``<out_stem>.md``, ``.tex`` (booktabs) and ``.csv`` (raw values); returns ``{"md", "tex", "csv"}``."""
+                digits: int = 3, columns: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write ``<out_stem>.md``, ``.tex`` (booktabs) and ``.csv`` (raw values); returns ``{"md", "tex", "csv"}``.
+
+    ``columns``: the columns shown in md / tex (in the frame's order); the csv always keeps every column."""
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_stem.with_name(f"{out_stem.name}.{ext}") for ext in ("md", "tex", "csv")}
     from classseg.atomic import atomic_to_csv, atomic_write_text
 
-    atomic_write_text(paths["md"], to_markdown(df, caption, notes, digits))
-    atomic_write_text(paths["tex"], to_latex(df, caption, notes, label, digits))
+    shown = df if columns is None else df[[c for c in df.columns if c in set(columns)]]
+    atomic_write_text(paths["md"], to_markdown(shown, caption, notes, digits))
+    atomic_write_text(paths["tex"], to_latex(shown, caption, notes, label, digits))
     atomic_to_csv(df, paths["csv"], index=False)
     return paths
 

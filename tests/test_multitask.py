@@ -165,3 +165,26 @@ def test_gate_encoder_backbone_from_a_gate_cnn_and_shipped(tmp_path: Path, monke
     assert shipped.output.shape == (None, 2, 2, 64)
     with pytest.raises(ValueError, match="mobilenetv2 has no shipped in-domain weights"):
         get_backbone("mobilenetv2", (32, 32, 3), weights="shipped")
+
+
+def test_compare_aggregate_and_columns_cli(tmp_path: Path) -> None:
+    from classseg.cli import main
+
+    runs = []
+    for seed, acc in ((0, 0.8), (1, 0.9)):
+        run = tmp_path / f"joint_seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "joint_resunet", "kind": "joint", "weights": "none", "img_size": 96, "epochs": 9, "seed": seed,
+            "split_file": "s.csv", "accuracy": acc, "dice_per_patient": 0.5, "dice_tumor_slices": 0.4}))
+        runs.append(str(run))
+    assert main(["compare", *runs, "--out", str(tmp_path / "docs"), "--name", "mt", "--aggregate",
+                 "--columns", "model,n_runs,accuracy,dice_per_patient"]) == 0
+    md = (tmp_path / "docs" / "mt.md").read_text()
+    header = md.splitlines()[2]
+    assert header == "| model | n_runs | accuracy | dice_per_patient |"
+    assert "0.850 ± 0.071" in md and "| 2 |" in md
+    full = pd.read_csv(tmp_path / "docs" / "mt.csv")  # the csv keeps every column
+    assert {"dice_tumor_slices", "accuracy_std", "seed"} <= set(full.columns)
+    with pytest.raises(SystemExit, match="no column"):
+        main(["compare", *runs, "--out", str(tmp_path / "docs"), "--columns", "model,nonsense"])

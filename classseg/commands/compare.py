@@ -17,6 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--caption", default="Model comparison on the test split", help="table caption")
     parser.add_argument("--digits", type=int, default=3, help="decimals shown in md/tex (csv keeps full values)")
     parser.add_argument("--name", default="comparison", help="file stem inside --out (default: comparison)")
+    parser.add_argument("--columns", default=None,
+                        help="comma-separated columns to keep in md/tex (their _std columns follow); csv keeps all")
     parser.add_argument("--aggregate", action="store_true",
                         help="one row per configuration (same model, kind, weights, size, epochs, split): "
                              "mean ± std over its runs (seeds), with n_runs")
@@ -36,8 +38,16 @@ def run(args: argparse.Namespace) -> int:
         df = aggregate_seeds(df)
         notes += " Each row: mean ± sample standard deviation over its runs (n_runs; seeds in 'seed')."
     df = df.dropna(axis=1, how="all")  # drop the columns that no run reported
+    shown = None
+    if args.columns:
+        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in df.columns]
+        if unknown:
+            raise SystemExit(f"classseg compare: no column(s) {', '.join(unknown)}; the table has "
+                             f"{', '.join(c for c in df.columns if not c.endswith('_std'))}")
+        shown = [c for c in df.columns if c in wanted or (c.endswith("_std") and c[:-4] in wanted)]
     paths = write_table(df, Path(args.out) / args.name, args.caption, notes,
-                        label="tab:comparison", digits=args.digits)
+                        label="tab:comparison", digits=args.digits, columns=shown)
     print(paths["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
