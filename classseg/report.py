@@ -236,6 +236,12 @@ def headline(run: Path) -> list[str]:
                      f"{_fmt(m.get('dice_per_patient'))}, Dice on tumor slices {_fmt(m.get('dice_tumor_slices'))} "
                      f"({how}).")
     seg = _json(run / "phase2" / "metrics.json")
+    start = _json(run / "phase2" / "start_model_test.json")
+    if seg and start:
+        lines.append(f"- Phase 2 segmenter alone (verdict = mask non-empty): before fine-tuning accuracy "
+                     f"{_fmt(start.get('accuracy'))}, Dice per patient {_fmt(start.get('dice_per_patient'))}; after "
+                     f"{seg.get('train_minutes')} min of fine-tuning accuracy {_fmt(seg.get('accuracy'))}, Dice per "
+                     f"patient {_fmt(seg.get('dice_per_patient'))}.")
     if seg:
         lines.append(f"- Weights: phase 2 and the joint model {seg.get('weights')}. The shipped models were "
                      "trained on the 56 train patients of data/splits/kaggle_3m_seed0.csv; the bundled sample is "

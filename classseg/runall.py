@@ -253,6 +253,32 @@ def _stage(out: Path, name: str, settings: dict[str, Any], work: Callable[[Path]
     return True
 
 
+def score_start_model(model_path: str | Path, data_dir: Path, split_file: Path, out_json: Path) -> dict[str, Any]:
+    """Test :class:`~classseg.evaluation.Scores` of a segmenter as it was before fine-tuning (its own card's
+    input, threshold and post-processing), written to ``out_json``: the baseline a quick run improves on."""
+    from dataclasses import replace as dc_replace
+
+    from classseg import data as cdata
+    from classseg.evaluation.scores import read_truths
+    from classseg.modelcard import read_card
+    from classseg.models.loading import load_model
+    from classseg.postprocess import PostprocessConfig
+    from classseg.training.segmenter import SegmenterConfig, evaluate_segmenter, model_inputs, predict_masks
+
+    card = read_card(model_path)
+    size = card.img_size if card else 128
+    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
+    frame = cdata.resolve_splits(cdata.discover(data_dir), split_file)
+    test = cdata.load_arrays(frame[frame["split"] == "test"].reset_index(drop=True), size, progress=False)
+    probs = predict_masks(load_model(model_path), model_inputs(test, card.normalization if card else "raw"))
+    config = dc_replace(SegmenterConfig(), threshold=pp.threshold, postprocess=pp)
+    scores = evaluate_segmenter(probs, test.masks, test.frame["patient_id"].to_numpy(), config,
+                                truths=read_truths(test.frame["mask_path"]))
+    write_json(out_json, {"model": str(model_path), "what": "the starting model before fine-tuning, test split",
+                          **scores})
+    return scores
+
+
 def choose_phase3_gate(gate_path: Path, segmenter_path: Path, data_dir: Path, split_file: Path,
                        folder: Path) -> dict[str, Any]:
     """The gate threshold and rule of phase 3, chosen on val (:func:`classseg.training.selection.choose_gate`):
@@ -323,6 +349,8 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
                                minutes=profile.seg_minutes, batch_size=profile.seg_batch_size, seed=profile.seed,
                                init=resolve_model(profile.init), **lr)
         train_segmenter(config, data_dir, split_file, folder, strategy=strategy)
+        if config.init:  # what fine-tuning added: the starting model scored the same way on the same test slices
+            score_start_model(config.init, data_dir, split_file, folder / "start_model_test.json")
 
     _stage(out, "phase2", per_stage["phase2"], phase2, log)
 
