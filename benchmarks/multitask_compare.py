@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Columns of the md / tex table (the csv keeps every figure).
-COLUMNS = ("model,n_runs,seed,accuracy,sensitivity,specificity,auc,gate_auc,dice_tumor_slices,hd95_detected_px,"
-           "missed_tumor_slices,dice_per_patient,train_minutes,params,ms_per_slice")
+COLUMNS = ("model,weights,img_size,epochs,split_file,seed,n_runs,accuracy,sensitivity,specificity,auc,gate_auc,"
+           "dice_tumor_slices,hd95_detected_px,missed_tumor_slices,dice_per_patient,train_minutes,params")
 
 
 if __name__ == "__main__":
