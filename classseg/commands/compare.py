@@ -34,19 +34,19 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg compare: {err}") from None
     notes = comparison_notes(df)
-    if args.aggregate:
+    if getattr(args, "aggregate", False):
         df = aggregate_seeds(df)
         notes += " Each row: mean ± sample standard deviation over its runs (n_runs; seeds in 'seed')."
     df = df.dropna(axis=1, how="all")  # drop the columns that no run reported
     shown = None
-    if args.columns:
+    if getattr(args, "columns", None):
         wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in df.columns]
         if unknown:
             raise SystemExit(f"classseg compare: no column(s) {', '.join(unknown)}; the table has "
                              f"{', '.join(c for c in df.columns if not c.endswith('_std'))}")
         shown = [c for c in df.columns if c in wanted or (c.endswith("_std") and c[:-4] in wanted)]
-    paths = write_table(df, Path(args.out) / args.name, args.caption, notes,
+    paths = write_table(df, Path(args.out) / getattr(args, "name", "comparison"), args.caption, notes,
                         label="tab:comparison", digits=args.digits, columns=shown)
     print(paths["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
