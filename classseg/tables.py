@@ -278,7 +278,8 @@ def _row(sources: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any
             value = ", ".join(str(v) for v in value)
         row[col] = value if isinstance(value, (str, int, float)) else None
     for col in COMPARE_METRICS:
-        where = list(sources) + list(labels) if col == "params" else sources  # a model property: manifest too
+        # properties of the model / run (not of a scored set): the labels (manifest, top level) count too
+        where = list(sources) + list(labels) if col in ("params", "train_minutes", "ms_per_slice") else sources
         mean, std = _number(_first(where, (col,)))
         if std is None:  # results.csv style: a separate <key>_std column
             std = _number(_first(sources, (f"{col}_std",)))[0]
@@ -331,6 +332,9 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
              or {"segmenter": "resunet", "joint": "joint"}.get(str(kind))
              or _first(shared + labels, ("backbone",)) or run_dir.name)
     rows.append(_row(shared, labels, model=str(model), kind=str(kind)))
+    if kind == "joint" and isinstance(metrics.get("segment_all"), Mapping):  # the mask head without its gate
+        rows.append(_row([metrics["segment_all"]], [metrics, *labels], model=f"{model} (mask head alone)",
+                         kind="joint"))
     return rows
 
 
@@ -397,7 +401,7 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
         for col in metrics:
             values = pd.to_numeric(group[col], errors="coerce").dropna()
             row[col] = float(values.mean()) if len(values) else None
-            if len(values) > 1:
+            if len(values) > 1 and col != "params":  # a model property, not a result
                 row[f"{col}_std"] = float(values.std(ddof=1))
         rows.append(row)
     columns = [*keys, "seed", "n_runs"]
