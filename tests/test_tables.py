@@ -108,9 +108,11 @@ def runs(tmp_path):
 def test_compare_runs_rows(runs):
     phase1, seg, joint, pipe = runs
     df = compare_runs(runs).set_index("model")
-    assert list(df.index) == ["mobilenetv2", "resnet50", "resunet", "joint_resnet50_unet", "pipe (gated)",
-                              "pipe (segment all)"]
-    assert list(df["kind"]) == ["classifier", "classifier", "segmenter", "joint", "pipeline", "pipeline"]
+    assert list(df.index) == ["mobilenetv2", "resnet50", "resunet", "joint_resnet50_unet",
+                              "joint_resnet50_unet (mask head alone)", "pipe (gated)", "pipe (segment all)"]
+    alone = df.loc["joint_resnet50_unet (mask head alone)"]  # the joint model's segment_all section
+    assert alone["dice_tumor_slices"] == 0.1 and alone["params"] == 32561000 and pd.isna(alone["gate_auc"])
+    assert list(df["kind"]) == ["classifier", "classifier", "segmenter", "joint", "joint", "pipeline", "pipeline"]
 
     mob = df.loc["mobilenetv2"]
     assert (mob["accuracy"], mob["accuracy_std"], mob["f1_macro"], mob["auc"]) == (0.9, 0.02, 0.85, 0.93)
@@ -161,6 +163,6 @@ def test_compare_cli(runs, tmp_path, capsys):
     assert compare_cmd.run(args) == 0
     assert {p.name for p in out.iterdir()} == {"comparison.md", "comparison.tex", "comparison.csv"}
     assert "| mobilenetv2 | classifier | none | 128 | 5 | 0 | 0.900 ± 0.020 |" in capsys.readouterr().out
-    assert len(pd.read_csv(out / "comparison.csv")) == 6
+    assert len(pd.read_csv(out / "comparison.csv")) == 7  # the joint run adds its mask-head-alone row
     with pytest.raises(SystemExit, match="classseg compare: run folder not found"):
         compare_cmd.run(argparse.Namespace(**{**vars(args), "run_dirs": [str(tmp_path / "nope")]}))
