@@ -188,3 +188,43 @@ def test_compare_aggregate_and_columns_cli(tmp_path: Path) -> None:
     assert {"dice_tumor_slices", "accuracy_std", "seed"} <= set(full.columns)
     with pytest.raises(SystemExit, match="no column"):
         main(["compare", *runs, "--out", str(tmp_path / "docs"), "--columns", "model,nonsense"])
+
+
+def test_two_stage_and_val_gated_runs_from_saved_predictions(tmp_path: Path) -> None:
+    """The multitask table's derived rows: two-stage (cls_only gates seg_only) and the gate chosen on val."""
+    import cv2
+
+    from classseg.evaluation.delivered import save_predictions
+    from classseg.training.multitask import MultitaskConfig, comparison_runs, run_dir, two_stage_run, val_gated_run
+
+    paths = []
+    for i in range(4):  # slices 0, 1 tumor; 2, 3 empty
+        truth = np.zeros((16, 16), np.uint8)
+        if i < 2:
+            truth[4:12, 4:12] = 255
+        cv2.imwrite(str(tmp_path / f"m{i}.png"), truth)
+        paths.append(str(tmp_path / f"m{i}.png"))
+    mask_prob = np.zeros((4, 16, 16), np.float32)
+    mask_prob[:2, 4:12, 4:12] = 0.9
+    mask_prob[2, 0:3, 0:3] = 0.9  # a false positive that a good gate removes
+    gate = np.array([0.9, 0.3, 0.1, 0.2], np.float32)  # P(tumor): tumor slice 1 only at 0.3
+    out = tmp_path / "arms"
+    base = {"img_size": 16, "epochs": 1, "seed": 0, "split_file": "s.csv", "weights": "none", "train_minutes": 1.0,
+            "params": 10, "ms_per_slice": 1.0, "architecture": "resunet", "augment": True, "batch_size": 4,
+            "threshold": 0.5, "postprocess_config": {"threshold": 0.5, "closing": False, "fill_holes": False}}
+    for arm, tumor, masks in (("seg_only", None, mask_prob), ("cls_only", gate, None)):
+        folder = run_dir(out, arm, 0)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({**base, "model": f"{arm}_resunet"}))
+        for split in ("val", "test"):
+            save_predictions(folder / f"predictions_{split}.npz", tumor, masks, ["A", "A", "B", "B"], paths,
+                             [f"s{i}" for i in range(4)])
+    two = json.loads((two_stage_run(out, 0) / "metrics.json").read_text())
+    assert (two["tp"], two["fn"], two["fp"]) == (1, 1, 0)  # P(tumor) 0.3 < 0.5 drops tumor slice 1
+    assert two["train_minutes"] == 2.0 and two["params"] == 20
+    chosen = json.loads((val_gated_run(out, "two_stage", 0) / "metrics.json").read_text())
+    # on val, threshold 0.22-0.3 keeps both tumor slices and drops the false positive: accuracy 1.0
+    assert chosen["gate_choice"]["rule"] in ("gate", "gate_and_mask") and chosen["accuracy"] == 1.0
+    assert 0.2 < chosen["gate_choice"]["threshold"] <= 0.3
+    runs = [p.name for p in comparison_runs(MultitaskConfig(arms=("seg_only", "cls_only"), seeds=(0,)), out)]
+    assert runs == ["seg_only_seed0", "cls_only_seed0", "two_stage_seed0", "two_stage_valgate_seed0"]

@@ -13,7 +13,9 @@ data, augmentation (the segmenter recipe's), optimiser (AdamW, cosine decay) and
 * ``joint``: fixed weights (seed 000); ``joint_freeze`` / ``joint_dynamic``: seed 001's schedules;
 * ``joint_multiscale``: fixed weights, seed 004's multi-scale class head.
 
-Thresholds are fixed at 0.5 for every arm (seed 000), so no arm gets a selection the others lack.
+The main rows use P(tumor) >= 0.5 for every arm (seed 000); the ``(gate chosen on val)`` rows give every gated
+arm the pipeline's val-based choice of threshold and rule (:func:`val_gated_run`), so no arm gets a
+selection the others lack.
 """
 
 from __future__ import annotations
@@ -127,6 +129,40 @@ def two_stage_run(out: str | Path, seed: int) -> Path | None:
     return folder
 
 
+def val_gated_run(out: str | Path, arm: str, seed: int) -> Path | None:
+    """``OUT/<arm>_valgate_seed<k>``: the arm delivered with the gate threshold and rule chosen on its val
+    predictions (:func:`classseg.training.selection.choose_gate`, the pipeline's selection: the class output
+    gates only where it beats "mask non-empty" on val), scored on test. ``arm``: a joint arm (its own class
+    output and mask) or ``two_stage`` (``cls_only`` gating ``seg_only``). None until the runs exist."""
+    from classseg.evaluation.delivered import delivered_scores, read_predictions
+    from classseg.evaluation.scores import read_truths
+    from classseg.jsonio import read_json, write_json
+    from classseg.postprocess import PostprocessConfig, postprocess
+    from classseg.training.selection import choose_gate
+
+    pair = (("cls_only", "seg_only") if arm == TWO_STAGE else (arm, arm))
+    dirs = [run_dir(out, a, seed) for a in pair]
+    if not all((d / "metrics.json").is_file() for d in dirs):
+        return None
+    seg_m = read_json(dirs[1] / "metrics.json")
+    pp = PostprocessConfig(**seg_m["postprocess_config"])
+    preds = {split: [read_predictions(d / f"predictions_{split}.npz") for d in dirs] for split in ("val", "test")}
+    (cls_val, seg_val), (cls_test, seg_test) = preds["val"], preds["test"]
+    val_truth_nonempty = [t.any() for t in read_truths(list(seg_val["mask_path"]))]
+    nonempty = postprocess(seg_val["mask_prob"], pp).reshape(len(seg_val["mask_prob"]), -1).any(axis=1)
+    choice, _ = choose_gate(val_truth_nonempty, cls_val["tumor_prob"], nonempty)
+    threshold = choice["threshold"] if choice["threshold"] is not None else 0.5
+    scores = delivered_scores(read_truths(list(seg_test["mask_path"])), seg_test["mask_prob"],
+                              seg_test["patient_id"], pp, gate_prob=cls_test["tumor_prob"], gate_threshold=threshold,
+                              apply_gate=choice["rule"] != "mask")
+    source = read_json(run_dir(out, TWO_STAGE, seed) / "metrics.json") if arm == TWO_STAGE else seg_m
+    folder = run_dir(out, f"{arm}_valgate", seed)
+    labels = {k: source[k] for k in ("img_size", "epochs", "seed", "split_file", "weights", "train_minutes", "params")}
+    write_json(folder / "metrics.json", {"model": f"{source['model']} (gate chosen on val)", "kind": "val_gated",
+                                         **labels, "gate_choice": choice, **scores})
+    return folder
+
+
 def comparison_runs(config: MultitaskConfig, out: str | Path) -> list[Path]:
     """The finished run folders in table order (single-task, two-stage, joint variants), two-stage made."""
     order = [a for a in config.arms if a in ("seg_only", "cls_only")]
@@ -139,6 +175,9 @@ def comparison_runs(config: MultitaskConfig, out: str | Path) -> list[Path]:
             folder = two_stage_run(out, seed) if arm == TWO_STAGE else run_dir(out, arm, seed)
             if folder is not None and (folder / "metrics.json").is_file():
                 runs.append(folder)
+    for arm in order:  # the same deliverables with the gate threshold and rule chosen on val
+        if arm in (TWO_STAGE, *[a for a in ARMS if a.startswith("joint")]):
+            runs += [f for f in (val_gated_run(out, arm, seed) for seed in config.seeds) if f is not None]
     return runs
 
 
