@@ -305,7 +305,9 @@ def test_04_joint_vs_two_stage(executed):
         for seed in (0, 1):
             _same_split(out / "arms" / f"{arm}_seed{seed}", out / "splits.csv")  # one split file for every arm
     table = pd.read_csv(out / "multitask.csv")
-    assert list(table["model"]) == ["seg_only_resunet", "cls_only_resunet", "two_stage_resunet", "joint_resunet"]
+    assert list(table["model"]) == ["seg_only_resunet", "cls_only_resunet", "two_stage_resunet", "joint_resunet",
+                                    "joint_resunet (mask head alone)", "two_stage_resunet (gate chosen on val)",
+                                    "joint_resunet (gate chosen on val)"]
     assert (table["n_runs"] == 2).all() and (table["seed"] == "0, 1").all()
     assert table["accuracy_std"].notna().all()  # mean ± std over the two seeds
     assert "±" in (out / "multitask.md").read_text() and (out / "multitask.tex").is_file()
