@@ -5,23 +5,29 @@ Seed 000 (Ravikiran et al., Sec. III "Multi-Task Learning Objective" and "Traini
 decay 1e-4, cosine annealing, batch 16, 21-25 epochs; the mask is thresholded at 0.5 and closed
 morphologically. Options: focal loss for the class output (seed 001, eq. 12, alpha 0.25, gamma 2),
 seed 001's loss-weight schedules (:mod:`classseg.training.schedules`) and seed 004's multi-scale
-class head (:func:`classseg.models.joint.build_joint_model`).
+class head. Two architectures: seed 000's ResNet-50 U-Net (:func:`classseg.models.joint.build_joint_model`)
+and seed 002's ResUNet with the same head (:func:`classseg.models.resunet.build_resunet_joint`), the
+latter so that joint and two-stage share one architecture (issue 11, :mod:`classseg.training.multitask`).
 
 Implementation choices (where the seeds are silent or differ from this project):
 
 * Every slice is used (tumor-free slices have empty masks); the class target of a slice is
-  "its (augmented) mask is non-empty" (design.md "Labels"), derived in the tf.data pipeline.
+  "its (augmented) mask is non-empty" (design.md "Labels"), derived per batch by
+  :class:`classseg.data.sequence.ArraySequence` (``target="both"``) after the segmenter recipe's
+  augmentation (``augment=True``).
 * The patient-level split is the project's (``classseg.data.resolve_splits``, 70/15/15 by
   default) so phases are comparable; seed 000 uses 80/10/10 and stratified batches (not done here).
 * The loss weights are two ``keras.Variable`` given to ``compile(loss_weights=...)`` and set each
   epoch by :class:`~classseg.training.schedules.LossWeightScheduler`. The best epoch is chosen on
   ``val_fixed_loss = lambda_cls * val_CE + lambda_seg * val_Dice`` (constant weights), since the
-  scheduled ``val_loss`` changes meaning from epoch to epoch.
+  scheduled ``val_loss`` changes meaning from epoch to epoch. A zero base weight trains one task only
+  (the single-task arms); ``val_fixed_loss`` is then that task's loss.
 * Cosine decay is per step (``keras.optimizers.schedules.CosineDecay`` over all training steps).
 * Evaluation is phase 3's (:func:`classseg.evaluation.score_slices`): the masks the pipeline would
   deliver with this model (threshold 0.5, closing, hole filling: the project's ``PostprocessConfig``
   default; seed 000 states closing only; emptied where P(tumor) = softmax[:, 1] < 0.5), resized back
-  to the slice's original size, with the class output's own figures as ``gate_*``.
+  to the slice's original size, with the class output's own figures as ``gate_*``; ``select_gate``
+  chooses the threshold and gate rule on val instead (the two-stage gate's rule).
 """
 
 from __future__ import annotations
