@@ -228,3 +228,12 @@ def test_two_stage_and_val_gated_runs_from_saved_predictions(tmp_path: Path) -> 
     assert 0.2 < chosen["gate_choice"]["threshold"] <= 0.3
     runs = [p.name for p in comparison_runs(MultitaskConfig(arms=("seg_only", "cls_only"), seeds=(0,)), out)]
     assert runs == ["seg_only_seed0", "cls_only_seed0", "two_stage_seed0", "two_stage_valgate_seed0"]
+
+
+def test_quick_profile_without_shipped_models_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classseg.runall import get_profile, run_all
+
+    monkeypatch.setenv("CLASSSEG_MODELS", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="shipped segmenter is missing.*--init none --weights none"):
+        run_all(tmp_path / "data", tmp_path / "run", get_profile("quick"), log=lambda _: None)
+    assert not (tmp_path / "run").exists()  # refused before any folder is made
