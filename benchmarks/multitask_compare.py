@@ -46,8 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         train_arms(config, args.data, args.splits or None, args.out, log=lambda s: print(s, flush=True))
     runs = [str(r) for r in comparison_runs(config, args.out)]
-    return cli(["compare", *runs, "--out", str(Path(args.docs).parent), "--name", Path(args.docs).name,
+    code = cli(["compare", *runs, "--out", str(Path(args.docs).parent), "--name", Path(args.docs).name,
                 "--aggregate", "--caption", caption(config, args.splits), "--columns", COLUMNS])
+    import pandas as pd
+
+    from classseg.plotting import plot_mean_std
+
+    table = pd.read_csv(f"{args.docs}.csv")
+    table["class_auc"] = table["gate_auc"].fillna(table["auc"])  # a classifier's own AUC, or the gating output's
+    table["class_auc_std"] = table["gate_auc_std"].fillna(table["auc_std"])
+    figure = plot_mean_std(table, ["accuracy", "class_auc", "dice_per_patient"], f"{args.docs}.png",
+                                title=caption(config, args.splits).replace("; ", "\n"))
+    print(f"wrote {figure}")
+    return code
 
 
 #: Columns of the md / tex table (the csv keeps every figure).

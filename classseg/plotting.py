@@ -121,25 +121,29 @@ def plot_history(history: Any, panels: Sequence[tuple[str, str]], path: str | Pa
     return save_figure(fig, path, dpi=dpi)[0]
 
 
-def plot_mean_std_bars(table: Any, metrics: Sequence[str], path: str | Path, label: str = "model",
-                       title: str = "") -> Path:
-    """One panel per metric: a bar per row of ``table`` (a :func:`classseg.tables.aggregate_seeds` frame)
-    at its mean with a ±1 std error bar (``<metric>_std``, none for a single run)."""
+def plot_mean_std(table: Any, metrics: Sequence[str], path: str | Path, label: str = "model",
+                  title: str = "") -> Path:
+    """One panel per metric, one row per line of ``table`` (a :func:`classseg.tables.aggregate_seeds` frame):
+    the mean as a dot with a ±1 std bar (``<metric>_std``; none for a single run). Rows without the metric
+    are left empty; the axis spans the values shown, not 0..1, so small differences stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
     names = [str(v) for v in table[label]]
+    y = np.arange(len(names))[::-1]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 2.6, 0.32 * len(names) + 1.4),
+                             sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         means = np.asarray(table[metric], dtype=float)
-        stds = np.asarray(table[f"{metric}_std"], dtype=float) if f"{metric}_std" in table else None
-        ax.bar(range(len(names)), np.nan_to_num(means), yerr=None if stds is None else np.nan_to_num(stds),
-               capsize=3, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        stds = np.asarray(table[f"{metric}_std"], dtype=float) if f"{metric}_std" in table else np.full_like(means,
+                                                                                                         np.nan)
+        ok = np.isfinite(means)
+        ax.errorbar(means[ok], y[ok], xerr=np.nan_to_num(stds[ok]), fmt="o", capsize=3, color="tab:blue")
         ax.set_title(metric, fontsize=9)
-        ax.set_ylim(0, 1 if np.nanmax(np.append(means, 0)) <= 1 else None)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, names, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)[0]

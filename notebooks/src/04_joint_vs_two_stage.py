@@ -138,9 +138,9 @@ display(table[[c for c in table.columns if c.split("_std")[0] in COLUMNS]].round
 
 # %%
 # Mean ± std per arm (error bars: standard deviation over seeds)
-from classseg.plotting import plot_mean_std_bars
+from classseg.plotting import plot_mean_std
 
-figure = plot_mean_std_bars(table, ["accuracy", "dice_per_patient", "dice_tumor_slices"], OUT / "multitask.png",
+figure = plot_mean_std(table, ["accuracy", "dice_per_patient", "dice_tumor_slices"], OUT / "multitask.png",
                             title=caption(config, SPLITS))
 display(Image(filename=str(figure)))
 
