@@ -26,3 +26,13 @@ def default_models_dir() -> Path:
     """``$CLASSSEG_MODELS``, else the repository's ``saved_models/``."""
     env = os.environ.get(MODELS_ENV)
     return Path(env) if env else REPO_ROOT / "saved_models"
+
+
+def shipped_model(name: str, hint: str = "") -> Path:
+    """``default_models_dir() / name`` (e.g. ``segmenter.keras``); ``FileNotFoundError`` naming the file and
+    saying how to restore it (plus ``hint``) when it is missing."""
+    path = default_models_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shipped {Path(name).stem} is missing{hint}; restore saved_models/ "
+                                f"from the repository (or point ${MODELS_ENV} at a folder holding it)")
+    return path

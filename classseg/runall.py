@@ -91,15 +91,11 @@ PROFILES: dict[str, RunAllProfile] = {
 
 
 def shipped_segmenter() -> Path:
-    """The shipped segmenter (``saved_models/segmenter.keras``, or ``$CLASSSEG_MODELS``); ``FileNotFoundError``
-    saying what to do when it is missing."""
-    from classseg.paths import default_models_dir
+    """The shipped segmenter (:func:`classseg.paths.shipped_model`); its ``FileNotFoundError`` says what to do."""
+    from classseg.paths import shipped_model
 
-    path = default_models_dir() / "segmenter.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the shipped segmenter is missing (the quick profile starts from it); "
-                                "restore saved_models/ from the repository, or pass --init none --weights none")
-    return path
+    return shipped_model("segmenter.keras", hint=" (the quick profile starts from it; or pass --init none "
+                                                 "--weights none)")
 
 
 def resolve_model(value: str | None) -> str | None:

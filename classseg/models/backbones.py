@@ -110,14 +110,14 @@ def _gate_encoder(weights: str | None = None, input_tensor=None, input_shape=Non
     if weights == "imagenet":
         raise ValueError("gate_encoder has no ImageNet weights: pass weights=PATH to a trained gate CNN .keras "
                          "file (classseg train-gate), 'shipped', or None for random initialisation")
-    width, scale = 1.0, 1.0 / 255.0
+    width, scale, source = 1.0, 1.0 / 255.0, None
     if weights is not None:
         source = load_model(weights)
         width = source.get_layer("stem_conv1").filters / 16
         scale = 1.0 / 255.0 if any(layer.name == "rescale" for layer in source.layers) else None
     model = build_gate_cnn(tuple(input_shape), width=width, input_scale=scale)
-    if weights is not None:
-        copy_weights_by_name(model, weights)
+    if source is not None:
+        copy_weights_by_name(model, source, label=weights)  # the model loaded above, not a second load
     return _attach(keras.Model(model.input, model.get_layer("bottleneck_out").output, name="gate_encoder"),
                    input_tensor)
 
@@ -282,12 +282,12 @@ def get_backbone(
     if isinstance(weights, str) and weights.lower() in ("none", ""):
         weights = None
     if weights == "shipped":  # an in-domain backbone's shipped model (saved_models/ or $CLASSSEG_MODELS)
-        from classseg.paths import default_models_dir
+        from classseg.paths import shipped_model
 
         if not spec.shipped_model:
             raise ValueError(f"{spec.name} has no shipped in-domain weights; 'shipped' applies to "
                              f"{', '.join(n for n, s in BACKBONES.items() if s.shipped_model)}")
-        weights = str(default_models_dir() / spec.shipped_model)
+        weights = str(shipped_model(spec.shipped_model))
     if weights is not None and weights != "imagenet":
         weights = Path(weights)
         if not weights.is_file():

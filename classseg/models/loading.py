@@ -42,18 +42,23 @@ def load_model(path: str | Path) -> Any:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-def copy_weights_by_name(model: Any, path: str | Path) -> list[str]:
-    """Copy into ``model`` the weights of every layer of the ``.keras`` model at ``path`` that has the same
-    name and weight shapes (in-domain transfer: a trained ResUNet segmenter gives a ResUNet joint model
-    or encoder its convolutions; layers it lacks, e.g. a class head, keep their initialisation).
-    Fully convolutional layers copy across input sizes. Returns the names of the layers copied.
+def copy_weights_by_name(model: Any, source: Any, label: str | Path | None = None) -> list[str]:
+    """Copy into ``model`` the weights of every layer of ``source`` (a ``.keras`` path, or a model already
+    loaded) that has the same name and weight shapes (in-domain transfer: a trained ResUNet segmenter
+    gives a ResUNet joint model or encoder its convolutions; layers it lacks, e.g. a class head, keep
+    their initialisation). Fully convolutional layers copy across input sizes. Returns the names of the
+    layers copied.
 
-    Raises ``ValueError`` naming the file when no layer matches (another architecture or width).
+    Raises ``ValueError`` naming the file (``label``, else ``source``) when no layer matches (another
+    architecture or width).
     """
-    source = {layer.name: layer for layer in load_model(path).layers}
+    path = label if label is not None else source
+    if isinstance(source, (str, Path)):
+        source = load_model(source)
+    by_name = {layer.name: layer for layer in source.layers}
     copied = []
     for layer in model.layers:
-        src = source.get(layer.name)
+        src = by_name.get(layer.name)
         if not layer.weights or src is None:
             continue
         if [tuple(w.shape) for w in src.weights] == [tuple(w.shape) for w in layer.weights]:
