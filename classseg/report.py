@@ -17,7 +17,7 @@ import pandas as pd
 from classseg.atomic import atomic_write_text
 from classseg.jsonio import read_json
 from classseg.plotting import save_figure
-from classseg.tables import compare_runs, write_table
+from classseg.tables import compare_runs, format_value, write_table
 
 PHASE1_COLUMNS = ["backbone", "weights", "img_size", "epochs", "repeats", "trainable_params", "params",
                   "train_time_s", "accuracy", "f1_micro", "f1_macro", "precision", "sensitivity", "specificity",
@@ -209,6 +209,11 @@ def _per_patient_box(run: Path, fig_dir: Path) -> list[Path]:
     return _save(fig, fig_dir / "per_patient_dice")
 
 
+def _fmt3(value: Any) -> str:
+    """Three decimals (:func:`classseg.tables.format_value`), ``n/a`` when missing."""
+    return format_value(value, 3) or "n/a"
+
+
 def headline(run: Path) -> list[str]:
     """The report's first lines: who was held out, what the two deliverables reached on them, and how the
     models began (from scratch, ImageNet, or the shipped models: in-domain transfer)."""
@@ -231,17 +236,17 @@ def headline(run: Path) -> list[str]:
     if joint:
         rows.append((f"Joint model `{joint.get('model')}`", joint, f"gate rule {joint.get('gate_rule', 'gate')}"))
     for name, m, how in rows:
-        lines.append(f"- **{name}**: slice accuracy {_fmt(m.get('accuracy'))}, sensitivity "
-                     f"{_fmt(m.get('sensitivity'))}, specificity {_fmt(m.get('specificity'))}; Dice per patient "
-                     f"{_fmt(m.get('dice_per_patient'))}, Dice on tumor slices {_fmt(m.get('dice_tumor_slices'))} "
+        lines.append(f"- **{name}**: slice accuracy {_fmt3(m.get('accuracy'))}, sensitivity "
+                     f"{_fmt3(m.get('sensitivity'))}, specificity {_fmt3(m.get('specificity'))}; Dice per patient "
+                     f"{_fmt3(m.get('dice_per_patient'))}, Dice on tumor slices {_fmt3(m.get('dice_tumor_slices'))} "
                      f"({how}).")
     seg = _json(run / "phase2" / "metrics.json")
     start = _json(run / "phase2" / "start_model_test.json")
     if seg and start:
         lines.append(f"- Phase 2 segmenter alone (verdict = mask non-empty): before fine-tuning accuracy "
-                     f"{_fmt(start.get('accuracy'))}, Dice per patient {_fmt(start.get('dice_per_patient'))}; after "
-                     f"{seg.get('train_minutes')} min of fine-tuning accuracy {_fmt(seg.get('accuracy'))}, Dice per "
-                     f"patient {_fmt(seg.get('dice_per_patient'))}.")
+                     f"{_fmt3(start.get('accuracy'))}, Dice per patient {_fmt3(start.get('dice_per_patient'))}; after "
+                     f"{seg.get('train_minutes')} min of fine-tuning accuracy {_fmt3(seg.get('accuracy'))}, Dice per "
+                     f"patient {_fmt3(seg.get('dice_per_patient'))}.")
     if seg:
         lines.append(f"- Weights: phase 2 and the joint model {seg.get('weights')}. The shipped models were "
                      "trained on the 56 train patients of data/splits/kaggle_3m_seed0.csv; the bundled sample is "
@@ -249,10 +254,6 @@ def headline(run: Path) -> list[str]:
                      "test patients are noisy: the benchmark figures are in docs/multitask.md and "
                      "saved_models/README.md.")
     return lines if len(lines) > 2 else []
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Path]]:

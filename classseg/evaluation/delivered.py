@@ -10,7 +10,6 @@ by the same code as the pipeline (:func:`classseg.evaluation.score_slices`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,4 +87,4 @@ def two_stage_scores(classifier: dict[str, np.ndarray], segmenter: dict[str, np.
     if not np.array_equal(classifier["image_path"], segmenter["image_path"]):
         raise ValueError("the classifier's and the segmenter's predictions are not of the same slices")
     return delivered_scores(truths, segmenter["mask_prob"], segmenter["patient_id"],
-                            replace(config), gate_prob=classifier["tumor_prob"], gate_threshold=gate_threshold)
+                            config, gate_prob=classifier["tumor_prob"], gate_threshold=gate_threshold)
