@@ -30,6 +30,10 @@ class ModelCard:
     - ``postprocess``: :class:`classseg.postprocess.PostprocessConfig` fields (segmenter / joint).
     - ``gate_rule``: final call of a slice (gate): ``gate`` = the gate's verdict; ``gate_and_mask`` =
       verdict and a non-empty mask; ``mask`` = mask non-empty (gate ignored).
+    - ``tta``: test-time flips averaged on the mask output (:data:`classseg.models.tta.TTA_MODES`:
+      ``none``, ``hflip``, ``flips``), chosen on val.
+    - ``postprocess_3d``: :class:`classseg.postprocess.Postprocess3DConfig` fields (per-patient 3D
+      component filter across adjacent slices), chosen on val; None = off.
     - ``provenance``: free-form record (split, recipe, epochs, minutes, machine, val figures).
     """
 
@@ -39,6 +43,8 @@ class ModelCard:
     threshold: float = 0.5
     postprocess: dict[str, Any] | None = None
     gate_rule: str | None = None
+    tta: str = "none"
+    postprocess_3d: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,6 +56,27 @@ class ModelCard:
             raise ValueError(f"model card: threshold {self.threshold} is outside [0, 1]")
         if self.gate_rule is not None and self.gate_rule not in GATE_RULES:
             raise ValueError(f"model card: gate_rule {self.gate_rule!r} is not one of {GATE_RULES}")
+        from classseg.models.tta import TTA_MODES
+
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"model card: tta {self.tta!r} is not one of {tuple(TTA_MODES)}")
+        if self.postprocess_3d is not None:
+            self.postprocess_3d_config()  # raises on unknown fields or bad values
+
+    def postprocess_3d_config(self) -> Any:
+        """The card's :class:`Postprocess3DConfig`, or None when the 3D filter is off."""
+        from classseg.postprocess import Postprocess3DConfig
+
+        if not self.postprocess_3d:
+            return None
+        try:
+            config = Postprocess3DConfig(**self.postprocess_3d)
+        except TypeError as err:
+            raise ValueError(f"model card: postprocess_3d {self.postprocess_3d!r}: {err}") from None
+        if not 0.0 <= float(config.min_fraction) <= 1.0 or config.connectivity not in (6, 18, 26):
+            raise ValueError(f"model card: postprocess_3d {self.postprocess_3d!r}: min_fraction must be in [0, 1] "
+                             "and connectivity 6, 18 or 26")
+        return config if config.min_fraction > 0 else None
 
     def postprocess_config(self) -> Any:
         """The card's :class:`PostprocessConfig` (threshold = the card's), or None."""

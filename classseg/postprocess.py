@@ -67,3 +67,70 @@ def postprocess(prob_or_mask: Any, config: PostprocessConfig | None = None) -> n
     binary = batch >= config.threshold
     out = np.stack([_postprocess_2d(m, config) for m in binary]) if len(binary) else binary.astype(np.uint8)
     return out.reshape(shape)
+
+
+@dataclass
+class Postprocess3DConfig:
+    """Per-patient 3D clean-up across adjacent slices (issue 17).
+
+    The slices of one patient, stacked in slice order, form a volume; its connected components
+    (``connectivity`` 26 = faces, edges and corners; 6 = faces only) smaller than ``min_fraction`` of
+    the largest component's voxel count are removed. A glioma is one connected region in 3D, so small
+    islands away from it are false positives (the same prior as seed 001's hole filling, one
+    dimension up). ``min_fraction`` 0 disables the step.
+    """
+
+    min_fraction: float = 0.2
+    connectivity: int = 26
+
+
+def filter_components_3d(masks: np.ndarray, config: Postprocess3DConfig | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Remove small 3D components of one patient's (N, H, W) binary masks, stacked in slice order.
+
+    Returns the filtered uint8 {0, 1} stack and an (N,) bool array: True where a slice's mask was
+    non-empty before and is empty after (the pipeline notes it in ``predictions.csv``).
+    Hand-written around ``scipy.ndimage.label`` (no library offers "drop components relative to the
+    largest"); the slices must share one size (the model's), which is where the pipeline calls it.
+    """
+    config = config or Postprocess3DConfig()
+    stack = np.asarray(masks).astype(bool)
+    if stack.ndim != 3:
+        raise ValueError(f"expected an (N, H, W) stack of masks, got shape {stack.shape}")
+    if config.connectivity not in (6, 18, 26):
+        raise ValueError(f"connectivity must be 6, 18 or 26, got {config.connectivity}")
+    before = stack.reshape(len(stack), -1).any(axis=1)
+    if config.min_fraction <= 0 or not before.any():
+        return stack.astype(np.uint8), np.zeros(len(stack), bool)
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[config.connectivity])
+    labels, n = ndimage.label(stack, structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= config.min_fraction * sizes[1:].max()
+    keep[0] = False
+    out = keep[labels].astype(np.uint8)
+    after = out.reshape(len(out), -1).any(axis=1)
+    return out, before & ~after
+
+
+def filter_components_3d_groups(masks: np.ndarray, groups: Any, config: Postprocess3DConfig | None,
+                                order: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`filter_components_3d` over each patient of an (N, H, W) stack of masks.
+
+    ``groups[i]``: slice i's patient (``None`` = a lone slice, left as it is); ``order[i]``: its
+    position in the patient's volume (slice number; None = the order given). Returns the filtered
+    stack and the (N,) "mask emptied by the filter" flags. ``config`` None: nothing is changed.
+    """
+    out = np.asarray(masks).astype(np.uint8).copy()
+    removed = np.zeros(len(out), bool)
+    if config is None or config.min_fraction <= 0 or groups is None:
+        return out, removed
+    by_group: dict[Any, list[int]] = {}
+    for i, key in enumerate(groups):
+        if key is not None and not (isinstance(key, float) and np.isnan(key)):
+            by_group.setdefault(key, []).append(i)
+    for index in by_group.values():
+        idx = np.asarray(index)
+        if order is not None:
+            idx = idx[np.argsort(np.asarray(order)[idx], kind="stable")]
+        out[idx], removed[idx] = filter_components_3d(out[idx], config)
+    return out, removed

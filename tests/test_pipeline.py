@@ -472,3 +472,45 @@ def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
     for _, groups, images, fed in zscore:
         np.testing.assert_allclose(fed, standardize_groups(images, groups))
     assert all(c[0] == "raw" for c in calls if c not in zscore)  # the classifier has no card: raw pixels
+
+
+def test_cli_applies_the_cards_tta_and_3d_filter_and_notes_it(tmp_path: Path, models) -> None:
+    """Issue 17: a segmenter card with test-time flips and the per-patient 3D filter; the slice whose only
+    blob is a small island away from the patient's tumor is emptied, and predictions.csv says so."""
+    from classseg.modelcard import ModelCard, write_card
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    models[0].save(folder / "classifier.keras")
+    models[1].save(folder / "segmenter.keras")
+    write_card(folder / "classifier.keras", ModelCard(role="gate", img_size=SIZE, gate_rule="mask"))
+    write_card(folder / "segmenter.keras", ModelCard(
+        role="segmenter", img_size=SIZE, threshold=0.5, postprocess={"closing": False, "fill_holes": False},
+        tta="flips", postprocess_3d={"min_fraction": 0.2, "connectivity": 26}))
+    root = tmp_path / "data"
+    for k in range(1, 4):  # a 16x16 tumor on slices 1-3
+        write_rgb(root / "P1" / f"P1_{k}.png", slice_image(SIZE, SIZE, 250))
+    write_rgb(root / "P1" / "P1_4.png", slice_image(SIZE, SIZE))
+    island = slice_image(SIZE, SIZE, 250, box=(2, 2, 5, 5))  # 9 px, far below 20 % of 768 voxels
+    write_rgb(root / "P1" / "P1_5.png", island)
+    write_rgb(root / "loose.png", island)  # a lone slice: no patient volume, so the filter leaves it
+    out = tmp_path / "out"
+    assert main(["--test-dir", str(root), "--out", str(out), "--classifier", str(folder / "classifier.keras"),
+                 "--segmenter", str(folder / "segmenter.keras")]) == 0
+    rows = {r["image"]: r for r in read_csv(out / "predictions.csv")}
+    assert [rows[f"P1/P1_{k}.png"]["mask_area_px"] for k in range(1, 6)] == ["256", "256", "256", "0", "0"]
+    assert rows["P1/P1_5.png"]["note"] == "verdict tumor, empty mask; 3D filter removed the mask"
+    assert rows["P1/P1_5.png"]["final_call"] == "no_tumor"
+    assert rows["loose.png"]["mask_area_px"] == "9" and rows["loose.png"]["note"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["tta"]["segmenter"] == "flips"
+    assert summary["models"]["postprocess_3d"] == {"min_fraction": 0.2, "connectivity": 26}
+
+
+def test_lone_slice_note_when_the_card_normalises_per_patient(models) -> None:
+    from classseg.modelcard import ModelCard
+
+    cards = {"segmenter": ModelCard(role="segmenter", img_size=SIZE, normalization="patient_percentile")}
+    pipe = ClassSegPipeline(*models, threshold=0.5, cards=cards)
+    result = pipe.infer([slice_image(SIZE, SIZE, 250)] * 3, groups=["A", "A", None])
+    assert result.notes == ["", "", "lone slice: normalised on its own statistics"]

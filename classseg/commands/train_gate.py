@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from classseg.data import DEFAULT_DATA_DIR
+from classseg.data.standardize import NORMALIZATIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--normalization", choices=("raw", "patient_zscore"), default="raw",
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="raw",
                    help="input normalisation (use the segmenter's)")
+    p.add_argument("--augment", choices=("recipe", "robust", "seeds", "none"), default="recipe",
+                   help="augmentation profile (robust = recipe + per-channel gain/gamma and more missing-sequence "
+                        "substitution)")
+    p.add_argument("--init", metavar="MODEL", help="start from this gate .keras's weights instead of from scratch")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/gate", metavar="DIR")
@@ -54,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else (10_000 if args.minutes else 30)
     config = GateConfig(img_size=args.img_size, epochs=epochs, minutes=args.minutes, batch_size=args.batch_size,
                         lr=args.lr, width=args.width, workers=args.workers, seed=args.seed,
-                        normalization=args.normalization)
+                        normalization=args.normalization, augment=args.augment != "none",
+                        augment_profile=args.augment if args.augment != "none" else "recipe", init=args.init)
     try:
         if args.select_only:
             gate = Path(args.out) / "gate.keras"

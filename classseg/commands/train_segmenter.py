@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from classseg.data import DEFAULT_DATA_DIR
+from classseg.data.standardize import NORMALIZATIONS
 
 LOSS_CHOICES = ("focal_tversky", "tversky", "dice", "bce_dice")
 
@@ -42,12 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adam-epsilon", type=float, help="Adam epsilon (paper 0.1, reference code)")
     p.add_argument("--schedule", choices=("cosine", "onecycle", "plateau", "constant"))
     p.add_argument("--loss", choices=LOSS_CHOICES)
-    p.add_argument("--normalization", choices=("patient_zscore", "raw"),
-                   help="raw = 0..255 / 255 inside the model (default); patient_zscore = per-patient foreground "
-                        "z-score beside the model (recorded in the model card)")
-    p.add_argument("--augment", choices=("recipe", "seeds", "none"),
-                   help="recipe = flips/rot90/affine/elastic/intensity/missing-sequence (fast); seeds = the "
-                        "seeds' moderate set (paper); none")
+    p.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="raw = 0..255 / 255 inside the model; patient_percentile = each patient's channels scaled "
+                        "so their brain 99th percentile hits a fixed target; patient_zscore = per-patient foreground "
+                        "z-score (both beside the model, recorded in the model card)")
+    p.add_argument("--augment", choices=("recipe", "robust", "seeds", "none"),
+                   help="recipe = flips/rot90/affine/elastic/intensity/missing-sequence; robust = recipe + "
+                        "per-channel gain and gamma; seeds = the seeds' moderate set (paper); none")
     slices = p.add_mutually_exclusive_group()
     slices.add_argument("--tumor-only", action="store_true", default=None,
                         help="train on tumor slices only (paper)")
@@ -61,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="start from this .keras segmenter's weights (same architecture), e.g. saved_models/"
                         "segmenter.keras, instead of from scratch")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep every epoch's model in OUT/snapshots/ with its training minutes (for "
+                        "benchmarks/quality_per_minute.py)")
     p.add_argument("--evaluate-only", action="store_true",
                    help="do not train: re-score the model already in --out on DATA_DIR (val/test at the slices' "
                         "original size, post-processing chosen again on val)")
@@ -97,6 +102,8 @@ def config_from_args(args: argparse.Namespace):
         overrides["select_postprocess"] = False
     if args.init:
         overrides["init"] = args.init
+    if getattr(args, "snapshots", False):
+        overrides["snapshots"] = True
     return recipe_config(args.recipe, seed=args.seed, **overrides)
 
 

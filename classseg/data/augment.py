@@ -14,7 +14,7 @@ Images may be uint8 0..255 or float32 (patient z-scores); masks are uint8 {0, 1}
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,11 @@ class AugmentConfig:
     brightness_limit: float = 0.15
     contrast_limit: float = 0.15
     flair_for_missing_p: float = 0.0  # replace pre- or post-contrast with FLAIR (dataset's missing sequences)
+    # independent per-channel gain (log-uniform in [1/g, g]) and gamma (log-uniform in [1/y, y]): scanner and
+    # export differences between patients (issue 17); 0 = off
+    gain_gamma_p: float = 0.0
+    gain_limit: float = 1.0
+    gamma_limit: float = 1.0
 
 
 #: The CPU recipe's augmentation (issue 10): every flip / 90-degree rotation of the dihedral group,
@@ -59,6 +64,66 @@ RECIPE_AUGMENT = AugmentConfig(hflip=0.5, vflip=0.5, rot90_p=0.5, rotate_p=0.0, 
                                shift_limit=0.06, rotate_limit=20.0, elastic_p=0.15, elastic_alpha=30.0,
                                elastic_sigma=6.0, noise_p=0.15, noise_std=(0.01, 0.05), brightness_contrast_p=0.6,
                                brightness_limit=0.2, contrast_limit=0.2, flair_for_missing_p=0.15)
+
+#: The robust recipe (issue 17): :data:`RECIPE_AUGMENT` plus independent per-channel gain in [0.5, 2] and
+#: gamma in [0.67, 1.5] on half the slices, and the missing-sequence substitution on a quarter of them.
+ROBUST_AUGMENT = AugmentConfig(**{**RECIPE_AUGMENT.__dict__, "gain_gamma_p": 0.5, "gain_limit": 2.0,
+                                  "gamma_limit": 1.5, "flair_for_missing_p": 0.25})
+
+#: ``augment_profile`` names of the training commands.
+AUGMENT_PROFILES = {"recipe": RECIPE_AUGMENT, "robust": ROBUST_AUGMENT, "seeds": AugmentConfig()}
+
+
+def augment_value_scale(normalization: str) -> float:
+    """``value_scale`` of :func:`build_augmenter` for a model card's normalization: 1 for z-scores,
+    255 for inputs on the 0..255 scale."""
+    return 1.0 if normalization == "patient_zscore" else 255.0
+
+
+def channel_gain_gamma(img: np.ndarray, gain: Sequence[float], gamma: Sequence[float]) -> np.ndarray:
+    """Per channel c: ``lo + g_c * R * ((x - lo) / R) ** gamma_c`` with ``lo``, ``R`` the channel's
+    minimum and range in this image, so the shape of the histogram changes (gamma) and its scale
+    (gain) without assuming a value range: valid for 0..255 pixels and z-scores alike. Float images
+    are not clipped; uint8 images are rounded and clipped to 0..255 (they cannot hold more)."""
+    x = img.astype(np.float32)
+    out = np.empty_like(x)
+    for c in range(x.shape[-1]):
+        ch = x[..., c]
+        lo = float(ch.min())
+        span = float(ch.max()) - lo
+        g = float(gain[c % len(gain)])
+        if span <= 1e-6:
+            out[..., c] = ch * g
+            continue
+        out[..., c] = lo + g * span * np.power((ch - lo) / span, float(gamma[c % len(gamma)]))
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out
+
+
+def _gain_gamma_class() -> type:
+    import albumentations as A
+
+    class ChannelGainGamma(A.ImageOnlyTransform):
+        """Independent per-channel gain and gamma (:func:`channel_gain_gamma`). Hand-written:
+        albumentations' RandomGamma / RandomBrightnessContrast act on all channels at once and clip
+        float images to [0, 1]."""
+
+        def __init__(self, gain_limit: float = 2.0, gamma_limit: float = 1.5, p: float = 0.5) -> None:
+            super().__init__(p=p)
+            self.gain_limit, self.gamma_limit = gain_limit, gamma_limit
+
+        def get_params(self) -> dict[str, Any]:
+            r = self.py_random
+            lg, ly = np.log(max(self.gain_limit, 1.0)), np.log(max(self.gamma_limit, 1.0))
+            return {"gain": [float(np.exp(r.uniform(-lg, lg))) for _ in range(3)],
+                    "gamma": [float(np.exp(r.uniform(-ly, ly))) for _ in range(3)]}
+
+        def apply(self, img: np.ndarray, gain: list[float] = (1.0,), gamma: list[float] = (1.0,),
+                  **params: Any) -> np.ndarray:
+            return channel_gain_gamma(img, gain, gamma)
+
+    return ChannelGainGamma
 
 
 def _flair_transform_class() -> type:
@@ -116,13 +181,17 @@ def _zscore_intensity_class() -> type:
     return ZScoreIntensity
 
 
-def build_augmenter(config: AugmentConfig | None = None, seed: int = 0, float_input: bool = False) -> Augmenter:
+def build_augmenter(config: AugmentConfig | None = None, seed: int = 0, float_input: bool = False,
+                    value_scale: float = 1.0) -> Augmenter:
     """A seeded callable ``(image HxWx3, mask uint8 HxW[x1]) -> (image, mask)``.
 
     ``float_input``: images are float z-scores (:mod:`classseg.data.standardize`); intensity changes
     are then applied in SD units by :class:`ZScoreIntensity` instead of albumentations' 0..1 transforms.
     uint8 images use albumentations' brightness / contrast and noise. Feeding float images to an
     augmenter built for uint8 is refused (those transforms would clip them to [0, 1]).
+    ``value_scale``: the unit of float inputs' offsets and noise: 1 for z-scores, 255 for
+    percentile-scaled pixels (``patient_percentile``). Per-channel gain and gamma
+    (``config.gain_gamma_p``) work on any input.
     """
     import albumentations as A
     import cv2
@@ -130,9 +199,10 @@ def build_augmenter(config: AugmentConfig | None = None, seed: int = 0, float_in
     config = config or AugmentConfig()
     flair = _flair_transform_class()
     if float_input:
-        intensity = [_zscore_intensity_class()(gain=config.contrast_limit, offset=config.brightness_limit,
+        intensity = [_zscore_intensity_class()(gain=config.contrast_limit, offset=config.brightness_limit * value_scale,
                                                noise_p=config.noise_p / max(config.brightness_contrast_p, 1e-6),
-                                               noise_std=config.noise_std,
+                                               noise_std=(config.noise_std[0] * value_scale,
+                                                          config.noise_std[1] * value_scale),
                                                p=max(config.brightness_contrast_p, config.noise_p))]
     else:
         intensity = [A.GaussNoise(std_range=config.noise_std, p=config.noise_p),
@@ -151,6 +221,8 @@ def build_augmenter(config: AugmentConfig | None = None, seed: int = 0, float_in
                  p=config.affine_p),
         A.ElasticTransform(alpha=config.elastic_alpha, sigma=config.elastic_sigma, p=config.elastic_p),
         *intensity,
+        *([_gain_gamma_class()(gain_limit=config.gain_limit, gamma_limit=config.gamma_limit,
+                               p=config.gain_gamma_p)] if config.gain_gamma_p > 0 else []),
         flair(p=config.flair_for_missing_p),
     ], seed=seed)
 

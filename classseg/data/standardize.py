@@ -1,4 +1,5 @@
-"""Per-patient intensity standardisation (z-score over the brain), the same in training and inference.
+"""Per-patient intensity normalisation (z-score or percentile scaling over the brain), the same in
+training and inference.
 
 MRI intensities have no absolute scale: the LGG slices come from five institutions and their 0..255
 values were rescaled per volume when the TCIA data were exported, so a fixed 1/255 scaling leaves
@@ -8,9 +9,16 @@ by its own foreground z-score; here the "case" is a patient folder:
     x' = clip((x - mean_c) / std_c, -clip, clip)         per channel c,
 
 with mean_c and std_c taken over the *foreground* pixels (any channel > ``foreground_level``) of all
-slices of that patient. A loose image with no patient folder falls back to its own slice statistics.
-Training (``classseg.training.segmenter``), the gate and the pipeline all call :func:`standardize_groups`,
-so the two sides cannot drift.
+slices of that patient. ``patient_percentile`` instead multiplies each channel so that the patient's
+brain 99th percentile lands on a fixed target (:data:`PERCENTILE_TARGETS`; the percentile-landmark idea
+of Nyul and Udupa 1999, with one landmark), keeping the 0..255 scale:
+
+    x' = x * target_c / p99_c(brain pixels of the patient)
+
+Both are invariant to a per-channel gain of the whole patient (issue 17: three unseen patients whose
+FLAIR was 2-4x darker than in training got Dice 0.00 from a raw-pixel model). A loose image with no
+patient folder falls back to its own slice statistics. Training, selection and the pipeline all call
+:func:`prepare_input`, so the two sides cannot drift.
 """
 
 from __future__ import annotations
@@ -21,7 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Names that may appear in a model card's ``normalization`` field.
-NORMALIZATIONS = ("raw", "patient_zscore")
+NORMALIZATIONS = ("raw", "patient_zscore", "patient_percentile")
+
+#: Brain 99th percentile per channel (pre-contrast, FLAIR, post-contrast) that ``patient_percentile``
+#: maps every patient to: the medians over the 75 patients of ``kaggle_3m`` (issue 17).
+PERCENTILE_TARGETS = (137.0, 137.0, 128.0)
+#: The percentile ``patient_percentile`` matches (the brain's bright end, not its single brightest pixel).
+PERCENTILE_Q = 99.0
 
 
 @dataclass(frozen=True)
@@ -60,16 +74,61 @@ def standardize(images: np.ndarray, stats: ChannelStats, clip: float = 5.0) -> n
     return np.clip(out, -clip, clip, out=out)
 
 
-def standardize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray | None,
-                       clip: float = 5.0) -> np.ndarray:
-    """Standardise (N, H, W, C) pixels with the statistics of each slice's group (patient).
+def channel_percentiles(images: np.ndarray, q: float = PERCENTILE_Q, foreground_fraction: float = 0.05
+                        ) -> tuple[float, ...]:
+    """The ``q``-th percentile per channel over the brain pixels of (H, W, C) or (N, H, W, C) pixels.
 
-    ``groups[i]`` names slice i's patient; ``None`` (or a ``None`` entry) means "no patient": that
-    slice uses its own statistics (the per-slice fallback for loose images).
+    Brain = pixels whose brightest channel exceeds ``foreground_fraction`` times the stack's 99th
+    percentile of that brightest channel. The cut is *relative*, so scaling every pixel by a factor
+    scales these percentiles by the same factor (what makes :func:`percentile_scale` gain-invariant); a
+    fixed level would lose dark patients' brain pixels. Fewer than 16 brain pixels: every pixel counts.
+    """
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"expected (H, W, C) or (N, H, W, C) pixels, got shape {arr.shape}")
+    pixels = arr.reshape(-1, arr.shape[-1])
+    brightest = pixels.max(axis=1)
+    level = foreground_fraction * float(np.percentile(brightest, 99.0)) if len(brightest) else 0.0
+    fg = pixels[brightest > level]
+    if len(fg) < 16:
+        fg = pixels
+    return tuple(float(v) for v in np.percentile(fg, q, axis=0))
+
+
+def percentile_scale(images: np.ndarray, percentiles: Sequence[float],
+                     targets: Sequence[float] = PERCENTILE_TARGETS, min_percentile: float = 1.0) -> np.ndarray:
+    """``x * target_c / p_c`` per channel: float32 on the 0..255 scale, not clipped.
+
+    ``p_c`` is the patient's brain percentile (:func:`channel_percentiles`). A channel whose percentile is
+    below ``min_percentile`` (empty or zero-filled) is left as it is. The model then still divides by 255
+    inside, so a model trained on raw pixels can be fine-tuned on these inputs.
+    """
+    arr = np.asarray(images, dtype=np.float32)
+    gains = np.asarray([t / p if p >= min_percentile else 1.0 for p, t in zip(percentiles, targets)], np.float32)
+    return arr * gains[: arr.shape[-1]]
+
+
+def normalize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray | None, normalization: str,
+                     clip: float = 5.0) -> np.ndarray:
+    """Normalise (N, H, W, C) pixels with the statistics of each slice's group (patient).
+
+    ``normalization``: ``patient_zscore`` (:func:`standardize`) or ``patient_percentile``
+    (:func:`percentile_scale`). ``groups[i]`` names slice i's patient; ``None`` (or a ``None`` / NaN
+    entry) means "no patient": that slice uses its own statistics (the fallback for loose images).
     """
     arr = np.asarray(images)
     if arr.ndim != 4:
         raise ValueError(f"expected (N, H, W, C) pixels, got shape {arr.shape}")
+    if normalization == "patient_zscore":
+        def apply(x: np.ndarray) -> np.ndarray:
+            return standardize(x, channel_stats(x), clip)
+    elif normalization == "patient_percentile":
+        def apply(x: np.ndarray) -> np.ndarray:
+            return percentile_scale(x, channel_percentiles(x))
+    else:
+        raise ValueError(f"unknown per-patient normalization {normalization!r}")
     n = len(arr)
     keys = [None] * n if groups is None else list(groups)
     if len(keys) != n:
@@ -78,20 +137,33 @@ def standardize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray
     by_group: dict[object, list[int]] = {}
     for i, key in enumerate(keys):
         if key is None or (isinstance(key, float) and np.isnan(key)):
-            out[i] = standardize(arr[i], channel_stats(arr[i]), clip)
+            out[i] = apply(arr[i])
         else:
             by_group.setdefault(key, []).append(i)
     for index in by_group.values():
         idx = np.asarray(index)
-        out[idx] = standardize(arr[idx], channel_stats(arr[idx]), clip)
+        out[idx] = apply(arr[idx])
     return out
+
+
+def standardize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray | None,
+                       clip: float = 5.0) -> np.ndarray:
+    """Per-patient foreground z-scores of (N, H, W, C) pixels (:func:`normalize_groups`)."""
+    return normalize_groups(images, groups, "patient_zscore", clip)
 
 
 def prepare_input(images: np.ndarray, normalization: str, groups: Sequence[object] | np.ndarray | None = None
                   ) -> np.ndarray:
-    """What a model whose card says ``normalization`` is fed: raw float32 pixels or patient z-scores."""
+    """What a model whose card says ``normalization`` is fed: raw float32 pixels, patient z-scores or
+    patient percentile-scaled pixels. The one function training, selection and the pipeline call."""
     if normalization == "raw":
         return np.asarray(images, dtype=np.float32)
-    if normalization == "patient_zscore":
-        return standardize_groups(images, groups)
+    if normalization in ("patient_zscore", "patient_percentile"):
+        return normalize_groups(images, groups, normalization)
     raise ValueError(f"unknown normalization {normalization!r}; expected one of {NORMALIZATIONS}")
+
+
+def model_input_scale(normalization: str) -> float | None:
+    """The rescaling a model applies inside itself: 1/255 for inputs on the 0..255 scale (``raw``,
+    ``patient_percentile``), none for z-scores."""
+    return None if normalization == "patient_zscore" else 1.0 / 255.0

@@ -17,12 +17,30 @@ import numpy as np
 
 from classseg.evaluation.scores import score_slices
 from classseg.evaluation.segmentation import to_original_size
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.postprocess import Postprocess3DConfig, PostprocessConfig, filter_components_3d_groups, postprocess
+
+
+def deliver_masks(mask_prob: np.ndarray, shapes: Sequence[tuple[int, int]], config: PostprocessConfig,
+                  config_3d: Postprocess3DConfig | None = None, groups: Sequence[Any] | None = None,
+                  order: Sequence[Any] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """What a segmenter delivers from its probabilities: 2D post-processing at the model's size, the
+    per-patient 3D filter (``config_3d``; ``groups`` = patients, ``order`` = slice numbers), nearest
+    resizing to each slice's original ``shapes``. The pipeline, training and selection all call this.
+
+    Returns the masks and, per slice, whether the 3D filter emptied its mask."""
+    prob = np.asarray(mask_prob, np.float32)
+    if len(prob) == 0:
+        return [], np.zeros(0, bool)
+    binary = postprocess(prob.reshape(prob.shape[:3]), config)
+    binary, removed = filter_components_3d_groups(binary, groups, config_3d, order)
+    return to_original_size(binary, shapes), removed
 
 
 def delivered_scores(truths: Sequence[np.ndarray], mask_prob: np.ndarray, patient_ids: Sequence[str],
                      config: PostprocessConfig, gate_prob: np.ndarray | None = None,
-                     gate_threshold: float = 0.5, apply_gate: bool = True) -> dict[str, Any]:
+                     gate_threshold: float = 0.5, apply_gate: bool = True,
+                     config_3d: Postprocess3DConfig | None = None, order: Sequence[Any] | None = None
+                     ) -> dict[str, Any]:
     """:class:`classseg.evaluation.Scores` (as a dict) of the delivered masks.
 
     ``mask_prob`` (N, h, w[, 1]) at the model's size; masks = ``postprocess(mask_prob, config)``, resized to
@@ -30,13 +48,14 @@ def delivered_scores(truths: Sequence[np.ndarray], mask_prob: np.ndarray, patien
     ``gate_prob < gate_threshold`` and the gate's own figures are the ``gate_*`` fields; ``segment_all``
     then holds the ungated masks' scores. ``apply_gate=False`` (gate rule ``mask``): the masks are not
     emptied, the gate is still scored. ``threshold_only``: masks thresholded at ``config.threshold``
-    without post-processing (no gate; no per-patient list).
+    without post-processing (no gate; no per-patient list). ``config_3d``: the per-patient 3D filter
+    (patients = ``patient_ids``, slice order = ``order``), as :func:`deliver_masks`.
     """
     if len(mask_prob) != len(truths):
         raise ValueError(f"{len(mask_prob)} predicted masks for {len(truths)} slices")
     shapes = [t.shape[:2] for t in truths]
     mask_prob = np.asarray(mask_prob, np.float32).reshape(np.shape(mask_prob)[:3])
-    processed = to_original_size(postprocess(mask_prob, config), shapes)
+    processed, _ = deliver_masks(mask_prob, shapes, config, config_3d, patient_ids, order)
     raw = to_original_size((mask_prob >= config.threshold).astype(np.uint8), shapes)
     if gate_prob is None:
         out = score_slices(truths, processed, patient_ids).to_dict()

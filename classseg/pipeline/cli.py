@@ -208,7 +208,9 @@ def _process_patient(pipe: ClassSegPipeline, items: list[InputSlice], names: dic
             row.update(gate_prob=f"{result.tumor_probability[k]:.6f}", gate_verdict="tumor" if verdict else "no_tumor",
                        segmented="yes" if verdict or pipe.gate_rule == "mask" else "no",
                        mask_area_px=int(mask.sum()), final_call="tumor" if final[k] else "no_tumor",
-                       mask_path=mask_rel.as_posix(), note=prediction_note(verdict, bool(mask.any())))
+                       mask_path=mask_rel.as_posix(),
+                       note="; ".join(filter(None, (prediction_note(verdict, bool(mask.any())),
+                                                    result.notes[k] if result.notes else ""))))
             if overlays:
                 overlay_rel = Path("overlays") / names[item.relative]
                 write_png(out / overlay_rel, draw_overlay(image, mask, truth))

@@ -13,6 +13,11 @@ The final call of a slice follows the gate card's ``gate_rule`` (:data:`classseg
 * ``gate_and_mask``: verdict AND a non-empty post-processed mask.
 * ``mask``: the mask is non-empty (the segmenter runs on every slice; the gate is reported only).
 
+Each model's card may add test-time flips (``tta``, averaged outputs) and the segmenter's card a
+per-patient 3D component filter (``postprocess_3d``: the slices of one patient, in slice order, as a
+volume; components under a fraction of the largest removed). Both were chosen on the validation
+patients; a slice whose mask the 3D filter emptied says so in its ``notes``.
+
 The segmenter's sigmoid output is post-processed (:mod:`classseg.postprocess`) at the model's
 resolution and resized back to each slice's original size with nearest-neighbour interpolation.
 Slices are processed in batches through a compiled call or an ONNX Runtime session
@@ -30,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from classseg.evaluation.segmentation import to_original_size
+from classseg.evaluation.delivered import deliver_masks
 from classseg.modelcard import GATE_RULES, ModelCard
 from classseg.pipeline.models import PipelineModel, sidecar_threshold
-from classseg.pipeline.runners import ModelLike, OnnxRunner, pick_output, run_batched, tumor_probability
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.pipeline.runners import ModelLike, OnnxRunner, pick_output, tumor_probability
+from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -62,6 +67,7 @@ class BatchResult:
     masks: list[np.ndarray]  # uint8 (H_i, W_i) {0,1}; all zero where not segmented
     timings: dict[str, float] = field(default_factory=dict)
     gate_rule: str = "gate"
+    notes: list[str] = field(default_factory=list)  # per slice: what normalisation / 3D filtering did to it
 
     @property
     def delivered(self) -> list[np.ndarray]:
@@ -113,7 +119,8 @@ class ClassSegPipeline:
     def __init__(self, classifier: ModelLike = None, segmenter: ModelLike = None, threshold: float | None = None,
                  postprocess: PostprocessConfig | None = None, batch_size: int = 16, backend: str = "keras", *,
                  joint: ModelLike = None, onnx_dir: str | Path | None = None,
-                 cards: dict[str, ModelCard] | None = None, gate_rule: str | None = None) -> None:
+                 cards: dict[str, ModelCard] | None = None, gate_rule: str | None = None,
+                 postprocess_3d: Postprocess3DConfig | None = None) -> None:
         if joint is None and (classifier is None or segmenter is None):
             raise ValueError("give a classifier and a segmenter, or a joint model (ClassSegPipeline.from_joint)")
         if joint is not None and (classifier is not None or segmenter is not None):
@@ -148,6 +155,10 @@ class ClassSegPipeline:
             self.postprocess_config = seg.card.postprocess_config() or PostprocessConfig(threshold=seg.card.threshold)
         else:
             self.postprocess_config = PostprocessConfig()
+        if postprocess_3d is not None:
+            self.postprocess_3d = postprocess_3d if postprocess_3d.min_fraction > 0 else None
+        else:
+            self.postprocess_3d = seg.card.postprocess_3d_config() if seg.card is not None else None
         rule = gate_rule or (gate.card.gate_rule if gate.card is not None else None) or "gate"
         if rule not in GATE_RULES:
             raise ValueError(f"gate_rule must be one of {GATE_RULES}, got {rule!r}")
@@ -204,7 +215,9 @@ class ClassSegPipeline:
                   for kind, pm in self.models.items()}
         return {**self.sources, **onnx_files, "backend": self.backend, "threshold": self.threshold,
                 "threshold_source": self.threshold_source, "gate_rule": self.gate_rule,
-                "postprocess": asdict(self.postprocess_config), "batch_size": self.batch_size,
+                "postprocess": asdict(self.postprocess_config),
+                "postprocess_3d": asdict(self.postprocess_3d) if self.postprocess_3d else None,
+                "tta": {kind: pm.tta for kind, pm in self.models.items()}, "batch_size": self.batch_size,
                 "inputs": inputs, "cards": cards}
 
     def warmup(self) -> float:
@@ -215,11 +228,27 @@ class ClassSegPipeline:
         return time.perf_counter() - start
 
     # -- stages -------------------------------------------------------------------------------
-    def _masks_from_probs(self, probs: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    def _masks_from_probs(self, probs: np.ndarray, shapes: Sequence[tuple[int, int]],
+                          groups: Sequence[Any] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """Post-processed masks at the original sizes, and per slice whether the 3D filter emptied it.
+
+        2D steps at the model's size, then (card ``postprocess_3d``) the 3D filter over each patient's
+        slices (``groups``, in the order given = slice order), then nearest resizing."""
         if len(probs) == 0:
-            return []
-        binary = postprocess(probs, self.postprocess_config).reshape(len(probs), *probs.shape[1:3])
-        return to_original_size(binary, shapes)
+            return [], np.zeros(0, bool)
+        return deliver_masks(probs, shapes, self.postprocess_config, self.postprocess_3d, groups)
+
+    def _slice_notes(self, groups: Sequence[Any] | None, n: int, removed: np.ndarray) -> list[str]:
+        per_patient = any(pm.normalization != "raw" for pm in self.models.values())
+        notes = []
+        for i in range(n):
+            parts = []
+            if per_patient and (groups is None or groups[i] is None):
+                parts.append("lone slice: normalised on its own statistics")
+            if removed[i]:
+                parts.append("3D filter removed the mask")
+            notes.append("; ".join(parts))
+        return notes
 
     def infer(self, images: Sequence[np.ndarray], segment_all: bool = False,
               groups: Sequence[Any] | None = None) -> BatchResult:
@@ -243,7 +272,7 @@ class ClassSegPipeline:
         x = gate.prepare(images, groups, cache)
         timings["resize"] += time.perf_counter() - t
         t = time.perf_counter()
-        outputs = run_batched(gate.runner, x, self.batch_size)
+        outputs = gate.run(x, self.batch_size)
         prob = tumor_probability(pick_output(outputs, "class"))
         timings["classify"] += time.perf_counter() - t
         passed = prob >= self.threshold
@@ -256,18 +285,22 @@ class ClassSegPipeline:
             xs = seg.prepare(images, groups, cache)[todo]  # statistics over all of the patient's slices
             timings["resize"] += time.perf_counter() - t
             t = time.perf_counter()
-            mask_probs = pick_output(run_batched(seg.runner, xs, self.batch_size), "mask") if len(todo) \
+            mask_probs = pick_output(seg.run(xs, self.batch_size), "mask") if len(todo) \
                 else np.zeros((0, *seg.input_size, 1), np.float32)
             timings["segment"] += time.perf_counter() - t
         t = time.perf_counter()
-        computed = self._masks_from_probs(mask_probs, [shapes[i] for i in todo])
+        computed, removed_todo = self._masks_from_probs(mask_probs, [shapes[i] for i in todo],
+                                                        None if groups is None else [groups[i] for i in todo])
         masks = [np.zeros(shape, np.uint8) for shape in shapes]
         for i, mask in zip(todo, computed, strict=True):
             masks[i] = mask
+        removed = np.zeros(n, bool)
+        removed[todo] = removed_todo
         timings["postprocess"] += time.perf_counter() - t
         segmented = np.zeros(n, bool)
         segmented[todo] = True
-        return BatchResult(prob, passed, segmented, masks, timings, self.gate_rule)
+        return BatchResult(prob, passed, segmented, masks, timings, self.gate_rule,
+                           self._slice_notes(groups, n, removed))
 
     def predict(self, images: Sequence[np.ndarray], segment_all: bool = False,
                 groups: Sequence[Any] | None = None) -> list[SlicePrediction]:
@@ -289,10 +322,11 @@ class ClassSegPipeline:
         images = [images[i] for i in index]
         timings["resize"] = time.perf_counter() - t
         t = time.perf_counter()
-        probs = pick_output(run_batched(seg.runner, x, self.batch_size), "mask")
+        probs = pick_output(seg.run(x, self.batch_size), "mask")
         timings["segment"] = time.perf_counter() - t
         t = time.perf_counter()
-        masks = self._masks_from_probs(probs, [im.shape[:2] for im in images])
+        masks, _ = self._masks_from_probs(probs, [im.shape[:2] for im in images],
+                                          None if groups is None else [groups[i] for i in index])
         timings["postprocess"] = time.perf_counter() - t
         return masks, timings
 

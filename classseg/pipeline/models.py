@@ -21,7 +21,8 @@ from classseg.data.standardize import prepare_input
 from classseg.jsonio import read_json
 from classseg.modelcard import ModelCard, read_card
 from classseg.modelcheck import load_checked
-from classseg.pipeline.runners import KerasRunner, ModelLike, OnnxRunner, make_runner
+from classseg.models.tta import tta_predict
+from classseg.pipeline.runners import KerasRunner, ModelLike, OnnxRunner, make_runner, run_batched
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -75,6 +76,15 @@ class PipelineModel:
     def normalization(self) -> str:
         """The card's ``normalization`` (``raw`` without a card)."""
         return self.card.normalization if self.card is not None else "raw"
+
+    @property
+    def tta(self) -> str:
+        """The card's test-time augmentation (``none`` without a card)."""
+        return self.card.tta if self.card is not None else "none"
+
+    def run(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """The runner's outputs on prepared inputs, averaged over the card's test-time flips."""
+        return tta_predict(lambda b: run_batched(self.runner, b, batch_size), x, self.tta)
 
     def prepare(self, images: Sequence[np.ndarray], groups: Sequence[Any] | None,
                 cache: dict[tuple, np.ndarray]) -> np.ndarray:

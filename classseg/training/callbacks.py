@@ -195,6 +195,32 @@ def scheduled_lr(epoch: int, base_lr: float, total_epochs: int, schedule: str, w
     return lr_at_progress(progress, base_lr, schedule, min_ratio)
 
 
+class EpochSnapshots(keras.callbacks.Callback):
+    """Save the model after every ``every``-th epoch to ``folder/epoch_NNN.keras`` (atomically) and list
+    it in ``folder/snapshots.csv`` with the training minutes spent so far: what the quality-per-CPU-minute
+    benchmark (``benchmarks/quality_per_minute.py``) scores on val afterwards."""
+
+    def __init__(self, folder: str | Path, state: RunState, every: int = 1) -> None:
+        super().__init__()
+        self.folder, self.state, self.every = Path(folder), state, max(1, int(every))
+        self._start = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter() - float(self.state.values.get("elapsed_s", 0.0))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if (epoch + 1) % self.every:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"epoch_{epoch + 1:03d}.keras"
+        with atomic_path(path) as tmp:
+            self.model.save(str(tmp), overwrite=True)
+        minutes = float(self.state.values.get("elapsed_s", time.perf_counter() - self._start)) / 60.0
+        index = self.folder / "snapshots.csv"
+        old = index.read_text() if index.is_file() else "epoch,train_minutes,path\n"
+        atomic_write_text(index, old + f"{epoch + 1},{minutes:.3f},{path.name}\n")
+
+
 def open_run_state(out: Path) -> RunState:
     """The run folder's :class:`RunState`. A fresh run (no ``backup/`` of an interrupted one) first
     removes ``train_state.json`` and ``history.csv`` of an earlier run, so nothing of it leaks in."""
@@ -206,7 +232,8 @@ def open_run_state(out: Path) -> RunState:
 
 def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: str, lr: float, schedule: str,
                         epochs: int, warmup_epochs: int = 1, minutes: float | None = None,
-                        extra: Iterable[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+                        extra: Iterable[keras.callbacks.Callback] = (), snapshots: bool = False
+                        ) -> list[keras.callbacks.Callback]:
     """The callbacks of a resumable run, in order: the best checkpoint on ``monitor`` (max); an
     epoch-wise learning-rate schedule (:func:`scheduled_lr`, by time spent when ``minutes`` is set;
     none for ``schedule="plateau"``, whose ``ReduceLROnPlateau`` comes in ``extra``); ``extra``; the
@@ -222,5 +249,7 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
     callbacks += list(extra)
     if minutes is not None:
         callbacks.append(TimeBudget(minutes, epochs, state))
+    if snapshots:  # after TimeBudget: its elapsed time is the snapshot's
+        callbacks.append(EpochSnapshots(out / "snapshots", state))
     callbacks += [AtomicCSVLogger(out / "history.csv", append=True), AtomicBackupAndRestore(str(out / "backup"))]
     return callbacks

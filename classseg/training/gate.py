@@ -36,8 +36,10 @@ class GateConfig:
     width: float = 1.0
     dropout: float = 0.3
     label_smoothing: float = 0.05
-    normalization: str = "raw"  # as the shipped segmenter; "patient_zscore" is supported too
+    normalization: str = "raw"  # use the segmenter's (raw, patient_zscore, patient_percentile)
     augment: bool = True
+    augment_profile: str = "recipe"  # classseg.data.augment.AUGMENT_PROFILES
+    init: str | None = None  # start from this gate .keras's weights (same architecture) instead of from scratch
     seed: int = 0
     workers: int = 2
 
@@ -82,13 +84,14 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     import keras
 
     from classseg import data as cdata
-    from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
+    from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
+    from classseg.data.standardize import model_input_scale
     from classseg.environment import environment_info, machine_label
     from classseg.models.resunet import build_gate_cnn
     from classseg.runinfo import set_seed, write_json, write_manifest
     from classseg.training.callbacks import open_run_state, resumable_callbacks
-    from classseg.training.segmenter import model_inputs
+    from classseg.training.segmenter import init_from, model_inputs
 
     config = config or GateConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
@@ -105,13 +108,16 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     arrays = {name: cdata.load_arrays(df, config.img_size, progress=progress) for name, df in parts.items()}
     inputs = {name: model_inputs(a, config.normalization) for name, a in arrays.items()}
 
-    make_aug = partial(build_augmenter, RECIPE_AUGMENT, float_input=config.normalization != "raw") \
-        if config.augment else None
+    make_aug = partial(build_augmenter, AUGMENT_PROFILES[config.augment_profile],
+                       float_input=config.normalization != "raw",
+                       value_scale=augment_value_scale(config.normalization)) if config.augment else None
     train_seq = ArraySequence(inputs["train"], arrays["train"].masks, config.batch_size, shuffle=True,
                               make_augmenter=make_aug, seed=config.seed, target="label", workers=config.workers)
     val_seq = ArraySequence(inputs["val"], arrays["val"].masks, config.batch_size, target="label")
     model = build_gate_cnn((config.img_size, config.img_size, 3), width=config.width, dropout=config.dropout,
-                           input_scale=None if config.normalization != "raw" else 1.0 / 255.0)
+                           input_scale=model_input_scale(config.normalization))
+    if config.init:
+        init_from(model, config.init)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
@@ -125,14 +131,15 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     seconds = float(state.values.get("elapsed_s", time.perf_counter() - start))
 
     best = keras.models.load_model(model_path, compile=False)
-    metrics = {"model": "gate_cnn", "weights": "none (from scratch)", "params": int(best.count_params()),
+    weights = f"initialised from {config.init} (in-domain)" if config.init else "none (from scratch)"
+    metrics = {"model": "gate_cnn", "weights": weights, "params": int(best.count_params()),
                "config": asdict(config), "epochs_run": int(len(pd.read_csv(out / "history.csv"))),
                "best_epoch": state.values.get("best_epoch"), "train_minutes": round(seconds / 60, 2),
                "machine": machine_label(environment_info()),
                "split_file": str(splits_path) if splits_path else "computed"}
     write_json(out / "training.json", metrics)
     write_manifest(out, command="train-gate", config=asdict(config), data_dir=str(data_dir),
-                   split_file=metrics["split_file"], seed=config.seed, weights="none (from scratch)",
+                   split_file=metrics["split_file"], seed=config.seed, weights=weights,
                    img_size=config.img_size, train_minutes=metrics["train_minutes"], backend=keras.backend.backend())
     return select_gate(model_path, data_dir, splits_path, segmenter_path, progress=progress)
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from classseg.evaluation.segmentation import dice as dice_score
 from classseg.plotting import save_figure
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.postprocess import PostprocessConfig
 from classseg.tables import format_value
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class SegmenterConfig:
     workers: int = 2  # augmentation threads
     select_postprocess: bool = True
     init: str | None = None  # start from this .keras model's weights (same architecture), e.g. a shipped one
+    snapshots: bool = False  # keep every epoch's model in snapshots/ (benchmarks/quality_per_minute.py)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -136,22 +137,25 @@ def _select(frame: pd.DataFrame, split: str, tumor_only: bool) -> pd.DataFrame:
 
 
 def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.ndarray,
-                       config: SegmenterConfig, truths: list[np.ndarray] | None = None) -> dict[str, Any]:
-    """:class:`classseg.evaluation.Scores` of the post-processed masks (what the pipeline delivers), with
+                       config: SegmenterConfig, truths: list[np.ndarray] | None = None,
+                       config_3d: Any = None, order: Any = None) -> dict[str, Any]:
+    """:class:`classseg.evaluation.Scores` of the delivered masks (what the pipeline delivers), with
     the threshold-only masks under ``threshold_only``.
 
-    Masks are post-processed at the model's size, resized back to each slice's original size and
-    scored there against ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the
-    arrays were never resized).
+    Masks are post-processed at the model's size (2D, then the per-patient 3D filter ``config_3d`` over
+    slices in ``order``), resized back to each slice's original size and scored there against
+    ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the arrays were never resized).
     """
     from classseg.evaluation import score_slices, to_original_size
+    from classseg.evaluation.delivered import deliver_masks
 
     truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
     shapes = [t.shape[:2] for t in truths]
     raw = (probs[..., 0] >= config.threshold).astype(np.uint8)
-    processed = postprocess(probs[..., 0], PostprocessConfig(**{**asdict(config.postprocess),
-                                                                 "threshold": config.threshold}))
-    out = score_slices(truths, to_original_size(processed, shapes), patient_ids).to_dict()
+    processed, _ = deliver_masks(probs, shapes, PostprocessConfig(**{**asdict(config.postprocess),
+                                                                     "threshold": config.threshold}),
+                                 config_3d, patient_ids, order)
+    out = score_slices(truths, processed, patient_ids).to_dict()
     out["threshold_only"] = score_slices(truths, to_original_size(raw, shapes), patient_ids).to_dict(False)
     return out
 
@@ -229,7 +233,13 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
         f"training minutes on {metrics.get('machine')}",
         f"masks thresholded at {metrics.get('threshold', 0.5)}, post-processed ({metrics['postprocess_chosen']}; "
         f"{metrics.get('postprocess_rule')}) unless 'threshold only'",
+        f"test-time flips: {metrics.get('tta', 'none')}; per-patient 3D filter: "
+        f"{metrics.get('postprocess_3d') or 'off'}",
     ]
+    robust = metrics.get("val_robustness") or {}
+    if robust:
+        facts.append("val robustness, Dice per patient: " + ", ".join(
+            f"{name} {format_value(v.get('dice_per_patient'), 3)}" for name, v in robust.items()))
     sections = {"test": metrics, "test, threshold only": metrics["threshold_only"], "val": metrics["val"],
                 "val, threshold only": metrics["val"]["threshold_only"]}
     atomic_write_text(path, scores_markdown("ResUNet segmenter (seed 002, phase 2)", sections,
@@ -249,7 +259,7 @@ def _callbacks(config: SegmenterConfig, out: Path, state: Any, model_path: Path)
     if config.patience > 0:
         extra.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience))
     return resumable_callbacks(out, state, model_path, "val_dice", config.lr, config.schedule, config.epochs,
-                               config.warmup_epochs, config.minutes, extra)
+                               config.warmup_epochs, config.minutes, extra, snapshots=config.snapshots)
 
 
 def weights_label(config: SegmenterConfig) -> str:
@@ -304,8 +314,9 @@ def train_segmenter(
     import keras
 
     from classseg import data as cdata
-    from classseg.data.augment import RECIPE_AUGMENT, AugmentConfig, build_augmenter
+    from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
+    from classseg.data.standardize import model_input_scale
     from classseg.environment import environment_info, machine_label
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
@@ -338,9 +349,9 @@ def train_segmenter(
     val_x = model_inputs(val_all, config.normalization)
     fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
-    aug_config = RECIPE_AUGMENT if config.augment_profile == "recipe" else AugmentConfig()
-    make_aug = partial(build_augmenter, aug_config, float_input=config.normalization != "raw") \
-        if config.augment else None
+    aug_config = AUGMENT_PROFILES[config.augment_profile]
+    make_aug = partial(build_augmenter, aug_config, float_input=config.normalization != "raw",
+                       value_scale=augment_value_scale(config.normalization)) if config.augment else None
     train_seq = ArraySequence(train_x, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
                               seed=config.seed, workers=config.workers)
     val_seq = ArraySequence(val_x[fit_idx], val_all.masks[fit_idx], config.batch_size)
@@ -349,7 +360,7 @@ def train_segmenter(
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_resunet((config.img_size, config.img_size, 3), width=config.width,
-                              input_scale=None if config.normalization != "raw" else 1.0 / 255.0)
+                              input_scale=model_input_scale(config.normalization))
         if config.init:
             init_from(model, config.init)
         model.compile(optimizer=_optimizer(config), loss=get_loss(config.loss),
@@ -383,11 +394,14 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
 
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
+    from classseg.data.standardize import prepare_input
+    from classseg.evaluation.robustness import robustness_scores
     from classseg.evaluation.scores import read_truths
     from classseg.modelcard import ModelCard, write_card
+    from classseg.models.tta import tta_predict
     from classseg.runinfo import read_json, write_json, write_manifest
     from classseg.training.callbacks import RunState
-    from classseg.training.selection import choose_postprocess
+    from classseg.training.selection import choose_delivery
 
     out = Path(out_dir)
     training = read_json(out / "training.json")
@@ -414,17 +428,25 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
 
     # ---- evaluate the best epoch in inference mode, at the slices' original size ----------------
     best = keras.models.load_model(model_path, compile=False)
-    val_probs = predict_masks(best, val_x, config.batch_size)
-    test_probs = predict_masks(best, test_x, config.batch_size)
     val_truths = read_truths(val_all.frame["mask_path"])
     test_truths = read_truths(test_all.frame["mask_path"])
     val_ids = val_all.frame["patient_id"].to_numpy()
     test_ids = test_all.frame["patient_id"].to_numpy()
+    val_order = val_all.frame["slice"].to_numpy()
+    test_order = test_all.frame["slice"].to_numpy()
 
-    chosen, selection = replace(config.postprocess, threshold=config.threshold), None
+    def probs_of(x: np.ndarray, mode: str) -> np.ndarray:
+        return tta_predict(lambda b: predict_masks(best, b, config.batch_size), x, mode)
+
+    # TTA, 2D post-processing and the per-patient 3D filter are chosen on val together (choose_delivery)
+    chosen, selection, tta, chosen_3d = replace(config.postprocess, threshold=config.threshold), None, "none", None
+    val_probs = probs_of(val_x, "none")
     if config.select_postprocess and len(val_probs):
-        chosen, selection = choose_postprocess(val_probs, val_truths, val_ids)
+        by_tta = {"none": val_probs, **{m: probs_of(val_x, m) for m in ("hflip", "flips")}}
+        tta, chosen, chosen_3d, selection = choose_delivery(by_tta, val_truths, val_ids, val_order)
+        val_probs = by_tta[tta]
         atomic_to_csv(selection, out / "postprocess_selection.csv", index=False)
+    test_probs = probs_of(test_x, tta)
     eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
     minutes = train_seconds / 60.0
     metrics: dict[str, Any] = {
@@ -458,12 +480,20 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold and post-processing "
                         "chosen on val (postprocess_chosen), scored at the original slice size",
         "threshold": chosen.threshold,
-        **evaluate_segmenter(test_probs, test_all.masks, test_ids, eval_config, truths=test_truths),
+        **evaluate_segmenter(test_probs, test_all.masks, test_ids, eval_config, truths=test_truths,
+                             config_3d=chosen_3d, order=test_order),
         "postprocess_chosen": asdict(chosen),
-        "postprocess_rule": "max over the grid of mean(volume Dice per patient, slice accuracy of "
-                            "'mask non-empty') on the validation split" if selection is not None else "fixed",
+        "tta": tta,
+        "postprocess_3d": asdict(chosen_3d) if chosen_3d else None,
+        "postprocess_rule": "max over flips x 2D grid x 3D filter of mean(volume Dice per patient, slice accuracy "
+                            "of 'mask non-empty') on the validation split" if selection is not None else "fixed",
     }
-    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_ids, eval_config, truths=val_truths)
+    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_ids, eval_config, truths=val_truths,
+                                        config_3d=chosen_3d, order=val_order)
+    # the robustness check (issue 17): val patients darker, brighter, with FLAIR for missing sequences
+    metrics["val_robustness"] = robustness_scores(
+        lambda images: probs_of(prepare_input(images, config.normalization, val_ids), tta), val_all.images,
+        val_truths, val_ids, chosen, chosen_3d, val_order)
     val_tumor = val_all.labels == 1
     metrics["val"]["tversky_soft"] = _soft_tversky(val_probs[val_tumor], val_all.masks[val_tumor])
     write_json(out / "metrics.json", metrics)
@@ -471,12 +501,14 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     plot_training_curves(history, out / "training_curves.png")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
-        threshold=float(chosen.threshold), postprocess=asdict(chosen),
+        threshold=float(chosen.threshold), postprocess=asdict(chosen), tta=tta,
+        postprocess_3d=asdict(chosen_3d) if chosen_3d else None,
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
                     "machine": metrics["machine"], "loss": config.loss, "width": config.width,
                     "val": {k: metrics["val"].get(k) for k in ("dice_tumor_slices", "dice_per_patient",
-                                                               "hd95_detected_px", "accuracy", "sensitivity")}}))
+                                                               "hd95_detected_px", "accuracy", "sensitivity")},
+                    "val_robustness": metrics["val_robustness"]}))
 
     tumor_idx = np.flatnonzero(test_all.labels == 1)
     pick = tumor_idx[np.linspace(0, len(tumor_idx) - 1, min(config.n_examples, len(tumor_idx))).astype(int)] \

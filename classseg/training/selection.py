@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from classseg.evaluation.classification import detection
+from classseg.evaluation.delivered import deliver_masks
 from classseg.evaluation.segmentation import per_patient_dice, to_original_size
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.postprocess import Postprocess3DConfig, PostprocessConfig, postprocess
 
 #: The grid searched by :func:`choose_postprocess` (minimum component area in pixels at the model's size,
 #: where the pipeline post-processes; at 128 px for 256 px slices one model pixel is 4 slice pixels).
@@ -129,3 +130,41 @@ def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.nda
               "selection_rule": "max accuracy subject to sensitivity >= that of 'mask non-empty' on val; "
                                 "the baseline competes"}
     return choice, table
+
+
+#: ``min_fraction`` values of the per-patient 3D filter tried by :func:`choose_delivery` (0 = off).
+FILTER_3D_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+
+
+def choose_delivery(probs_by_tta: dict[str, np.ndarray], truths: Sequence[np.ndarray], patient_ids: Sequence[str],
+                    order: Sequence[int] | None = None, fractions: Sequence[float] = FILTER_3D_FRACTIONS,
+                    grid: dict[str, Sequence] | None = None
+                    ) -> tuple[str, PostprocessConfig, Postprocess3DConfig | None, pd.DataFrame]:
+    """Choose test-time flips, 2D post-processing and the per-patient 3D filter on validation predictions.
+
+    ``probs_by_tta``: the model's val probabilities per TTA mode (``none`` first), at the model's size.
+    For each mode the 2D post-processing is chosen by :func:`choose_postprocess`; then every 3D
+    ``min_fraction`` is scored with the same rule (mean of volume Dice per patient and slice accuracy
+    of "mask non-empty"). Highest score wins; ties go to the cheaper choice (no flips before flips, a
+    smaller fraction before a larger one). Returns ``(tta, postprocess, postprocess_3d or None, table)``.
+    """
+    gt = [np.asarray(t).reshape(np.asarray(t).shape[:2]) for t in truths]
+    shapes = [t.shape for t in gt]
+    ids = np.asarray(patient_ids)
+    rows, configs = [], []
+    for mode, probs in probs_by_tta.items():
+        cfg2d, _ = choose_postprocess(probs, gt, ids, grid)
+        for fraction in fractions:
+            cfg3d = Postprocess3DConfig(min_fraction=float(fraction)) if fraction > 0 else None
+            pred, _ = deliver_masks(probs, shapes, cfg2d, cfg3d, ids, order)
+            volume = float(np.mean(list(per_patient_dice(pred, gt, ids).values())))
+            accuracy = detection_accuracy(pred, gt)
+            rows.append({"tta": mode, "min_fraction_3d": float(fraction), "threshold": cfg2d.threshold,
+                         "closing": cfg2d.closing, "min_component_px": cfg2d.min_component_px,
+                         "dice_per_patient": volume, "detection_accuracy": accuracy,
+                         "score": (volume + accuracy) / 2})
+            configs.append((mode, cfg2d, cfg3d))
+    table = pd.DataFrame(rows)
+    best = int(np.argmax(table["score"].to_numpy()))  # first maximum = the cheaper choice on a tie
+    mode, cfg2d, cfg3d = configs[best]
+    return mode, cfg2d, cfg3d, table
