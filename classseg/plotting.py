@@ -147,3 +147,27 @@ def plot_mean_std(table: Any, metrics: Sequence[str], path: str | Path, label: s
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)[0]
+
+
+def plot_quality_per_minute(minutes: Sequence[float], values: dict[str, Sequence[float]], path: str | Path,
+                            title: str = "", aim: float | None = None, xlabel: str = "training minutes") -> Path:
+    """Validation figures (one line per name in ``values``) against training minutes, with an optional
+    horizontal ``aim`` line; for the quality-per-CPU-minute benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, ys in values.items():
+        ax.plot(minutes, ys, marker="o", markersize=3, label=name)
+    if aim is not None:
+        ax.axhline(aim, color="grey", linestyle="--", linewidth=1, label=f"aim {aim:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation figure")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)[0]

@@ -160,6 +160,59 @@ def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.nda
     return out
 
 
+def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | None = None,
+                    select: bool | None = None) -> dict[str, Any]:
+    """Choose delivery on val and score a segmenter on val, the val stress sets and test.
+
+    ``val`` / ``test``: :class:`classseg.data.SliceArrays` at the model's size (uint8), fed as
+    ``config.normalization`` says. With ``select`` (default ``config.select_postprocess``) test-time
+    flips, 2D post-processing and the per-patient 3D filter are chosen on val together
+    (:func:`classseg.training.selection.choose_delivery`); else the config's post-processing is used.
+    Returns ``tta``, ``postprocess``, ``postprocess_3d``, ``selection`` (the scored grid or None),
+    ``val`` and ``test`` :class:`classseg.evaluation.Scores` dicts (delivered masks at the original
+    size, ``threshold_only`` inside), ``val_robustness`` (:func:`classseg.evaluation.robustness.robustness_scores`)
+    and the probabilities ``val_probs`` / ``test_probs``. Used by training and ``benchmarks/recipe_rows.py``.
+    """
+    from classseg.data.standardize import prepare_input
+    from classseg.evaluation.robustness import robustness_scores
+    from classseg.evaluation.scores import read_truths
+    from classseg.models.tta import tta_predict
+    from classseg.training.selection import choose_delivery
+
+    select = config.select_postprocess if select is None else select
+
+    def probs_of(images: np.ndarray, ids: np.ndarray, mode: str) -> np.ndarray:
+        x = prepare_input(images, config.normalization, ids)
+        return tta_predict(lambda b: predict_masks(model, b, config.batch_size), x, mode)
+
+    def parts(arrays: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        return (read_truths(arrays.frame["mask_path"]), arrays.frame["patient_id"].to_numpy(),
+                arrays.frame["slice"].to_numpy())
+
+    val_truths, val_ids, val_order = parts(val)
+    chosen, selection, tta, chosen_3d = replace(config.postprocess, threshold=config.threshold), None, "none", None
+    val_probs = probs_of(val.images, val_ids, "none")
+    if select and len(val_probs):
+        by_tta = {"none": val_probs, **{m: probs_of(val.images, val_ids, m) for m in ("hflip", "flips")}}
+        tta, chosen, chosen_3d, selection = choose_delivery(by_tta, val_truths, val_ids, val_order)
+        val_probs = by_tta[tta]
+    eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
+    out: dict[str, Any] = {
+        "tta": tta, "postprocess": chosen, "postprocess_3d": chosen_3d, "selection": selection,
+        "val": evaluate_segmenter(val_probs, val.masks, val_ids, eval_config, val_truths, chosen_3d, val_order),
+        # the robustness check (issue 17): val patients darker, brighter, with FLAIR for missing sequences
+        "val_robustness": robustness_scores(lambda images: probs_of(images, val_ids, tta), val.images, val_truths,
+                                            val_ids, chosen, chosen_3d, val_order),
+        "val_probs": val_probs, "test": None, "test_probs": None,
+    }
+    if test is not None:
+        test_truths, test_ids, test_order = parts(test)
+        out["test_probs"] = probs_of(test.images, test_ids, tta)
+        out["test"] = evaluate_segmenter(out["test_probs"], test.masks, test_ids, eval_config, test_truths,
+                                         chosen_3d, test_order)
+    return out
+
+
 def _soft_tversky(probs: np.ndarray, masks: np.ndarray) -> float | None:
     """Soft Tversky index (alpha 0.7, smooth 1) pooled over a set: the figure seed 002 reports (0.89).
 
@@ -394,14 +447,9 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
 
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
-    from classseg.data.standardize import prepare_input
-    from classseg.evaluation.robustness import robustness_scores
-    from classseg.evaluation.scores import read_truths
     from classseg.modelcard import ModelCard, write_card
-    from classseg.models.tta import tta_predict
     from classseg.runinfo import read_json, write_json, write_manifest
     from classseg.training.callbacks import RunState
-    from classseg.training.selection import choose_delivery
 
     out = Path(out_dir)
     training = read_json(out / "training.json")
@@ -422,32 +470,15 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
                                  fractions=config.fractions)
     val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
     test_all = cdata.load_arrays(_select(frame, "test", False), config.img_size, progress=progress)
-    val_x = model_inputs(val_all, config.normalization)
-    test_x = model_inputs(test_all, config.normalization)
     split_file = training.get("split_file")
 
     # ---- evaluate the best epoch in inference mode, at the slices' original size ----------------
     best = keras.models.load_model(model_path, compile=False)
-    val_truths = read_truths(val_all.frame["mask_path"])
-    test_truths = read_truths(test_all.frame["mask_path"])
-    val_ids = val_all.frame["patient_id"].to_numpy()
-    test_ids = test_all.frame["patient_id"].to_numpy()
-    val_order = val_all.frame["slice"].to_numpy()
-    test_order = test_all.frame["slice"].to_numpy()
-
-    def probs_of(x: np.ndarray, mode: str) -> np.ndarray:
-        return tta_predict(lambda b: predict_masks(best, b, config.batch_size), x, mode)
-
-    # TTA, 2D post-processing and the per-patient 3D filter are chosen on val together (choose_delivery)
-    chosen, selection, tta, chosen_3d = replace(config.postprocess, threshold=config.threshold), None, "none", None
-    val_probs = probs_of(val_x, "none")
-    if config.select_postprocess and len(val_probs):
-        by_tta = {"none": val_probs, **{m: probs_of(val_x, m) for m in ("hflip", "flips")}}
-        tta, chosen, chosen_3d, selection = choose_delivery(by_tta, val_truths, val_ids, val_order)
-        val_probs = by_tta[tta]
-        atomic_to_csv(selection, out / "postprocess_selection.csv", index=False)
-    test_probs = probs_of(test_x, tta)
-    eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
+    scored = score_segmenter(best, config, val_all, test_all)
+    chosen, chosen_3d, tta = scored["postprocess"], scored["postprocess_3d"], scored["tta"]
+    if scored["selection"] is not None:
+        atomic_to_csv(scored["selection"], out / "postprocess_selection.csv", index=False)
+    test_probs = scored["test_probs"]
     minutes = train_seconds / 60.0
     metrics: dict[str, Any] = {
         "model": "resunet",
@@ -480,22 +511,18 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
         "evaluated_on": "test split, best epoch (max val_dice), inference mode, threshold and post-processing "
                         "chosen on val (postprocess_chosen), scored at the original slice size",
         "threshold": chosen.threshold,
-        **evaluate_segmenter(test_probs, test_all.masks, test_ids, eval_config, truths=test_truths,
-                             config_3d=chosen_3d, order=test_order),
+        **scored["test"],
         "postprocess_chosen": asdict(chosen),
         "tta": tta,
         "postprocess_3d": asdict(chosen_3d) if chosen_3d else None,
         "postprocess_rule": "max over flips x 2D grid x 3D filter of mean(volume Dice per patient, slice accuracy "
-                            "of 'mask non-empty') on the validation split" if selection is not None else "fixed",
+                            "of 'mask non-empty') on the validation split" if scored["selection"] is not None
+        else "fixed",
     }
-    metrics["val"] = evaluate_segmenter(val_probs, val_all.masks, val_ids, eval_config, truths=val_truths,
-                                        config_3d=chosen_3d, order=val_order)
-    # the robustness check (issue 17): val patients darker, brighter, with FLAIR for missing sequences
-    metrics["val_robustness"] = robustness_scores(
-        lambda images: probs_of(prepare_input(images, config.normalization, val_ids), tta), val_all.images,
-        val_truths, val_ids, chosen, chosen_3d, val_order)
+    metrics["val"] = scored["val"]
+    metrics["val_robustness"] = scored["val_robustness"]
     val_tumor = val_all.labels == 1
-    metrics["val"]["tversky_soft"] = _soft_tversky(val_probs[val_tumor], val_all.masks[val_tumor])
+    metrics["val"]["tversky_soft"] = _soft_tversky(scored["val_probs"][val_tumor], val_all.masks[val_tumor])
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")

@@ -1,0 +1,80 @@
+"""Quality per CPU-minute: val Dice of every epoch snapshot of one training run against its training minutes.
+
+    classseg train-segmenter DATA --splits data/splits/kaggle_3m_seed0.csv ... --snapshots --out RUN
+    python benchmarks/quality_per_minute.py RUN --data DATA --splits data/splits/kaggle_3m_seed0.csv \
+        --out docs/quality_per_minute
+
+``RUN/snapshots/snapshots.csv`` (written by ``--snapshots``) lists each epoch's model and the training
+minutes spent when it was saved. Each snapshot is scored on the val patients only, fed as the run's
+normalisation says, with one fixed delivery for every snapshot (threshold 0.5, hole filling, no flips,
+no 3D filter) so the curve shows what training adds, not what selection adds. Figures are scored at
+the slices' original size (:func:`classseg.evaluation.score_slices`). Prints the table and machine
+info and writes ``OUT.csv`` and ``OUT.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    import keras
+
+    from classseg import data as cdata
+    from classseg.atomic import atomic_to_csv
+    from classseg.data.standardize import prepare_input
+    from classseg.evaluation import score_slices
+    from classseg.evaluation.delivered import deliver_masks
+    from classseg.evaluation.scores import read_truths
+    from classseg.plotting import plot_quality_per_minute
+    from classseg.postprocess import PostprocessConfig
+    from classseg.runinfo import environment_info, read_json
+    from classseg.training.segmenter import _select, predict_masks
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--splits", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("docs/quality_per_minute"))
+    parser.add_argument("--aim", type=float, default=0.80, help="the aim line (val Dice per patient)")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+
+    config = read_json(args.run / "training.json")["config"]
+    snapshots = pd.read_csv(args.run / "snapshots" / "snapshots.csv")
+    frame = cdata.resolve_splits(cdata.discover(args.data), args.splits)
+    val = cdata.load_arrays(_select(frame, "val", False), config["img_size"], progress=False)
+    ids = val.frame["patient_id"].to_numpy()
+    x = prepare_input(val.images, config["normalization"], ids)
+    truths = read_truths(val.frame["mask_path"])
+    shapes = [t.shape[:2] for t in truths]
+    delivery = PostprocessConfig(threshold=0.5, closing=False, fill_holes=True, min_component_px=0)
+    rows = []
+    for snap in snapshots.itertuples():
+        model = keras.models.load_model(args.run / "snapshots" / snap.path, compile=False)
+        masks, _ = deliver_masks(predict_masks(model, x, 32), shapes, delivery)
+        scores = score_slices(truths, masks, ids).to_dict(False)
+        rows.append({"epoch": snap.epoch, "train_minutes": snap.train_minutes,
+                     "val_dice_per_patient": scores["dice_per_patient"],
+                     "val_dice_tumor_slices": scores["dice_tumor_slices"], "val_accuracy": scores["accuracy"]})
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    atomic_to_csv(table, args.out.with_suffix(".csv"), index=False)
+    plot_quality_per_minute(table["train_minutes"], {
+        "val Dice per patient": table["val_dice_per_patient"],
+        "val Dice, tumor slices": table["val_dice_tumor_slices"], "val slice accuracy": table["val_accuracy"]},
+        args.out.with_suffix(".png"), title=args.title, aim=args.aim)
+    print(table.round(3).to_string(index=False))
+    info = environment_info()
+    print(f"machine: {info.get('cpu')} ({info.get('cpu_count')} cores); run {args.run}; init {config.get('init')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
