@@ -1,6 +1,8 @@
 """Copy a trained segmenter and gate (with their model cards) into saved_models/ and write manifest.json.
 
-    python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--pipeline-run OUT] [--out saved_models]
+    python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--out saved_models]
+    python -m classseg.pipeline --test-dir data/sample/kaggle_3m --out OUT      # with the shipped files
+    python scripts/ship_models.py --pipeline-run OUT [--out saved_models]      # adds its figures, no copy
 
 Models are re-saved without optimizer state (``compile=False``: smaller, and loadable with
 ``safe_mode=True`` and no custom objects); their cards travel beside them (``segmenter.card.json``;
@@ -8,7 +10,9 @@ Models are re-saved without optimizer state (``compile=False``: smaller, and loa
 feeds and post-processes them exactly as validated. The manifest records, per model: split, recipe,
 epochs, training minutes, machine, input, the val and test figures exactly as the runs measured them
 (scored at the slices' original size), and the pipeline's own figures on the held-out patients when
-``--pipeline-run`` is given.
+``--pipeline-run`` is given. The pipeline must have run on the files as shipped (re-saving a model changes
+its hash), so ``--pipeline-run`` alone only adds that run to the manifest, after checking that the
+hashes it recorded are those of the shipped files.
 """
 
 from __future__ import annotations
@@ -48,12 +52,17 @@ def _copy_model(src: Path, dst: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--segmenter-run", required=True, type=Path)
+    parser.add_argument("--segmenter-run", type=Path, default=None)
     parser.add_argument("--gate-run", type=Path, default=None)
     parser.add_argument("--pipeline-run", type=Path, default=None, help="pipeline output on the held-out patients")
     parser.add_argument("--out", type=Path, default=Path("saved_models"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.segmenter_run is None:
+        if args.pipeline_run is None:
+            parser.error("give --segmenter-run (ship models) or --pipeline-run (add the pipeline's figures)")
+        add_pipeline_run(args.pipeline_run, args.out)
+        return
 
     seg = read_json(args.segmenter_run / "metrics.json")
     seg_training = read_json(args.segmenter_run / "training.json")
@@ -69,6 +78,8 @@ def main() -> None:
             "train_minutes": seg["train_minutes"], "machine": seg["machine"],
             "training_backend": seg_training.get("backend"), "trained_on": seg_training.get("data_dir"),
             "postprocess": seg["postprocess_chosen"], "postprocess_rule": seg["postprocess_rule"],
+            "tta": seg.get("tta", "none"), "postprocess_3d": seg.get("postprocess_3d"),
+            "val_robustness": seg.get("val_robustness"),
             "scored_at": seg["scored_at"],
             "val": _pick(seg["val"], SEG_KEYS), "test": _pick(seg, SEG_KEYS),
         },
@@ -78,22 +89,44 @@ def main() -> None:
         manifest["classifier"] = {  # the pipeline's gate: saved_models/classifier.keras
             **_copy_model(args.gate_run / "gate.keras", args.out / "classifier.keras"),
             "architecture": "ResUNet encoder + global average/max pooling + softmax 2 (build_gate_cnn)",
-            "recipe": "classseg train-gate: from scratch on every train slice, the segmenter's augmentation "
-                      "(RECIPE_AUGMENT), cross-entropy with label smoothing, AdamW + cosine by time spent "
-                      "(GateConfig in config); threshold and rule chosen on val against the segmenter's mask",
-            "weights": "none (from scratch)", "config": gate.get("config"), "epochs_run": gate.get("epochs_run"),
+            "recipe": "classseg train-gate on every train slice: augmentation profile "
+                      f"{(gate.get('config') or {}).get('augment_profile', 'recipe')}, input "
+                      f"{(gate.get('config') or {}).get('normalization', 'raw')}, cross-entropy with label smoothing, "
+                      "AdamW + cosine by time spent (GateConfig in config); threshold and rule chosen on val against "
+                      "the segmenter's mask",
+            "weights": gate.get("weights", "none (from scratch)"), "config": gate.get("config"),
+            "epochs_run": gate.get("epochs_run"),
             "best_epoch": gate.get("best_epoch"), "train_minutes": gate.get("train_minutes"),
             "machine": gate.get("machine"), "choice": gate["choice"],
             "val": {k: _pick(v, CLS_KEYS) for k, v in gate["val"].items()},
             "test": {k: _pick(v, CLS_KEYS) for k, v in gate["test"].items()},
         }
-    if args.pipeline_run is not None and (args.pipeline_run / "metrics.json").is_file():
-        manifest["pipeline_on_test_patients"] = read_json(args.pipeline_run / "metrics.json")
     total = sum(p.stat().st_size for p in args.out.glob("*.keras")) / 1e6
     manifest["total_size_mb"] = round(total, 2)
     manifest["shipped_with"] = environment_info()
     write_json(args.out / "manifest.json", manifest)
     print(f"wrote {args.out} ({total:.1f} MB of models)")
+
+
+def add_pipeline_run(run: Path, out: Path) -> None:
+    """Put ``run/metrics.json`` (the pipeline on the held-out patients) into ``out/manifest.json``.
+
+    The run must have used the files shipped in ``out`` (its ``models`` sources are checked), and the
+    hashes recorded beside it are those of the shipped files now. The run's ``model_info`` (a copy of
+    the manifest it found beside the models, hashes of earlier files included) is left out."""
+    manifest = read_json(out / "manifest.json")
+    metrics = read_json(run / "metrics.json")
+    models = metrics.get("models", {})
+    for role in ("classifier", "segmenter"):
+        source = Path(str(models.get(role, "")))
+        if source.name and source.resolve() != (out / source.name).resolve():
+            raise SystemExit(f"{run}: its {role} is {source}, not a file shipped in {out}; run the pipeline on "
+                             "the shipped files")
+    metrics.pop("model_info", None)
+    metrics["model_sha256_16"] = {p.name: _sha(p) for p in sorted(out.glob("*.keras"))}
+    manifest["pipeline_on_test_patients"] = metrics
+    write_json(out / "manifest.json", manifest)
+    print(f"added {run / 'metrics.json'} to {out / 'manifest.json'}")
 
 
 if __name__ == "__main__":
