@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from classseg.data.walk import walk_following_links
 
@@ -171,3 +172,136 @@ def check_can_create(path: str | Path) -> Path:
         what = "read-only file system" if read_only else "permission denied"
         raise OutputError(f"cannot write to {path}: {what} ({ancestor})")
     return path
+
+
+# ------------------------------------------------------------------------------------ leakage (issue 18)
+class LeakageError(ValueError):
+    """A val or test patient of a new run was a train or val patient of the weights the run starts from."""
+
+
+def _recorded_path(text: str, *folders: Path) -> Path | None:
+    """The file a recorded ``split_file`` names: its text up to `` (`` (``"runs/x/splits.csv (computed, seed
+    0)"``), absolute, or relative to the repository root, the working directory or one of ``folders``."""
+    from classseg.paths import REPO_ROOT
+
+    name = str(text).split(" (")[0].strip()
+    if not name:
+        return None
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [REPO_ROOT / path, Path.cwd() / path,
+                                                     *(Path(f) / path for f in folders)]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def start_split_file(model_path: str | Path) -> tuple[Path | None, str]:
+    """The split file the weights at ``model_path`` were trained on, and where that was read.
+
+    In order: the model card's ``provenance.split_file`` (a path relative to the repository root such as
+    ``data/splits/kaggle_3m_seed0.csv``, :mod:`classseg.modelcard`); ``splits.csv`` beside the model (a
+    training run folder); ``split_file`` of ``manifest.json`` beside the model (``saved_models/manifest.json``).
+    Returns ``(None, why)`` when none of them names a file that exists.
+    """
+    from classseg.jsonio import read_json
+    from classseg.modelcard import card_path, read_card
+
+    model_path = Path(model_path)
+    folder = model_path.parent
+    tried = []
+    card = read_card(model_path)
+    recorded = (card.provenance or {}).get("split_file") if card is not None else None
+    if recorded:
+        found = _recorded_path(recorded, folder)
+        if found is not None:
+            return found, f"{card_path(model_path)} (provenance.split_file)"
+        tried.append(f"its card names {recorded!r}, not found")
+    else:
+        tried.append("no card split_file" if card is not None else "no model card")
+    if (folder / "splits.csv").is_file():
+        return folder / "splits.csv", f"{folder / 'splits.csv'} (beside the model)"
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        try:
+            data = read_json(manifest)
+        except (ValueError, OSError):
+            data = {}
+        recorded = data.get("split_file") if isinstance(data, dict) else None
+        found = _recorded_path(recorded, folder) if isinstance(recorded, str) else None
+        if found is not None:
+            return found, f"{manifest} (split_file)"
+        tried.append(f"{manifest} names no split file that exists")
+    return None, "; ".join(tried)
+
+
+def check_no_leakage(new_splits: Any, start_splits: Any, start: str, hint: str = "",
+                     val_may_stay_val: bool = False) -> dict[str, Any]:
+    """Refuse (:class:`LeakageError`, one line naming the patients) when a ``val`` or ``test`` patient of
+    ``new_splits`` was a ``train`` or ``val`` patient of ``start_splits`` (the split the starting weights
+    ``start`` were trained and chosen on). Both are ``patient_id,split`` tables. Patients the starting
+    weights held out as test, or never listed, may be anywhere in the new split; the new run's train
+    patients are not checked (training on them again is not leakage). ``val_may_stay_val``: a val patient
+    of both passes (re-scoring the same model, where val plays the same role). Returns what was checked."""
+    seen = set(start_splits.loc[start_splits["split"].isin(("train", "val")), "patient_id"].astype(str))
+    start_val = set(start_splits.loc[start_splits["split"] == "val", "patient_id"].astype(str))
+    held = new_splits.loc[new_splits["split"].isin(("val", "test")), ["patient_id", "split"]]
+    ids = held["patient_id"].astype(str)
+    leaked = ids.isin(seen)
+    if val_may_stay_val:
+        leaked &= ~((held["split"] == "val") & ids.isin(start_val))
+    overlap = held[leaked].sort_values("patient_id")
+    if len(overlap):
+        named = ", ".join(f"{p} ({s})" for p, s in zip(overlap["patient_id"], overlap["split"]))
+        raise LeakageError(f"{len(overlap)} val/test patient(s) of this run were train/val patients of {start}, "
+                           f"which this run starts from: {named}{'; ' + hint if hint else ''}")
+    return {"model": str(start), "checked": True, "new_val_test_patients": int(len(held)),
+            "start_train_val_patients": len(seen), "overlap": []}
+
+
+def check_start_models(new_splits: Any, models: Iterable[str | Path], hint: str = "") -> list[dict[str, Any]]:
+    """:func:`check_no_leakage` for every starting model (found with :func:`start_split_file`); a model
+    whose split cannot be found is recorded as ``checked: False`` with the reason, never as clean."""
+    from classseg.data.splits import load_splits
+
+    records = []
+    for model in dict.fromkeys(str(m) for m in models):
+        split_file, how = start_split_file(model)
+        if split_file is None:
+            records.append({"model": model, "checked": False, "why": f"the split it was trained on is unknown "
+                            f"({how})"})
+            continue
+        record = check_no_leakage(new_splits, load_splits(split_file), f"{model} (split {split_file})", hint)
+        records.append({**record, "model": model, "split_file": str(split_file), "split_read_from": how})
+    return records
+
+
+def evaluation_split(run_dir: str | Path, data_dir: str | Path, splits: str | Path | None = None) -> Path:
+    """The split file a re-evaluation of the model in ``run_dir`` must use (``--evaluate-only``, issue 18).
+
+    Default: the run folder's own ``splits.csv`` (the split it was trained on), never a new split. A
+    ``splits`` file given instead is refused (:class:`LeakageError`) when one of its test patients was a
+    train/val patient of the run, or one of its val patients a train patient. Refused (``ValueError``, one
+    line naming them) when ``data_dir`` lacks val or test patients of the split: they are the ones scored
+    (its train patients are not needed).
+    """
+    from classseg.data.discovery import discover
+    from classseg.data.splits import load_splits
+
+    run_dir = Path(run_dir)
+    own = run_dir / "splits.csv"
+    if splits is None:
+        if not own.is_file():
+            raise FileNotFoundError(f"{run_dir} has no splits.csv (the split its model was trained on); pass "
+                                    "--splits FILE with that split")
+        chosen = own
+    else:
+        chosen = Path(splits)
+        if own.is_file():
+            check_no_leakage(load_splits(chosen), load_splits(own), f"the model in {run_dir} (split {own})",
+                             hint="evaluate on the run's own split (leave out --splits)", val_may_stay_val=True)
+    table = load_splits(chosen)
+    present = set(discover(data_dir)["patient_id"].astype(str))
+    wanted = table.loc[table["split"].isin(("val", "test")), "patient_id"].astype(str)
+    missing = sorted(set(wanted) - present)
+    if missing:
+        raise ValueError(f"{data_dir} lacks {len(missing)} val/test patient(s) of {chosen}: {', '.join(missing)}; "
+                         "evaluate on a data folder that holds them")
+    return chosen

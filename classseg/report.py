@@ -1,9 +1,11 @@
 """``classseg report``: tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) of a run-all folder.
 
-Reads what the stages wrote (``phase1/results.csv`` and per-backbone folders, ``phase2/metrics.json``,
-``phase3/predictions/metrics.json``, ``joint/metrics.json``) and never recomputes a metric, so the
-report shows exactly the figures the stages measured. Every table carries a notes line saying
-how its numbers were obtained (split file, seed(s), weights, image size, epochs).
+Reads what the stages wrote (``phase1/results.csv`` and per-backbone folders, ``phase2/metrics.json`` and
+``start_model_test.json``, ``phase3/predictions/metrics.json``, ``joint/metrics.json`` and
+``predictions_test.npz``, ``split/split_rule.json``, ``leakage_check.json``) and never recomputes a metric,
+so the report shows exactly the figures the stages measured. Every table carries a notes line saying
+how its numbers were obtained (split file, seed(s), weights, image size, epochs); labels (loss, weights)
+come from each run's own settings, and "never trained on" is said only where the leakage guard checked it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classseg.atomic import atomic_write_text
+from classseg.atomic import atomic_to_csv, atomic_write_text
 from classseg.jsonio import read_json
 from classseg.plotting import save_figure
 from classseg.tables import compare_runs, format_value, write_table
@@ -72,6 +74,39 @@ def segmentation_table(run: Path, split_file: str) -> tuple[pd.DataFrame, str] |
     return pd.DataFrame(rows), notes
 
 
+#: Loss names of the segmenter recipes (:func:`classseg.losses.get_loss`) as a caption says them.
+LOSS_LABELS = {"bce_dice": "BCE + Dice", "focal_tversky": "Focal Tversky", "tversky": "Tversky", "dice": "Dice"}
+
+
+def segmentation_caption(run: Path) -> str:
+    """``Phase 2: ResUNet (BCE + Dice, recipe fast), test split``: loss and recipe from the run's own
+    ``phase2/metrics.json``, never assumed."""
+    metrics = _json(run / "phase2" / "metrics.json") or {}
+    loss = metrics.get("loss")
+    what = [LOSS_LABELS.get(loss, loss) if loss else "loss not recorded"]
+    if metrics.get("recipe"):
+        what.append(f"recipe {metrics['recipe']}")
+    return f"Phase 2: ResUNet ({', '.join(what)}), test split"
+
+
+def phase1_per_repeat(run: Path) -> pd.DataFrame | None:
+    """One row per phase-1 backbone and repeat (seed): the runs behind the mean ± std of the phase-1 table
+    (``phase1/<backbone>/metrics.json`` ``runs``); None with a single repeat."""
+    rows = []
+    for path in sorted((run / "phase1").glob("*/metrics.json")):
+        metrics = read_json(path)
+        if int(metrics.get("repeats", 1)) < 2:
+            continue
+        for r in metrics.get("runs", []):
+            test, val = r.get("test") or {}, r.get("val") or {}
+            rows.append({"backbone": metrics.get("backbone", path.parent.name), "seed": r.get("seed"),
+                         **{f"test_{k}": test.get(k) for k in
+                            ("accuracy", "sensitivity", "specificity", "precision", "f1_macro", "auc")},
+                         "val_auc": val.get("auc"), "val_accuracy": val.get("accuracy"),
+                         "train_time_s": r.get("train_time_s")})
+    return pd.DataFrame(rows) if rows else None
+
+
 def comparison_table(run: Path) -> tuple[pd.DataFrame, str] | None:
     """Two-stage pipeline (gated, segment-all), joint model and the segmenter, one row each."""
     from classseg.tables import comparison_notes
@@ -104,6 +139,24 @@ def _confusion_figures(run: Path, fig_dir: Path) -> list[Path]:
     return _save(fig, fig_dir / "confusion_matrices")
 
 
+def joint_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(label, P(tumor)) of the joint model's test slices, from what its run writes (``predictions_test.npz``,
+    :func:`classseg.evaluation.delivered.save_predictions`); the label is the original-size truth non-empty.
+    None when the run has no class output or no such file."""
+    from classseg.evaluation.delivered import read_predictions
+
+    path = run / "joint" / "predictions_test.npz"
+    if not path.is_file():
+        return None
+    pred = read_predictions(path)
+    if "tumor_prob" not in pred:
+        return None
+    from classseg.data.io import read_mask
+
+    labels = np.array([bool(p) and bool(read_mask(p).any()) for p in pred["mask_path"]], dtype=int)
+    return labels, np.asarray(pred["tumor_prob"], float)
+
+
 def _roc_figure(run: Path, fig_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -120,12 +173,11 @@ def _roc_figure(run: Path, fig_dir: Path) -> list[Path]:
             continue
         RocCurveDisplay.from_predictions(test["label"], test["p_tumor"], ax=ax, name=path.parent.name)
         drawn += 1
-    joint = run / "joint" / "predictions.csv"
-    if joint.exists():
-        pred = pd.read_csv(joint)
-        if {"label", "p_tumor"} <= set(pred.columns) and pred["label"].nunique() == 2:
-            RocCurveDisplay.from_predictions(pred["label"], pred["p_tumor"], ax=ax, name="joint", linestyle="--")
-            drawn += 1
+    joint = joint_test_predictions(run)
+    if joint is not None and len(np.unique(joint[0])) == 2:
+        display = RocCurveDisplay.from_predictions(joint[0], joint[1], ax=ax, name="joint (class output)")
+        display.line_.set_linestyle("--")
+        drawn += 1
     if not drawn:
         plt.close(fig)
         return []
@@ -214,46 +266,125 @@ def _fmt3(value: Any) -> str:
     return format_value(value, 3) or "n/a"
 
 
-def headline(run: Path) -> list[str]:
-    """The report's first lines: who was held out, what the two deliverables reached on them, and how the
-    models began (from scratch, ImageNet, or the shipped models: in-domain transfer)."""
-    lines = ["## Headline (held-out test patients)", ""]
+def _split_lines(run: Path) -> list[str]:
+    """Who was held out and by which rule (``split/split_rule.json``, fixed before any result was seen)."""
+    lines = []
+    rule = _json(run / "split" / "split_rule.json")
+    lines.append(f"- Held-out patients chosen by a rule fixed before any result was seen: {rule['rule']}."
+                 if rule else "- How the held-out patients were chosen was not recorded (a run made before issue 18).")
     splits = run / "split" / "splits.csv"
     if splits.is_file():
         frame = pd.read_csv(splits)
         test = sorted(frame.loc[frame["split"] == "test", "patient_id"])
+        val = sorted(frame.loc[frame["split"] == "val", "patient_id"])
         counts = frame["split"].value_counts()
-        lines.append(f"- Split `{splits}`: {counts.get('train', 0)} train / {counts.get('val', 0)} val / "
-                     f"{len(test)} test patients; test = {', '.join(test)}. Every choice (gate, thresholds, "
+        lines.append(f"- Split `{splits}`: {counts.get('train', 0)} train / {len(val)} val / {len(test)} test "
+                     f"patients; test = {', '.join(test)}; val = {', '.join(val)}. Every choice (gate, thresholds, "
                      "post-processing, epochs) was made on val.")
+    return lines
+
+
+def leakage_lines(run: Path) -> list[str]:
+    """What the leakage guard checked (``leakage_check.json``): "never trained on" is said only when the
+    split of every starting model was read and compared."""
+    check = _json(run / "leakage_check.json")
+    if check is None:
+        return ["- Leakage: not checked (no leakage_check.json; a run made before issue 18). Whether the "
+                "starting weights saw this run's val/test patients is unknown."]
+    models = check.get("starting_models", [])
+    if not models:
+        return ["- Leakage: no model started from trained weights (from scratch or ImageNet); nothing to check."]
+    lines = []
+    for r in models:
+        if r.get("checked"):
+            lines.append(f"- Leakage checked: `{r['model']}` was trained and chosen on the split `{r['split_file']}` "
+                         f"(read from {r.get('split_read_from', '?')}); none of this run's "
+                         f"{r['new_val_test_patients']} val/test patients is among its {r['start_train_val_patients']} "
+                         "train/val patients, so it never trained or chose on them.")
+        else:
+            lines.append(f"- Leakage NOT checked for `{r['model']}`: {r.get('why')}. It may have trained on this "
+                         "run's val/test patients; read its figures with that in mind.")
+    return lines
+
+
+def _weights_lines(run: Path) -> list[str]:
+    """How each stage's model began, each from its own run (phase 1, phase 2 and the joint model may differ)."""
+    parts = []
+    results = _json(run / "phase1" / "results.json")
+    if results:
+        parts.append(f"phase 1 backbones {results.get('config', {}).get('weights') or 'none (random init)'}")
+    for stage, name in (("phase2", "phase 2 segmenter"), ("joint", "joint model")):
+        metrics = _json(run / stage / "metrics.json")
+        if metrics:
+            parts.append(f"{name} {metrics.get('weights')}"
+                         + (f", input {metrics['normalization']}" if metrics.get("normalization") else ""))
+    return [f"- Weights: {'; '.join(parts)}."] if parts else []
+
+
+#: Figures of the start-vs-trained table, as (Scores name, column header).
+HEADLINE_FIGURES = (("accuracy", "slice accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                    ("dice_per_patient", "Dice per patient"), ("dice_tumor_slices", "Dice, tumor slices"))
+
+
+def headline_rows(run: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, how its call is made, test Scores) for the starting model and every trained deliverable,
+    all on the same test patients."""
     rows = []
+    start = _json(run / "phase2" / "start_model_test.json")
+    if start:
+        rows.append((f"starting model `{Path(str(start.get('model'))).name}`, unchanged",
+                     "mask non-empty, its card's threshold and post-processing", start))
+    seg = _json(run / "phase2" / "metrics.json")
+    if seg:
+        how = f"{seg.get('train_minutes')} min of training" + (", fine-tuned from the starting model" if start else "")
+        rows.append(("phase 2 segmenter", f"mask non-empty; {how}", seg))
     pipe = _json(run / "phase3" / "predictions" / "metrics.json")
     if pipe and isinstance(pipe.get("gated"), dict):
         choice = _json(run / "phase3" / "gate_selection.json") or {}
         rule = f"gate rule {choice['rule']} chosen on val" if choice.get("rule") else "gate rule of the pipeline"
-        rows.append(("Two-stage pipeline (phase 1 gate + phase 2 ResUNet)", pipe["gated"], rule))
+        rows.append(("two-stage pipeline (phase 1 gate + phase 2 segmenter)", rule, pipe["gated"]))
     joint = _json(run / "joint" / "metrics.json")
     if joint:
-        rows.append((f"Joint model `{joint.get('model')}`", joint, f"gate rule {joint.get('gate_rule', 'gate')}"))
-    for name, m, how in rows:
-        lines.append(f"- **{name}**: slice accuracy {_fmt3(m.get('accuracy'))}, sensitivity "
-                     f"{_fmt3(m.get('sensitivity'))}, specificity {_fmt3(m.get('specificity'))}; Dice per patient "
-                     f"{_fmt3(m.get('dice_per_patient'))}, Dice on tumor slices {_fmt3(m.get('dice_tumor_slices'))} "
-                     f"({how}).")
-    seg = _json(run / "phase2" / "metrics.json")
-    start = _json(run / "phase2" / "start_model_test.json")
-    if seg and start:
-        lines.append(f"- Phase 2 segmenter alone (verdict = mask non-empty): before fine-tuning accuracy "
-                     f"{_fmt3(start.get('accuracy'))}, Dice per patient {_fmt3(start.get('dice_per_patient'))}; after "
-                     f"{seg.get('train_minutes')} min of fine-tuning accuracy {_fmt3(seg.get('accuracy'))}, Dice per "
-                     f"patient {_fmt3(seg.get('dice_per_patient'))}.")
-    if seg:
-        lines.append(f"- Weights: phase 2 and the joint model {seg.get('weights')}. The shipped models were "
-                     "trained on the 56 train patients of data/splits/kaggle_3m_seed0.csv; the bundled sample is "
-                     "their test split, so they never saw its patients. Figures from a 1-patient val and a few "
-                     "test patients are noisy: the benchmark figures are in docs/multitask.md and "
-                     "saved_models/README.md.")
-    return lines if len(lines) > 2 else []
+        rows.append((f"joint model `{joint.get('model')}`", f"gate rule {joint.get('gate_rule', 'gate')}", joint))
+    return rows
+
+
+def per_patient_table(rows: list[tuple[str, str, dict[str, Any]]]) -> pd.DataFrame | None:
+    """One row per held-out patient: its slices, tumor slices and every model's volume Dice on it."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, _, scores in rows:
+        for entry in scores.get("per_patient") or []:
+            row = table.setdefault(entry["patient_id"], {"patient": entry["patient_id"],
+                                                         "slices": entry.get("n_slices"),
+                                                         "tumor slices": entry.get("n_tumor_slices")})
+            row[name.split(" `")[0].split(" (")[0]] = entry.get("dice")
+    return pd.DataFrame(list(table.values())).sort_values("patient") if table else None
+
+
+def headline(run: Path) -> list[str]:
+    """The report's first lines: who was held out and by which rule, what was checked for leakage, the
+    starting model beside every trained deliverable on the same test patients, each test patient's own
+    figures, and how every model began."""
+    from classseg.tables import to_markdown
+
+    lines = ["## Headline (held-out test patients)", "", *_split_lines(run), *leakage_lines(run)]
+    rows = headline_rows(run)
+    if rows:
+        frame = pd.DataFrame([{"model": name, "call": how, **{label: m.get(key) for key, label in HEADLINE_FIGURES}}
+                              for name, how, m in rows])
+        caption = ("The same test patients, starting model beside the trained ones" if rows[0][0].startswith("starting")
+                   else "The same test patients (every model trained from scratch or ImageNet: no starting model)")
+        lines += ["", to_markdown(frame, caption, "Scores as each stage wrote them (classseg.evaluation); masks "
+                                  "scored at the slice's original size; Dice per patient = mean volume Dice.")]
+        per_patient = per_patient_table(rows)
+        if per_patient is not None:
+            lines += [to_markdown(per_patient, "Every test patient's own volume Dice",
+                                  "With few test patients, a mean hides which patient moved; each row is one "
+                                  "patient's volume Dice per model (blank = not scored).")]
+    lines += _weights_lines(run)
+    lines.append("- Figures from a 1-patient val and a few test patients are noisy: the benchmark figures are in "
+                 "docs/multitask.md and saved_models/README.md.")
+    return lines if rows or (run / "split" / "splits.csv").is_file() else []
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Path]]:
@@ -273,8 +404,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[Pat
             continue
         df, notes = made
         caption = {"phase1_classification": "Phase 1: frozen backbones with the paper's dense head",
-                   "phase2_segmentation": "Phase 2: ResUNet (Focal Tversky), test split",
+                   "phase2_segmentation": segmentation_caption(run),
                    "joint_vs_two_stage": "Joint multi-task model vs two-stage Class-Seg pipeline"}[stem]
+        per_repeat = phase1_per_repeat(run) if stem == "phase1_classification" else None
+        if per_repeat is not None:  # the runs behind every mean ± std shown (issue 18)
+            atomic_to_csv(per_repeat, out / "phase1_per_repeat.csv", index=False)
+            written["tables"].append(out / "phase1_per_repeat.csv")
+            notes += " Mean ± std over repeats; the per-repeat rows are in phase1_per_repeat.csv."
         written["tables"] += list(write_table(df, out / stem, caption, notes).values())
     for make in (_confusion_figures, _roc_figure, _curves_figure, _overlay_grid, _per_patient_box):
         written["figures"] += make(run, fig_dir)

@@ -6,6 +6,11 @@ marker exists with the same settings is not redone, so an interrupted run resume
 stopped. A finished stage with other settings (data folder, seed, epochs, ...) is refused with a
 message naming each differing setting, before any work is done. Delete a stage folder to redo it;
 the finished stages that read its results are then moved aside (``<stage>.stale-<time>``) and redone.
+
+Before any work the split is fixed by a stated rule (:func:`split_rule`, written to ``split/split_rule.json``)
+and checked for leakage against the split every starting model was trained on (``leakage_check.json``;
+:func:`classseg.guards.check_start_models`): a run whose val or test patients those weights trained or
+chose on is refused with one line naming them (issue 18).
 """
 
 from __future__ import annotations
@@ -37,20 +42,24 @@ SHIPPED = "shipped"
 @dataclass
 class RunAllProfile:
     """Settings of every stage. ``quick`` learns in minutes on a CPU by starting from the shipped models
-    (in-domain transfer learning; they never saw the bundled sample, which is their test split);
-    ``paper`` uses the papers' settings (ImageNet backbones, seed 002's ResUNet recipe, seed 000's
-    ResNet-50 joint model).
+    (in-domain transfer learning); ``paper`` uses the papers' settings (ImageNet backbones, seed 002's
+    ResUNet recipe, seed 000's ResNet-50 joint model).
 
     - ``weights``: phase-1 backbone weights (``imagenet``, None, a file, or ``shipped`` for the in-domain
       backbones, frozen: ``resunet_encoder`` = the shipped segmenter's encoder, ``gate_encoder`` = the
-      shipped gate CNN's; :func:`classseg.models.backbones.get_backbone`).
+      shipped gate CNN's; :func:`classseg.models.backbones.get_backbone`). In-domain backbones are fed what
+      the card of the model they are cut from says (its ``normalization``, :func:`backbone_normalizations`).
     - ``init``: where phase 2 and a ``resunet`` joint model start (None = from scratch, ``shipped``, or a
-      ResUNet segmenter ``.keras``).
-    - ``fractions``: the quick profile holds out 3 of the sample's 7 patients (0.45 / 0.15 / 0.40), so its
-      per-patient figures are means over 3 patients rather than one. With 0.70 / 0.15 / 0.15 the single
-      test patient would be TCGA_FG_A60K (all three channels FLAIR; the shipped segmenter scores 0.13 on
-      it, 0.67 over the sample). This choice was made knowing the shipped models' per-patient test
-      figures on the sample; the benchmark figures are the 75-patient split's (docs/).
+      ResUNet segmenter ``.keras``); both are fed what the starting model's card says.
+    - ``fractions`` / ``seed``: the held-out patients follow one rule fixed before any result was seen
+      (:func:`split_rule`): the project's standard splitter :func:`classseg.data.split_patients` with the
+      default fractions 0.70 / 0.15 / 0.15 and seed 0, kept whatever it gives. On the bundled 7-patient
+      sample that is 5 train / 1 val / 1 test patients (test: TCGA_FG_A60K, val: TCGA_FG_8189). An
+      earlier version used 0.45 / 0.15 / 0.40, chosen knowing the shipped models' per-patient figures on
+      the sample; that choice was undone (issue 18).
+    - Every run that starts from trained weights is checked for leakage before any work
+      (:func:`classseg.guards.check_start_models`): it is refused when one of its val or test patients
+      was a train or val patient of those weights.
     """
 
     name: str = "quick"
@@ -58,7 +67,7 @@ class RunAllProfile:
     init: str | None = SHIPPED
     seed: int = 0
     repeats: int = 1
-    fractions: tuple[float, float, float] = (0.45, 0.15, 0.40)
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # classseg.data.split_patients' defaults
     backbones: tuple[str, ...] = ("resunet_encoder", "gate_encoder")
     cls_img_size: int = 128
     cls_head: str = "paper"
@@ -105,6 +114,65 @@ def resolve_model(value: str | None) -> str | None:
     return str(shipped_segmenter().resolve()) if value == SHIPPED else value
 
 
+def split_rule(profile: RunAllProfile, splits_path: str | Path | None = None) -> dict[str, Any]:
+    """How the held-out patients are chosen, stated before any result exists (issue 18): a given split
+    file, or :func:`classseg.data.split_patients` with the profile's fractions and seed, kept as it comes."""
+    if splits_path:
+        return {"source": "file", "splits_path": str(splits_path),
+                "rule": f"the split file {splits_path}, given with --splits"}
+    fractions = ", ".join(f"{f:.2f}" for f in profile.fractions)
+    return {"source": "computed", "fractions": list(profile.fractions), "seed": profile.seed,
+            "rule": f"classseg.data.split_patients(fractions=({fractions}), seed={profile.seed}): patient counts "
+                    "rounded from the fractions (at least one val and one test patient), of 2000 seeded random "
+                    "assignments the one whose tumor-slice shares are closest to the whole set's; fixed before "
+                    "any result was seen and kept whatever it gives"}
+
+
+def start_normalization(model_path: str | Path | None) -> str:
+    """The input a starting model expects: its card's ``normalization`` (``raw`` without a card)."""
+    from classseg.modelcard import read_card
+
+    card = read_card(model_path) if model_path else None
+    return card.normalization if card is not None else "raw"
+
+
+def _in_domain_source(name: str, weights: str | None) -> str | None:
+    """The ``.keras`` model an in-domain phase-1 backbone is cut from (None for ImageNet / random ones)."""
+    from classseg.models.backbones import get_spec
+
+    spec = get_spec(name)
+    if not spec.shipped_model or weights is None:
+        return None
+    if weights == SHIPPED:
+        from classseg.paths import shipped_model
+
+        return str(shipped_model(spec.shipped_model).resolve())
+    return str(weights) if str(weights).endswith(".keras") else None
+
+
+def backbone_normalizations(profile: RunAllProfile) -> dict[str, str]:
+    """Phase-1 backbone -> the input its weights expect: the card's ``normalization`` of the model an
+    in-domain backbone is cut from; ``raw`` for ImageNet / random backbones (they carry their preprocessing)."""
+    from classseg.models.backbones import get_spec
+
+    return {get_spec(name).name: start_normalization(_in_domain_source(name, profile.weights))
+            for name in profile.backbones}
+
+
+def starting_models(profile: RunAllProfile) -> list[str]:
+    """Every trained model a run starts from: the in-domain phase-1 backbones' models and ``init`` (phase 2,
+    a ``resunet`` joint model). ImageNet weights hold no patient; they are not listed."""
+    models = [_in_domain_source(name, profile.weights) for name in profile.backbones]
+    models.append(resolve_model(profile.init))
+    return list(dict.fromkeys(m for m in models if m))
+
+
+#: What to do when the leakage guard refuses a run-all.
+LEAKAGE_HINT = ("pass --splits FILE whose val and test patients the starting weights never trained or chose on "
+                "(for the shipped models: patients outside the train/val of data/splits/kaggle_3m_seed0.csv, "
+                "e.g. the bundled sample), or start from scratch with --init none --weights none")
+
+
 def get_profile(name: str, **overrides: Any) -> RunAllProfile:
     """A named profile with some fields overridden (None values are ignored)."""
     if name not in PROFILES:
@@ -149,6 +217,10 @@ def stage_settings(profile: RunAllProfile, data_dir: str | Path,
         shipped = sorted(default_models_dir().glob("*.keras"))
         weights_sha = {"weights_sha256": {f.name: _sha256(f)[:16] for f in shipped}}
     extra = {"extra": profile.extra} if profile.extra else {}
+    # the input each starting model expects (its card): a retrained shipped model with another one redoes the stage
+    in_domain = profile.weights == SHIPPED or str(profile.weights or "").endswith(".keras")
+    cls_input = {"input_normalization": backbone_normalizations(profile)} if in_domain else {}
+    init_input = {"init_normalization": start_normalization(init)} if init else {}
     split = {**common, "fractions": profile.fractions,
              "splits_path": str(Path(splits_path).resolve()) if splits_path else None,
              "splits_sha256": _sha256(splits_path) if splits_path and Path(splits_path).is_file() else None}
@@ -157,14 +229,15 @@ def stage_settings(profile: RunAllProfile, data_dir: str | Path,
         "phase1": {**common, "weights": profile.weights, **weights_sha, "repeats": profile.repeats,
                    "backbones": profile.backbones,
                    "cls_img_size": profile.cls_img_size, "cls_head": profile.cls_head,
-                   "cls_epochs": profile.cls_epochs, **extra},
-        "phase2": {**common, "init": init, **init_sha, "seg_recipe": profile.seg_recipe,
+                   "cls_epochs": profile.cls_epochs, **cls_input, **extra},
+        "phase2": {**common, "init": init, **init_sha, **init_input, "seg_recipe": profile.seg_recipe,
                    "seg_img_size": profile.seg_img_size, "seg_epochs": profile.seg_epochs,
                    "seg_minutes": profile.seg_minutes, "seg_lr": profile.seg_lr,
                    "seg_batch_size": profile.seg_batch_size, **extra},
         "phase3": {"data_dir": common["data_dir"]},
         "joint": {**common, "weights": profile.weights if profile.joint_architecture == "resnet50_unet" else None,
                   "init": init if profile.joint_architecture == "resunet" else None, **init_sha,
+                  **(init_input if profile.joint_architecture == "resunet" else {}),
                   "joint_architecture": profile.joint_architecture, "joint_img_size": profile.joint_img_size,
                   "joint_epochs": profile.joint_epochs, "joint_batch_size": profile.joint_batch_size,
                   "joint_lr": profile.joint_lr, "joint_augment": profile.joint_augment,
@@ -306,47 +379,162 @@ def choose_phase3_gate(gate_path: Path, segmenter_path: Path, data_dir: Path, sp
     return choice
 
 
+def phase2_config(profile: RunAllProfile) -> Any:
+    """The phase-2 :class:`~classseg.training.segmenter.SegmenterConfig`: the paper profile trains seed 002's
+    recipe; the quick one fine-tunes ``init`` (the shipped segmenter) with the fast recipe, fed what the
+    starting model was trained on (its card's ``normalization``)."""
+    from classseg.training.segmenter import recipe_config
+
+    lr = {"lr": profile.seg_lr} if profile.seg_lr is not None else {}
+    init = resolve_model(profile.init)
+    inputs = {"normalization": start_normalization(init)} if init else {}
+    return recipe_config(profile.seg_recipe, img_size=profile.seg_img_size, epochs=profile.seg_epochs,
+                         minutes=profile.seg_minutes, batch_size=profile.seg_batch_size, seed=profile.seed,
+                         init=init, **lr, **inputs)
+
+
+def joint_config(profile: RunAllProfile) -> Any:
+    """The joint stage's :class:`~classseg.training.joint.JointConfig`; a ``resunet`` joint model starts from
+    ``init`` and is fed what that model's card says (``normalization``)."""
+    from classseg.training.joint import JointConfig
+
+    resunet = profile.joint_architecture == "resunet"
+    init = resolve_model(profile.init) if resunet else None
+    return JointConfig(architecture=profile.joint_architecture,
+                       weights=None if resunet else resolve_model(profile.weights),
+                       init=init, normalization=start_normalization(init) if init else None,
+                       img_size=profile.joint_img_size, epochs=profile.joint_epochs,
+                       batch_size=profile.joint_batch_size, lr=profile.joint_lr, augment=profile.joint_augment,
+                       select_gate=profile.joint_select_gate, seed=profile.seed)
+
+
+def train_phase1(config: Any, data_dir: str | Path, split_file: str | Path, out_dir: str | Path,
+                 normalizations: dict[str, str], strategy: Any = None) -> Any:
+    """Phase 1 (:func:`classseg.training.classifiers.train_classifiers`), each backbone fed the input its
+    weights expect (``normalizations``, :func:`backbone_normalizations`).
+
+    All ``raw``: ``train_classifiers`` itself. Otherwise the same stages with each backbone's slices passed
+    through :func:`classseg.data.standardize.prepare_input` (per patient) first, and a model card beside each
+    ``classifier.keras`` stating its ``normalization``, so that phase 3's pipeline feeds the gate the same
+    way. Writes the same files (``results.csv`` / ``.md`` / ``.json``, ``splits.csv``, ``manifest.json``)."""
+    from dataclasses import replace as dc_replace
+
+    import pandas as pd
+    import tensorflow as tf
+
+    from classseg import data as cdata
+    from classseg.atomic import atomic_to_csv, atomic_write_text
+    from classseg.data.skipped import skipped_files
+    from classseg.data.standardize import prepare_input
+    from classseg.evaluation.classification import classification_metrics, threshold_for_sensitivity
+    from classseg.modelcard import ModelCard, write_card
+    from classseg.models.backbones import get_spec
+    from classseg.seeding import set_seed
+    from classseg.tables import to_markdown
+    from classseg.training import classifiers as cl
+
+    if all(n == "raw" for n in normalizations.values()):
+        return cl.train_classifiers(config, data_dir, split_file, out_dir, strategy=strategy)
+    names = [get_spec(name).name for name in config.backbones]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    strategy = strategy or tf.distribute.get_strategy()
+    set_seed(config.seed)
+    df = cdata.resolve_splits(cdata.discover(data_dir, require_masks=True), split_file, seed=config.seed)
+    splits_file = cdata.save_splits(df[["patient_id", "split"]].drop_duplicates().reset_index(drop=True),
+                                    out / "splits.csv")
+    parts = cl._split_parts(cdata.load_arrays(df, config.img_size, progress=config.progress))
+    write_manifest(out, command="train-classifiers (run-all, inputs as each backbone's card says)",
+                   config=asdict(config), input_normalization=normalizations, data_dir=str(data_dir),
+                   splits_file=str(splits_file), splits_source=str(split_file), seed=config.seed,
+                   weights=config.weights, img_size=config.img_size, epochs=config.epochs,
+                   slices={s: len(p) for s, p in parts.items()},
+                   tumor_slices={s: int(p.labels.sum()) for s, p in parts.items()},
+                   strategy=type(strategy).__name__, skipped=skipped_files(df))
+    summaries = {}
+    for name in names:
+        norm = normalizations.get(name, "raw")
+        fed = parts if norm == "raw" else {
+            s: dc_replace(p, images=prepare_input(p.images, norm, p.frame["patient_id"].to_numpy()))
+            for s, p in parts.items()}
+        summaries[name] = cl.train_backbone(name, config, fed, out / name, strategy)
+        write_card(out / name / "classifier.keras", ModelCard(
+            role="classifier", img_size=config.img_size, normalization=norm,
+            provenance={"split_file": str(split_file), "backbone": name, "weights": str(config.weights)}))
+    results = pd.DataFrame([s["row"] for s in summaries.values()])
+    results["input_normalization"] = [normalizations.get(name, "raw") for name in summaries]
+    gate_name = max(summaries, key=lambda k: cl._rank_key(summaries[k]["val_mean"]))
+    gate_val = summaries[gate_name]
+    threshold = threshold_for_sensitivity(parts["val"].labels, gate_val["val_prob"], config.target_sensitivity)
+    gate = {"backbone": gate_name, "model": f"{gate_name}/classifier.keras",
+            "selected_on": "validation split: highest val AUC, then val accuracy (test never used)",
+            "val_auc": gate_val["val_mean"]["auc"], "val_accuracy": gate_val["val_mean"]["accuracy"],
+            "target_sensitivity": config.target_sensitivity, "threshold": threshold,
+            "val_at_threshold": classification_metrics(parts["val"].labels, gate_val["val_prob"], threshold)}
+    atomic_to_csv(results, out / "results.csv", index=False)
+    label = (f"weights={config.weights or 'none'}, {config.img_size}px, head={config.head}, inputs "
+             f"{normalizations}, epochs<={config.epochs} (early stopping, patience {config.patience}), "
+             f"repeats={config.repeats}, seed={config.seed}; test split: {len(parts['test'])} slices")
+    atomic_write_text(out / "results.md", f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n"
+                      + to_markdown(results, digits=4) + f"\nGate (chosen on validation): **{gate_name}**, "
+                      f"threshold {threshold:.4f} for sensitivity >= {config.target_sensitivity} on val.\n")
+    write_json(out / "results.json", {"config": asdict(config), "input_normalization": normalizations,
+                                      "results": results.to_dict(orient="records"), "gate": gate})
+    return results
+
+
 def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             splits_path: str | Path | None = None, strategy: Any = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage on one split file; return a summary (stage folders, seconds, headline figures)."""
     from classseg import data as cdata
+    from classseg.guards import check_start_models
 
     out = Path(out_dir)
     data_dir = Path(data_dir)
     settings = asdict(profile)
     per_stage = stage_settings(profile, data_dir, splits_path)
     check_stages(out, per_stage)  # before any work: a reused folder with other settings is refused
-    out.mkdir(parents=True, exist_ok=True)
     split_file = out / "split" / "splits.csv"
+    rule = split_rule(profile, splits_path)
+    if (out / "split" / "stage.json").is_file() and split_file.is_file():
+        splits = cdata.load_splits(split_file)  # finished earlier with the same settings
+    elif splits_path:
+        splits = cdata.load_splits(splits_path)
+    else:
+        splits = cdata.split_patients(cdata.discover(data_dir), profile.fractions, seed=profile.seed)
+    # the leakage guard, before any folder is made: no val/test patient may be a train/val patient of the
+    # weights this run starts from (issue 18); LeakageError names them
+    leakage = {"starting_models": check_start_models(splits, starting_models(profile), LEAKAGE_HINT)}
+    leakage["checked"] = all(r["checked"] for r in leakage["starting_models"])
+    out.mkdir(parents=True, exist_ok=True)
+    for record in leakage["starting_models"]:
+        if not record["checked"]:
+            log(f"[split] leakage NOT checked for {record['model']}: {record['why']}")
 
     def make_split(folder: Path) -> None:
-        if splits_path:
-            splits = cdata.load_splits(splits_path)
-        else:
-            splits = cdata.split_patients(cdata.discover(data_dir), profile.fractions, seed=profile.seed)
         cdata.save_splits(splits, folder / "splits.csv")
+        write_json(folder / "split_rule.json", rule)
 
     _stage(out, "split", per_stage["split"], make_split, log)
+    write_json(out / "leakage_check.json", {**leakage, "split_file": str(split_file),
+                                            "rule": "refused when a val/test patient of this run was a "
+                                                    "train/val patient of a starting model's split"})
 
     def phase1(folder: Path) -> None:
-        from classseg.training.classifiers import ClassifierConfig, train_classifiers
+        from classseg.training.classifiers import ClassifierConfig
 
         config = ClassifierConfig(backbones=tuple(profile.backbones), weights=profile.weights,
                                   img_size=profile.cls_img_size, head=profile.cls_head, epochs=profile.cls_epochs,
                                   repeats=profile.repeats, seed=profile.seed)
-        train_classifiers(config, data_dir, split_file, folder, strategy=strategy)
+        train_phase1(config, data_dir, split_file, folder, backbone_normalizations(profile), strategy=strategy)
 
     _stage(out, "phase1", per_stage["phase1"], phase1, log)
 
     def phase2(folder: Path) -> None:
-        from classseg.training.segmenter import recipe_config, train_segmenter
+        from classseg.training.segmenter import train_segmenter
 
-        # the paper profile trains seed 002's recipe; the quick one fine-tunes the shipped segmenter (fast recipe)
-        lr = {"lr": profile.seg_lr} if profile.seg_lr is not None else {}
-        config = recipe_config(profile.seg_recipe, img_size=profile.seg_img_size, epochs=profile.seg_epochs,
-                               minutes=profile.seg_minutes, batch_size=profile.seg_batch_size, seed=profile.seed,
-                               init=resolve_model(profile.init), **lr)
+        config = phase2_config(profile)
         train_segmenter(config, data_dir, split_file, folder, strategy=strategy)
         if config.init:  # what fine-tuning added: the starting model scored the same way on the same test slices
             score_start_model(config.init, data_dir, split_file, folder / "start_model_test.json")
@@ -378,16 +566,9 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     _stage(out, "phase3", per_stage["phase3"], phase3, log)
 
     def joint(folder: Path) -> None:
-        from classseg.training.joint import JointConfig, train_joint
+        from classseg.training.joint import train_joint
 
-        resunet = profile.joint_architecture == "resunet"
-        config = JointConfig(architecture=profile.joint_architecture,
-                             weights=None if resunet else resolve_model(profile.weights),
-                             init=resolve_model(profile.init) if resunet else None, img_size=profile.joint_img_size,
-                             epochs=profile.joint_epochs, batch_size=profile.joint_batch_size, lr=profile.joint_lr,
-                             augment=profile.joint_augment, select_gate=profile.joint_select_gate,
-                             seed=profile.seed)
-        train_joint(config, data_dir, split_file, folder, strategy=strategy)
+        train_joint(joint_config(profile), data_dir, split_file, folder, strategy=strategy)
 
     _stage(out, "joint", per_stage["joint"], joint, log)
 

@@ -20,7 +20,7 @@ import pandas as pd
 #: Figures of :func:`compare_runs`: :class:`classseg.evaluation.Scores` names, read as they are written.
 COMPARE_METRICS = (
     "accuracy", "sensitivity", "specificity", "precision", "f1_macro", "auc",
-    "gate_sensitivity", "gate_specificity", "gate_auc",
+    "gate_accuracy", "gate_sensitivity", "gate_specificity", "gate_auc",
     "dice_tumor_slices", "iou_tumor_slices", "hd95_detected_px", "missed_tumor_slices", "dice_end_to_end",
     "dice_per_patient", "train_minutes", "params", "ms_per_slice",
 )
@@ -361,12 +361,22 @@ def compare_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
                 columns.insert(columns.index(key[: -len("_std")]) + 1, key)
     df = pd.DataFrame(rows, columns=columns)
     for col in ("img_size", "epochs", "params", "missed_tumor_slices"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
+        df[col] = _whole_numbers(df[col])
     df["seed"] = pd.Series([None if _is_missing(v) else str(int(v)) if isinstance(v, (int, float)) else str(v)
                             for v in df["seed"]], index=df.index, dtype=object)
     metric_cols = [c for c in df.columns if c in COMPARE_METRICS or c.endswith("_std")]
     df[metric_cols] = df[metric_cols].apply(pd.to_numeric, errors="coerce")
     return df
+
+
+def _whole_numbers(values: pd.Series) -> pd.Series:
+    """Numeric; nullable integers when every value is a whole number (a count), else floats kept as they
+    are (e.g. a count already averaged by a run: 26.33 stays 26.33, issue 18)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    present = numbers.dropna()
+    if len(present) and not (present == present.round()).all():
+        return numbers.astype(float)
+    return numbers.round().astype("Int64")
 
 
 def comparison_notes(df: pd.DataFrame) -> str:
@@ -389,7 +399,9 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     (``ddof = 1``) over its runs, ``seed`` listing the seeds and ``n_runs`` counting them.
 
     Rows sharing :data:`GROUP_COLUMNS` are one configuration (order of first appearance kept). A
-    configuration with one run has no ``_std`` value.
+    configuration with one run has no ``_std`` value. Means of counts (``missed_tumor_slices``) keep
+    their decimals. The per-run rows behind each mean are ``df`` itself: keep them beside the aggregate
+    (:func:`write_per_run_rows`; ``classseg compare --aggregate`` writes ``<name>_per_seed.csv``).
     """
     keys = [c for c in GROUP_COLUMNS if c in df.columns]
     metrics = [c for c in COMPARE_METRICS if c in df.columns]
@@ -410,7 +422,28 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
         if any(f"{col}_std" in r for r in rows):
             columns.append(f"{col}_std")
     out = pd.DataFrame(rows, columns=columns)
-    for col in ("img_size", "epochs", "params", "missed_tumor_slices"):
+    for col in ("img_size", "epochs", "params"):  # labels and a model property: the same in every run
         if col in out:
-            out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+            out[col] = _whole_numbers(out[col])
+    # counts such as missed_tumor_slices are means here and keep their decimals (26.33, not 26; issue 18)
     return out
+
+
+def write_per_run_rows(df: pd.DataFrame, path: str | Path) -> Path:
+    """The per-run (per-seed) rows behind an :func:`aggregate_seeds` table as a CSV, so that every mean ±
+    std shown can be traced to the runs it was made from (issue 18). Columns: :data:`GROUP_COLUMNS`,
+    ``seed``, the figures, ``run_dir``; rows in the table's order, seeds ascending within a configuration."""
+    from classseg.atomic import atomic_to_csv
+
+    keys = [c for c in GROUP_COLUMNS if c in df.columns]
+    order = {key: i for i, key in enumerate(dict.fromkeys(map(tuple, df[keys].astype(str).to_numpy())))}
+    rank = [order[tuple(row)] for row in df[keys].astype(str).to_numpy()]
+    seed = pd.to_numeric(df["seed"], errors="coerce") if "seed" in df else pd.Series(0, index=df.index)
+    out = df.assign(_group=rank, _seed=seed.to_numpy()).sort_values(["_group", "_seed"], kind="stable")
+    out = out.drop(columns=["_group", "_seed"]).dropna(axis=1, how="all")
+    front = [c for c in (*keys, "seed") if c in out.columns]
+    out = out[front + [c for c in out.columns if c not in front]]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_to_csv(out, path, index=False)
+    return path

@@ -53,7 +53,10 @@ def test_joint_model_64_multiscale_predicts() -> None:
     assert np.all((tumor_prob >= 0) & (tumor_prob <= 1)) and np.all((mask_prob >= 0) & (mask_prob <= 1))
     probs = np.asarray(model(images.astype(np.float32), training=False)["class"])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(probs[:, 1], tumor_prob, rtol=1e-4, atol=1e-6)
+    # Random weights put P(tumor) far in the softmax tail (~1e-6): its relative round-off is the logit's
+    # absolute round-off, which changes with the batch size (here 3 vs 2) and the CPU's kernels (~2e-5
+    # measured). Compare relatively, with an absolute slack only far below the values' scale.
+    np.testing.assert_allclose(tumor_prob, probs[:, 1], rtol=1e-3, atol=1e-3 * float(np.abs(probs[:, 1]).max()))
 
 
 def test_joint_model_rejects_bad_sizes_and_offline_imagenet(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,3 +245,110 @@ def test_cli_run_maps_arguments_to_config(tmp_path: Path, monkeypatch: pytest.Mo
     assert (c.lr, c.weight_decay, c.lambda_cls, c.lambda_seg, c.batch_size) == (1e-4, 1e-4, 1.0, 1.5, 16)
     assert seen["progress"] is False
     assert "Dice end to end (all slices) 0.5000" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- issue 18
+def _write_card(model_path: Path, normalization: str, split_file: Path | None) -> None:
+    provenance = {"split_file": str(split_file)} if split_file else {}
+    model_path.with_name(model_path.stem + ".card.json").write_text(json.dumps(
+        {"role": "segmenter", "img_size": 32, "normalization": normalization, "provenance": provenance}))
+
+
+def test_joint_from_init_is_fed_what_the_init_card_says(tmp_path: Path) -> None:
+    """A resunet joint model started from a segmenter trained on patient_percentile inputs is trained and
+    scored on patient_percentile inputs, and its card says so (the pipeline follows the card)."""
+    import keras
+
+    from classseg import data as cdata
+    from classseg.data.standardize import model_input_scale, prepare_input
+    from classseg.models.resunet import build_resunet
+
+    root = tmp_path / "kaggle_3m"
+    for k in range(4):  # bright patients: percentile scaling changes their pixels by a large gain
+        write_patient(root, f"TCGA_NP_{k:04d}_20000101", n_slices=4, size=32, tumor_slices=(2, 3), seed=k)
+    splits = tmp_path / "splits.csv"
+    pd.DataFrame({"patient_id": [f"TCGA_NP_{k:04d}_20000101" for k in range(4)],
+                  "split": ["train", "train", "val", "test"]}).to_csv(splits, index=False)
+    start_split = tmp_path / "start_splits.csv"  # the init model never saw these patients
+    pd.DataFrame({"patient_id": ["TCGA_XX_0001_20000101"], "split": ["train"]}).to_csv(start_split, index=False)
+    seg = tmp_path / "seg.keras"
+    build_resunet((32, 32, 3), width=0.25, input_scale=model_input_scale("patient_percentile")).save(seg)
+    _write_card(seg, "patient_percentile", start_split)
+    out = tmp_path / "run"
+    config = JointConfig(architecture="resunet", width=0.25, init=str(seg), img_size=32, epochs=1, batch_size=4,
+                         infer_batch=4, augment=True, workers=1, run_eagerly=True)
+    m = train_joint(config, root, splits, out_dir=out, progress=False)
+    assert m["normalization"] == "patient_percentile"
+    assert json.loads((out / "joint.card.json").read_text())["normalization"] == "patient_percentile"
+    assert m["leakage_check"][0]["checked"] and m["leakage_check"][0]["new_val_test_patients"] == 2
+    # the saved test predictions are the model's on the patient-normalised inputs, not on raw pixels
+    frame = cdata.resolve_splits(cdata.discover(root), splits)
+    test = cdata.load_arrays(frame[frame["split"] == "test"].reset_index(drop=True), 32, progress=False)
+    prepared = prepare_input(test.images, "patient_percentile", test.frame["patient_id"].to_numpy())
+    assert not np.allclose(prepared, test.images.astype(np.float32), atol=1.0)  # the inputs do differ
+    model = keras.models.load_model(out / "joint.keras", compile=False)
+    expected = np.asarray(model(prepared, training=False)["class"])[:, 1]
+    saved = np.load(out / "predictions_test.npz")["tumor_prob"]
+    np.testing.assert_allclose(saved, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_joint_normalization_setting_and_resolution(tmp_path: Path) -> None:
+    from classseg.training.joint import input_normalization
+
+    seg = tmp_path / "seg.keras"
+    seg.write_bytes(b"")
+    _write_card(seg, "patient_zscore", None)
+    assert input_normalization(JointConfig(architecture="resunet", init=str(seg), img_size=32)) == "patient_zscore"
+    assert input_normalization(JointConfig(architecture="resunet", init=str(seg), img_size=32,
+                                           normalization="raw")) == "raw"  # given beats the card
+    assert input_normalization(JointConfig(architecture="resunet", img_size=32)) == "raw"
+    with pytest.raises(ValueError, match="resnet50_unet carries ImageNet preprocessing"):
+        JointConfig(normalization="patient_percentile")
+    with pytest.raises(ValueError, match="unknown normalization"):
+        JointConfig(architecture="resunet", img_size=32, normalization="minmax")
+
+
+def test_joint_from_init_refuses_patients_the_init_model_trained_on(tiny_joint_tree: Path, tmp_path: Path) -> None:
+    from classseg.models.resunet import build_resunet
+
+    splits = tmp_path / "splits.csv"
+    pd.DataFrame({"patient_id": [f"TCGA_AA_{k:04d}_20000101" for k in range(4)],
+                  "split": ["train", "train", "val", "test"]}).to_csv(splits, index=False)
+    start_split = tmp_path / "start_splits.csv"
+    pd.DataFrame({"patient_id": ["TCGA_AA_0003_20000101", "TCGA_AA_0002_20000101"],
+                  "split": ["train", "test"]}).to_csv(start_split, index=False)
+    seg = tmp_path / "seg.keras"
+    build_resunet((32, 32, 3), width=0.25).save(seg)
+    _write_card(seg, "raw", start_split)
+    config = JointConfig(architecture="resunet", width=0.25, init=str(seg), img_size=32, epochs=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"^1 val/test patient\(s\) of this run were train/val patients of .*seg\.keras"
+                                         r".*: TCGA_AA_0003_20000101 \(test\); pass --splits FILE"):
+        train_joint(config, tiny_joint_tree, splits, out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "joint.keras").exists()
+
+
+def test_cls_only_counts_every_original_size_tumor_slice(tmp_path: Path) -> None:
+    """Issue 18: a 1-pixel tumor vanishes when its 64 px mask is shrunk to 16 px; the classifier arm must
+    still count that slice as a tumor slice, like every other arm (scored at the original size)."""
+    import cv2
+
+    from classseg import data as cdata
+
+    root = tmp_path / "kaggle_3m"
+    for k in range(4):
+        write_patient(root, f"TCGA_CO_{k:04d}_20000101", n_slices=4, size=64, tumor_slices=(2,), seed=k)
+        tiny = np.zeros((64, 64), np.uint8)
+        tiny[5, 5] = 255  # not on the nearest-neighbour grid of a 4x shrink (rows/cols 0, 4, 8, ...)
+        cv2.imwrite(str(root / f"TCGA_CO_{k:04d}_20000101" / f"TCGA_CO_{k:04d}_20000101_3_mask.tif"), tiny)
+    frame = cdata.discover(root)
+    arrays = cdata.load_arrays(frame, 16, progress=False)
+    assert int(arrays.masks.reshape(len(arrays), -1).any(axis=1).sum()) == 4  # the 1-pixel tumors vanished
+    assert int(arrays.labels.sum()) == 8 == int(frame["tumor"].sum())  # the labels still count them
+    splits = tmp_path / "splits.csv"
+    pd.DataFrame({"patient_id": [f"TCGA_CO_{k:04d}_20000101" for k in range(4)],
+                  "split": ["train", "train", "val", "test"]}).to_csv(splits, index=False)
+    config = JointConfig(architecture="resunet", width=0.25, img_size=16, epochs=1, batch_size=4, infer_batch=4,
+                         lambda_seg=0.0, run_eagerly=True)
+    m = train_joint(config, root, splits, out_dir=tmp_path / "cls", progress=False)
+    assert m["kind"] == "classifier" and m["n_slices"] == 4
+    assert m["n_tumor_slices"] == 2 and m["tp"] + m["fn"] == 2  # both original tumor slices of the test patient

@@ -158,3 +158,107 @@ def test_redone_stage_makes_later_stages_stale_and_a_half_written_phase3_resumes
     assert json.loads((run_dir / "report" / "stage.json").read_text())["token"] != old_report["token"]
     assert any("[phase1] done earlier" in line for line in logs)
     assert any("[report] stale: phase3 redone" in line for line in logs)
+
+
+# ------------------------------------------------------------------------------- issue 18
+def test_quick_profile_split_rule_on_the_sample_is_the_standard_splitter() -> None:
+    """The quick profile's held-out patients follow split_patients' defaults (0.70/0.15/0.15, seed 0),
+    fixed before any result was seen; on the bundled sample that is this split, kept as it comes."""
+    from classseg.data import discover, split_patients
+    from classseg.paths import REPO_ROOT
+    from classseg.runall import PROFILES, split_rule
+
+    quick = PROFILES["quick"]
+    assert (quick.fractions, quick.seed) == ((0.7, 0.15, 0.15), 0)
+    splits = split_patients(discover(REPO_ROOT / "data" / "sample" / "kaggle_3m"), quick.fractions, seed=quick.seed)
+    by_split = splits.groupby("split")["patient_id"].apply(sorted).to_dict()
+    assert by_split["test"] == ["TCGA_FG_A60K_20040224"] and by_split["val"] == ["TCGA_FG_8189_20030516"]
+    assert len(by_split["train"]) == 5
+    rule = split_rule(quick)
+    assert rule["source"] == "computed" and "fractions=(0.70, 0.15, 0.15), seed=0" in rule["rule"]
+    assert "fixed before any result was seen" in rule["rule"]
+    assert split_rule(quick, "given.csv")["rule"] == "the split file given.csv, given with --splits"
+    import classseg.runall
+
+    assert "knowing" not in classseg.runall.RunAllProfile.__doc__.split("undone")[1]  # the admission is gone
+
+
+def test_report_states_the_rule_the_leakage_check_and_per_patient_figures(run_dir: Path) -> None:
+    rule = json.loads((run_dir / "split" / "split_rule.json").read_text())
+    assert rule["source"] == "computed" and rule["fractions"] == [0.7, 0.15, 0.15]
+    leakage = json.loads((run_dir / "leakage_check.json").read_text())
+    assert leakage == {"starting_models": [], "checked": True, "split_file": str(run_dir / "split" / "splits.csv"),
+                       "rule": leakage["rule"]}  # from scratch: nothing to check
+    text = (run_dir / "report" / "README.md").read_text()
+    assert "Held-out patients chosen by a rule fixed before any result was seen: classseg.data.split_patients(" in text
+    assert "no model started from trained weights" in text and "never saw" not in text and "never trained" not in text
+    assert "share weights" not in text and "phase 2 segmenter none (from scratch)" in text
+    splits = pd.read_csv(run_dir / "split" / "splits.csv")
+    test_patient = splits.loc[splits["split"] == "test", "patient_id"].item()
+    assert "Every test patient's own volume Dice" in text and f"| {test_patient} | 4 | 2 |" in text
+    assert "| phase 2 segmenter | mask non-empty;" in text and "| joint model `joint_resunet` |" in text
+    caption = (run_dir / "report" / "phase2_segmentation.md").read_text().splitlines()[0]
+    assert caption == "**Phase 2: ResUNet (BCE + Dice, recipe fast), test split**"  # the run's own loss
+
+
+def test_starting_models_are_fed_what_their_cards_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phase 2 and the resunet joint model take the init model's card's normalization; in-domain phase-1
+    backbones take that of the model they are cut from; ImageNet / random backbones stay raw."""
+    from classseg.runall import backbone_normalizations, joint_config, phase2_config, starting_models
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, norm in (("segmenter", "patient_percentile"), ("classifier", "patient_zscore")):
+        (models / f"{name}.keras").write_bytes(b"")
+        (models / f"{name}.card.json").write_text(json.dumps({"role": "segmenter", "img_size": 32,
+                                                              "normalization": norm}))
+    monkeypatch.setenv("CLASSSEG_MODELS", str(models))
+    quick = get_profile("quick")
+    assert phase2_config(quick).normalization == "patient_percentile"
+    joint = joint_config(quick)
+    assert joint.normalization == "patient_percentile" and joint.init == str((models / "segmenter.keras").resolve())
+    assert backbone_normalizations(quick) == {"resunet_encoder": "patient_percentile",
+                                              "gate_encoder": "patient_zscore"}
+    assert starting_models(quick) == [str((models / "segmenter.keras").resolve()),
+                                      str((models / "classifier.keras").resolve())]
+    scratch = get_profile("quick", weights="none", init="none", backbones=("mobilenetv2",))
+    assert phase2_config(scratch).normalization == "raw" and joint_config(scratch).normalization is None
+    assert backbone_normalizations(scratch) == {"mobilenetv2": "raw"} and starting_models(scratch) == []
+
+
+def test_phase1_feeds_an_in_domain_backbone_its_cards_normalization(data_root: Path, tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+
+    from classseg import data as cdata
+    from classseg.data.standardize import prepare_input
+    from classseg.models.resunet import build_gate_cnn
+    from classseg.runall import backbone_normalizations, train_phase1
+    from classseg.training.classifiers import ClassifierConfig
+
+    gate = tmp_path / "gate.keras"
+    build_gate_cnn((32, 32, 3), width=0.25, input_scale=1.0 / 255.0).save(gate)
+    (tmp_path / "gate.card.json").write_text(json.dumps({"role": "gate", "img_size": 32,
+                                                         "normalization": "patient_percentile"}))
+    profile = get_profile("quick", weights=str(gate), backbones=("gate_encoder",))
+    norms = backbone_normalizations(profile)
+    assert norms == {"gate_encoder": "patient_percentile"}
+    split_file = tmp_path / "splits.csv"
+    cdata.save_splits(cdata.split_patients(cdata.discover(data_root), (0.7, 0.15, 0.15), seed=0), split_file)
+    config = ClassifierConfig(backbones=("gate_encoder",), weights=str(gate), img_size=32, head="gap", epochs=1,
+                              seed=0, progress=False)
+    out = tmp_path / "phase1"
+    results = train_phase1(config, data_root, split_file, out, norms)
+    assert list(results["input_normalization"]) == ["patient_percentile"]
+    card = json.loads((out / "gate_encoder" / "classifier.card.json").read_text())
+    assert card["normalization"] == "patient_percentile" and card["img_size"] == 32  # phase 3's pipeline reads it
+    gate_info = json.loads((out / "results.json").read_text())["gate"]
+    assert gate_info["model"] == "gate_encoder/classifier.keras"
+    pred = pd.read_csv(out / "gate_encoder" / "predictions.csv")
+    test_pred = pred[pred["split"] == "test"].reset_index(drop=True)
+    frame = cdata.resolve_splits(cdata.discover(data_root), split_file)
+    test = cdata.load_arrays(frame[frame["split"] == "test"].reset_index(drop=True), 32, progress=False)
+    prepared = prepare_input(test.images, "patient_percentile", test.frame["patient_id"].to_numpy())
+    model = keras.models.load_model(out / "gate_encoder" / "classifier.keras", compile=False)
+    expected = np.asarray(model(prepared, training=False))[:, 1]
+    np.testing.assert_allclose(test_pred["p_tumor"].to_numpy(), expected, rtol=1e-4, atol=1e-5)

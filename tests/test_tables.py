@@ -166,3 +166,50 @@ def test_compare_cli(runs, tmp_path, capsys):
     assert len(pd.read_csv(out / "comparison.csv")) == 7  # the joint run adds its mask-head-alone row
     with pytest.raises(SystemExit, match="classseg compare: run folder not found"):
         compare_cmd.run(argparse.Namespace(**{**vars(args), "run_dirs": [str(tmp_path / "nope")]}))
+
+
+def _seed_run(folder, seed, missed, accuracy):
+    _write(folder / "metrics.json", {"model": "seg_only_resunet", "kind": "segmenter", "weights": "none",
+                                     "img_size": 96, "epochs": 9, "seed": seed, "split_file": "s.csv",
+                                     "accuracy": accuracy, "missed_tumor_slices": missed,
+                                     "dice_tumor_slices": 0.4})
+    return folder
+
+
+def test_aggregate_keeps_decimals_of_averaged_counts(tmp_path):
+    """Issue 18: the mean of missed_tumor_slices over 3 seeds is 26.33, not 26."""
+    from classseg.tables import aggregate_seeds
+
+    runs = [_seed_run(tmp_path / f"seg_seed{k}", k, missed, acc)
+            for k, (missed, acc) in enumerate(((26, 0.80), (26, 0.82), (27, 0.84)))]
+    per_run = compare_runs(runs)
+    assert list(per_run["missed_tumor_slices"]) == [26, 26, 27]  # a single run's count stays whole
+    assert str(per_run["missed_tumor_slices"].dtype) == "Int64"
+    row = aggregate_seeds(per_run).iloc[0]
+    assert row["missed_tumor_slices"] == pytest.approx(79 / 3)
+    assert row["missed_tumor_slices_std"] == pytest.approx(0.5773503, rel=1e-6)
+    assert "26.333 ± 0.577" in to_markdown(aggregate_seeds(per_run))
+
+
+def test_compare_runs_keeps_an_averaged_count_of_one_run(tmp_path):
+    run = _seed_run(tmp_path / "avg", 0, 26.33, 0.8)  # a run that recorded a mean count
+    assert compare_runs([run])["missed_tumor_slices"].iloc[0] == pytest.approx(26.33)
+
+
+def test_compare_aggregate_keeps_the_per_seed_rows(tmp_path, capsys):
+    """Issue 18: wherever a mean ± std is shown, the per-seed rows it was made from are kept as a csv."""
+    from classseg.cli import main
+
+    runs = [str(_seed_run(tmp_path / f"seg_seed{k}", k, missed, acc))
+            for k, (missed, acc) in ((2, (27, 0.84)), (0, (26, 0.80)), (1, (26, 0.82)))]
+    assert main(["compare", *runs, "--out", str(tmp_path / "docs"), "--name", "mt", "--aggregate"]) == 0
+    per_seed = pd.read_csv(tmp_path / "docs" / "mt_per_seed.csv")
+    assert list(per_seed["seed"]) == [0, 1, 2]  # ascending within the configuration
+    assert list(per_seed["missed_tumor_slices"]) == [26, 26, 27]
+    assert list(per_seed["accuracy"]) == [0.80, 0.82, 0.84]
+    assert per_seed["run_dir"].str.endswith(("seg_seed0", "seg_seed1", "seg_seed2")).all()
+    mean = pd.read_csv(tmp_path / "docs" / "mt.csv").iloc[0]
+    assert mean["accuracy"] == pytest.approx(per_seed["accuracy"].mean())
+    assert mean["missed_tumor_slices"] == pytest.approx(26.3333333)
+    assert "mt_per_seed.csv" in (tmp_path / "docs" / "mt.md").read_text()
+    assert "mt_per_seed.csv" in capsys.readouterr().out

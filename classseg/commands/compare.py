@@ -21,22 +21,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated columns to keep in md/tex (their _std columns follow); csv keeps all")
     parser.add_argument("--aggregate", action="store_true",
                         help="one row per configuration (same model, kind, weights, size, epochs, split): "
-                             "mean ± std over its runs (seeds), with n_runs")
+                             "mean ± std over its runs (seeds), with n_runs; the per-run rows behind every "
+                             "mean are kept in DIR/<name>_per_seed.csv")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the table, write the three files and print the Markdown."""
-    from classseg.tables import aggregate_seeds, compare_runs, comparison_notes, write_table
+    from classseg.tables import aggregate_seeds, compare_runs, comparison_notes, write_per_run_rows, write_table
 
     try:
         df = compare_runs(args.run_dirs)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg compare: {err}") from None
     notes = comparison_notes(df)
+    name = getattr(args, "name", "comparison")
+    per_seed = None
     if getattr(args, "aggregate", False):
+        per_seed = write_per_run_rows(df, Path(args.out) / f"{name}_per_seed.csv")  # what every mean is made of
         df = aggregate_seeds(df)
-        notes += " Each row: mean ± sample standard deviation over its runs (n_runs; seeds in 'seed')."
+        notes += (" Each row: mean ± sample standard deviation over its runs (n_runs; seeds in 'seed'); the "
+                  f"per-run rows are in {per_seed.name}.")
     df = df.dropna(axis=1, how="all")  # drop the columns that no run reported
     shown = None
     if getattr(args, "columns", None):
@@ -46,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"classseg compare: no column(s) {', '.join(unknown)}; the table has "
                              f"{', '.join(c for c in df.columns if not c.endswith('_std'))}")
         shown = [c for c in df.columns if c in wanted or (c.endswith("_std") and c[:-4] in wanted)]
-    paths = write_table(df, Path(args.out) / getattr(args, "name", "comparison"), args.caption, notes,
+    paths = write_table(df, Path(args.out) / name, args.caption, notes,
                         label="tab:comparison", digits=args.digits, columns=shown)
+    if per_seed is not None:
+        paths["per_seed"] = per_seed
     print(paths["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

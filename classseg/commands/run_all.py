@@ -18,7 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="quick: fine-tunes the shipped models on the data for a few minutes (128 px, in-domain "
                         "frozen encoders in phase 1, ResUNet joint model); paper: the papers' settings (ImageNet)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-all-<profile>); reused to resume")
-    p.add_argument("--splits", default=None, help="patient_id,split CSV to use instead of computing one")
+    p.add_argument("--splits", default=None,
+                   help="patient_id,split CSV to use instead of computing one (default: classseg.data."
+                        "split_patients with the profile's fractions, 0.70/0.15/0.15, and --seed). Any split is "
+                        "refused, before any work, when one of its val/test patients was a train/val patient of "
+                        "the weights the run starts from (shipped or --init; their model card names that split)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--weights", default=None,
                    help="override the profile's phase-1 weights: imagenet | none | shipped | PATH")

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import replace
 
 from classseg.data import DEFAULT_DATA_DIR
+from classseg.data.standardize import NORMALIZATIONS
 
 SCHEDULE_CHOICES = ("fixed", "freeze", "dynamic")
 CLASS_LOSS_CHOICES = ("ce", "focal")
@@ -34,7 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=d.width, help="resunet filter multiplier (1.0 = 1.2 M parameters)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="resunet: copy the layers of this .keras model with the same names (e.g. a ResUNet "
-                        "segmenter: saved_models/segmenter.keras); the class head starts new")
+                        "segmenter: saved_models/segmenter.keras); the class head starts new. Refused when a "
+                        "val/test patient of this run was a train/val patient of MODEL's split (its card)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                   help="the input the model is fed: raw pixels, patient_zscore or patient_percentile "
+                        "(classseg.data.standardize); default: what the --init model's card says, else raw. "
+                        "Written to joint.card.json, which the pipeline follows")
     p.add_argument("--select-gate", action="store_true",
                    help="choose the class threshold and gate rule on val (the two-stage gate's selection) "
                         "instead of P(tumor) >= 0.5")
@@ -95,7 +101,12 @@ def run(args: argparse.Namespace) -> int:
         check_run_out(args.out, args.data_dir, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
     except OutputError as err:
         raise SystemExit(f"{prog}: {err}") from None
+    normalization = getattr(args, "normalization", None)
+    if normalization not in (None, "raw") and args.architecture == "resnet50_unet":
+        raise SystemExit(f"{prog}: --normalization {normalization} needs --architecture resunet (resnet50_unet "
+                         "carries ImageNet preprocessing and takes raw pixels)")
     config = replace(JointConfig(), architecture=args.architecture, width=args.width, init=args.init,
+                     normalization=normalization,
                      select_gate=args.select_gate, weights=weights, img_size=args.img_size, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                      lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,
@@ -114,8 +125,13 @@ def run(args: argparse.Namespace) -> int:
     from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_line
 
     print(f"test ({m['n_slices']} slices, {m['n_tumor_slices']} with tumor; {m['img_size']} px, {m['epochs']} epochs, "
-          f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}; "
-          "masks scored at the original slice size):")
+          f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}, "
+          f"input {m.get('normalization', 'raw')}; masks scored at the original slice size):")
+    for record in m.get("leakage_check", []):
+        print(f"  leakage check of {record['model']}: " + (
+            f"none of this run's {record['new_val_test_patients']} val/test patients was among its "
+            f"{record['start_train_val_patients']} train/val patients" if record["checked"]
+            else f"NOT checked, {record['why']}"))
     print("  delivered masks: " + scores_line(m, DETECTION_FIELDS[:4]))
     if "class" in m.get("tasks", ["class"]):
         print("  class output:    " + scores_line(m, GATE_FIELDS))

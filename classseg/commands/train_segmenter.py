@@ -141,9 +141,13 @@ def run(args: argparse.Namespace) -> int:
         strategy = tf.distribute.MirroredStrategy()
     try:
         if args.evaluate_only:
+            from classseg.guards import evaluation_split
+
             if not (Path(args.out) / "training.json").is_file():
                 raise FileNotFoundError(f"{args.out}: no finished training (training.json) to evaluate")
-            metrics = evaluate_segmenter_run(args.out, args.data_dir, args.splits, progress=not args.quiet,
+            # the run's own splits.csv, never a new split; a data folder without its val/test patients is refused
+            splits = evaluation_split(args.out, args.data_dir, args.splits)
+            metrics = evaluate_segmenter_run(args.out, args.data_dir, splits, progress=not args.quiet,
                                              select_postprocess=not args.no_select_postprocess)
         else:
             metrics = train_segmenter(config, args.data_dir, args.splits, args.out, strategy=strategy,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,18 @@ class JointConfig:
     - ``lambda_cls`` / ``lambda_seg``: one of them 0 trains a single-task model on the same
       architecture (its verdict is then the mask's, ``gate_rule: mask``, or its mask is not scored).
     - ``init``: a ``.keras`` model whose layers with the same names and shapes are copied in
-      (:func:`init_by_name`), e.g. the shipped segmenter into a ``resunet`` joint model.
+      (:func:`init_by_name`), e.g. the shipped segmenter into a ``resunet`` joint model. Its split (model
+      card / run folder) is checked for leakage before training (:func:`classseg.guards.check_start_models`).
+    - ``normalization``: the input the model is fed (``raw``, ``patient_zscore``, ``patient_percentile``;
+      :func:`classseg.data.standardize.prepare_input`); None = the ``init`` model's card's (``raw`` without
+      ``init`` or card), so a model is fine-tuned on what it was trained on. Written to ``joint.card.json``.
+      ``resnet50_unet`` carries ImageNet preprocessing and takes ``raw`` only.
     """
 
     architecture: str = "resnet50_unet"
     width: float = 1.0  # resunet filter multiplier
     init: str | None = None
+    normalization: str | None = None  # None: the init model's card's, else raw
     weights: str | None = "imagenet"  # resnet50_unet: "imagenet", None (random init) or a no-top weights file
     img_size: int = 224  # seed 000, eq. 4-5
     epochs: int = 25  # seed 000: 21-25
@@ -122,6 +128,36 @@ class JointConfig:
                              f"got {self.img_size}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        from classseg.data.standardize import NORMALIZATIONS
+
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        if self.architecture == "resnet50_unet" and self.normalization not in (None, "raw"):
+            raise ValueError("resnet50_unet carries ImageNet preprocessing inside: normalization must be raw, "
+                             f"got {self.normalization!r}")
+
+
+def input_normalization(config: JointConfig) -> str:
+    """What the model is fed: ``config.normalization``, else the ``init`` model's card's, else ``raw``.
+    A ``resnet50_unet`` is always fed raw pixels (its ImageNet preprocessing is a layer)."""
+    if config.normalization is not None:
+        return config.normalization
+    if config.init and config.architecture == "resunet":
+        from classseg.modelcard import read_card
+
+        card = read_card(config.init)
+        return card.normalization if card is not None else "raw"
+    return "raw"
+
+
+def joint_inputs(arrays: Any, normalization: str) -> np.ndarray:
+    """The model inputs of :class:`~classseg.data.SliceArrays`: raw pixels (uint8, cast per batch) or float32
+    per-patient normalised pixels (:func:`classseg.data.standardize.prepare_input`, the pipeline's function)."""
+    from classseg.data.standardize import prepare_input
+
+    if normalization == "raw":
+        return arrays.images
+    return prepare_input(arrays.images, normalization, arrays.frame["patient_id"].to_numpy())
 
 
 def weights_label(config: JointConfig | str | Path | None) -> str:
@@ -154,10 +190,12 @@ def build_model(config: JointConfig) -> Any:
     """The joint model of ``config.architecture`` (see :class:`JointConfig`), initialised from ``config.init``."""
     size = (config.img_size, config.img_size, 3)
     if config.architecture == "resunet":
+        from classseg.data.standardize import model_input_scale
         from classseg.models.resunet import build_resunet_joint
 
         model = build_resunet_joint(size, width=config.width, multiscale_head=config.multiscale_head,
-                                    dropout=config.dropout, name=model_name(config))
+                                    dropout=config.dropout, name=model_name(config),
+                                    input_scale=model_input_scale(input_normalization(config)))
     else:
         from classseg.models.joint import build_joint_model
 
@@ -217,7 +255,8 @@ def compile_joint(model: Any, config: JointConfig, steps_per_epoch: int) -> tupl
 
 
 def predict_joint(model: Any, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """``(tumor_prob (N,), mask_prob (N, H, W))`` float32 for raw 0..255 images (N, H, W, 3), inference mode.
+    """``(tumor_prob (N,), mask_prob (N, H, W))`` float32 for model inputs (N, H, W, 3) (raw 0..255 pixels or
+    what :func:`joint_inputs` made of them), inference mode.
 
     ``tumor_prob`` is the class softmax at index 1 (tumor); works for dict or list model outputs.
     """
@@ -345,22 +384,26 @@ def train_joint(
     import tensorflow as tf
 
     from classseg import data as cdata
-    from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
+    from classseg.data.augment import RECIPE_AUGMENT, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.skipped import skipped_files
     from classseg.evaluation.delivered import save_predictions
     from classseg.evaluation.scores import read_truths
+    from classseg.guards import check_start_models
     from classseg.jsonio import write_json
     from classseg.manifest import write_manifest
     from classseg.modelcard import ModelCard, write_card
     from classseg.seeding import set_seed
-    from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint
+    from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint, check_run_identity
     from classseg.training.schedules import LossWeightScheduler
 
     config = config or JointConfig()
+    config = replace(config, normalization=input_normalization(config))  # the init model's card's when not given
+    norm = config.normalization
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_run_identity(out, "train-joint", data_dir, splits_path, config, (CHECKPOINT_FILE,))  # no mixed runs
     set_seed(config.seed)
 
     # ---- model first, so a missing ImageNet file fails before the data is loaded ----------------
@@ -370,6 +413,13 @@ def train_joint(
 
     # ---- data: every slice, patient-level split -------------------------------------------------
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed, fractions=config.fractions)
+    # the leakage guard (issue 18): no val/test patient may be a train/val patient of the init model
+    leakage = check_start_models(cdata.split_table(frame), [config.init] if config.init else [],
+                                 hint="pass --splits FILE whose val and test patients the --init model never "
+                                      "trained or chose on, or train without --init")
+    for record in leakage:
+        if not record["checked"]:
+            log.warning("leakage NOT checked for %s: %s", record["model"], record["why"])
     split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     parts = {}
     for split in ("train", "val", "test"):
@@ -379,10 +429,12 @@ def train_joint(
         parts[split] = cdata.load_arrays(rows, config.img_size, progress=progress)
     train, val, test = parts["train"], parts["val"], parts["test"]
     # the segmenter recipe's augmentation (issue 10); the class target is the *augmented* mask non-empty
-    make_aug = partial(build_augmenter, RECIPE_AUGMENT) if config.augment else None
-    train_seq = ArraySequence(train.images, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
+    inputs = {name: joint_inputs(arrays, norm) for name, arrays in parts.items()}  # as the card will say
+    make_aug = partial(build_augmenter, RECIPE_AUGMENT, float_input=norm != "raw",
+                       value_scale=augment_value_scale(norm)) if config.augment else None
+    train_seq = ArraySequence(inputs["train"], train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
                               seed=config.seed, target="both", workers=config.workers)
-    val_seq = ArraySequence(val.images, val.masks, config.batch_size, target="both")
+    val_seq = ArraySequence(inputs["val"], val.masks, config.batch_size, target="both")
 
     with strategy.scope():
         w_cls, w_seg = compile_joint(model, config, len(train_seq))
@@ -418,8 +470,7 @@ def train_joint(
     best = keras.Model(model.input, model.output, name=model.name)  # same layers, no optimizer / loss
     save_model(best, out / MODEL_FILE)
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
-    preds = {name: predict_joint(model, arrays.images, config.batch_size) for name, arrays in (("val", val),
-                                                                                              ("test", test))}
+    preds = {name: predict_joint(model, inputs[name], config.batch_size) for name in ("val", "test")}
     gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
     if config.select_gate and len(config.tasks) == 2:
         from classseg.atomic import atomic_to_csv
@@ -443,7 +494,7 @@ def train_joint(
                              tumor_prob if "class" in config.tasks else None,
                              mask_prob if "mask" in config.tasks else None, arrays.frame["patient_id"],
                              arrays.frame["mask_path"].fillna("").astype(str), arrays.frame["image_path"])
-    ms = inference_ms_per_slice(best, test.images, config.infer_batch)
+    ms = inference_ms_per_slice(best, inputs["test"], config.infer_batch)
     split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
     metrics: dict[str, Any] = {
         "model": model_name(config),
@@ -451,6 +502,8 @@ def train_joint(
         "architecture": config.architecture,
         "tasks": list(config.tasks),
         "weights": weights_label(config),
+        "normalization": norm,
+        "leakage_check": leakage,
         "img_size": config.img_size,
         "epochs": config.epochs,
         "best_epoch": best_epoch,
@@ -487,7 +540,7 @@ def train_joint(
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")
     write_card(out / MODEL_FILE, ModelCard(
-        role="joint", img_size=config.img_size, normalization="raw", threshold=float(gate_threshold),
+        role="joint", img_size=config.img_size, normalization=norm, threshold=float(gate_threshold),
         postprocess=asdict(pp), gate_rule=gate_rule,
         provenance={"model": metrics["model"], "weights": metrics["weights"], "split_file": split_label,
                     "epochs": config.epochs, "best_epoch": best_epoch, "schedule": config.schedule,

@@ -51,6 +51,7 @@ class MultitaskConfig:
     batch_size: int = 32
     lr: float = 2e-3
     init: str | None = None
+    normalization: str | None = None  # None: the init model's card's, else raw (JointConfig.normalization)
 
     def __post_init__(self) -> None:
         unknown = set(self.arms) - set(ARMS)
@@ -62,7 +63,8 @@ def arm_config(arm: str, seed: int, config: MultitaskConfig) -> Any:
     """The :class:`~classseg.training.joint.JointConfig` of one arm and seed."""
     from classseg.training.joint import JointConfig
 
-    return JointConfig(architecture="resunet", weights=None, init=config.init, width=config.width,
+    return JointConfig(architecture="resunet", weights=None, init=config.init, normalization=config.normalization,
+                       width=config.width,
                        img_size=config.img_size, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                        augment=True, seed=seed, infer_batch=config.batch_size, **ARMS[arm])
 
