@@ -162,3 +162,26 @@ def test_evaluate_only_refuses_a_folder_without_its_patients_or_a_leaking_split(
                                          r"model in .*: TCGA_EV_0003_20000101 \(test\); evaluate on the run's "
                                          r"own split"):
         main(["train-segmenter", str(data), "--out", str(out), "--evaluate-only", "--splits", str(leaking)])
+
+
+@pytest.mark.parametrize("command", ["train-segmenter", "train-gate"])
+def test_train_init_refuses_a_start_model_trained_on_its_test_patients(tmp_path: Path, command: str) -> None:
+    """train-segmenter / train-gate --init read the split the starting weights were trained on, before any work."""
+    from classseg.cli import main
+
+    root = tmp_path / "data"
+    for k, pid in enumerate(["TCGA_AA_0001", "TCGA_AA_0002", "TCGA_BB_0003"]):
+        write_patient(root, pid, seed=k)
+    start_split = tmp_path / "start_split.csv"
+    _splits(TCGA_AA_0001="train", TCGA_AA_0002="train", TCGA_BB_0003="train").to_csv(start_split, index=False)
+    model = tmp_path / "start" / "model.keras"
+    _card(model, str(start_split))
+    new_split = tmp_path / "new_split.csv"
+    _splits(TCGA_AA_0001="train", TCGA_AA_0002="val", TCGA_BB_0003="test").to_csv(new_split, index=False)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main([command, str(root), "--splits", str(new_split), "--init", str(model), "--out", str(out),
+              "--epochs", "1", "--img-size", "32", "--quiet"])
+    message = str(info.value)
+    assert "TCGA_AA_0002 (val), TCGA_BB_0003 (test)" in message and "\n" not in message
+    assert not (out / "history.csv").exists()  # refused before any training

@@ -88,9 +88,10 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
     from classseg.environment import environment_info, machine_label
+    from classseg.guards import check_start_models
     from classseg.models.resunet import build_gate_cnn
     from classseg.runinfo import set_seed, write_json, write_manifest
-    from classseg.training.callbacks import open_run_state, resumable_callbacks
+    from classseg.training.callbacks import check_run_identity, open_run_state, resumable_callbacks
     from classseg.training.segmenter import init_from, model_inputs
 
     config = config or GateConfig()
@@ -98,9 +99,12 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
+    check_run_identity(out, "train-gate", data_dir, splits_path, config)  # refuse a resume with other settings
     state = open_run_state(out)
 
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
+    # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
+    leakage = check_start_models(cdata.split_table(frame), [config.init]) if config.init else []
     cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
     if parts["train"].empty or parts["val"].empty:
@@ -136,7 +140,7 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
                "config": asdict(config), "epochs_run": int(len(pd.read_csv(out / "history.csv"))),
                "best_epoch": state.values.get("best_epoch"), "train_minutes": round(seconds / 60, 2),
                "machine": machine_label(environment_info()),
-               "split_file": str(splits_path) if splits_path else "computed"}
+               "split_file": str(splits_path) if splits_path else "computed", "leakage_check": leakage}
     write_json(out / "training.json", metrics)
     write_manifest(out, command="train-gate", config=asdict(config), data_dir=str(data_dir),
                    split_file=metrics["split_file"], seed=config.seed, weights=weights,

@@ -371,11 +371,12 @@ def train_segmenter(
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
     from classseg.environment import environment_info, machine_label
+    from classseg.guards import check_start_models
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
     from classseg.runinfo import set_seed, write_json
-    from classseg.training.callbacks import open_run_state
+    from classseg.training.callbacks import check_run_identity, open_run_state
 
     config = config or SegmenterConfig()
     data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
@@ -384,12 +385,15 @@ def train_segmenter(
     set_seed(config.seed)
     if config.batch_size < 8:
         log.warning("batch size %d < 8: BatchNorm batch statistics will be noisy", config.batch_size)
+    check_run_identity(out, "train-segmenter", data_dir, splits_path, config)  # refuse a resume with other settings
     state = open_run_state(out)
 
     # ---- data: discover, patient-level split, arrays, normalisation ------------------------------
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
                                  fractions=config.fractions)
     skipped = list(frame.attrs.get("skipped", []))
+    # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
+    leakage = check_start_models(cdata.split_table(frame), [config.init]) if config.init else []
     split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     train_df = _select(frame, "train", config.tumor_only)
     val_fit_df = _select(frame, "val", config.tumor_only)  # monitored during training
@@ -428,7 +432,7 @@ def train_segmenter(
         "config": asdict(config), "data_dir": str(data_dir), "n_train_slices": len(train),
         "n_val_slices_monitored": len(fit_idx), "train_seconds": round(train_seconds, 2),
         "machine": machine_label(environment_info()), "backend": keras.backend.backend(),
-        "skipped_files": skipped, "split_file": str(splits_path) if splits_path else
+        "skipped_files": skipped, "leakage_check": leakage, "split_file": str(splits_path) if splits_path else
         f"{split_file} (computed, seed {config.seed})", "strategy": type(strategy).__name__ if strategy else "none"})
     del train_seq, val_seq, train_x
     return evaluate_segmenter_run(out, data_dir, splits_path, config, progress=progress)
