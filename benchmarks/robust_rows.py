@@ -56,7 +56,7 @@ def row_of(name: str, normalization: str, scored: dict) -> dict:
     worst = min(robust[k]["dice_per_patient"] for k in robust if k != "plain")
     pp3d = scored["postprocess_3d"]
     return {"row": name, "normalization": normalization, "tta": scored["tta"],
-            "3D filter": f"min {pp3d['min_fraction']:g} of largest" if pp3d else "off",
+            "3D filter": f"min {pp3d.min_fraction:g} of largest" if pp3d else "off",
             "val Dice (tumor slices)": val["dice_tumor_slices"], "val Dice / patient": val["dice_per_patient"],
             "val slice acc": val["accuracy"], "val x0.35 Dice / patient": robust["dark_0.35"]["dice_per_patient"],
             "val x2.0 Dice / patient": robust["bright_2.0"]["dice_per_patient"],

@@ -161,3 +161,162 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------------ output-folder lock (issue 20)
+#: The lock file inside an output folder while a command writes it (hidden; removed when the command ends).
+LOCK_NAME = ".classseg-lock"
+
+
+class OutputLockError(RuntimeError):
+    """Another run holds the output folder; the message names it (command, pid, host, start) in one line."""
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _holder_text(info: dict[str, Any]) -> str:
+    if not info:
+        return "another run"
+    return (f"{info.get('command', 'a classseg command')} (pid {info.get('pid', '?')} on host "
+            f"{info.get('host', '?')}, started {info.get('started', '?')})")
+
+
+class OutputLock:
+    """An exclusive lock on an output folder, held while a command writes it.
+
+    ``folder/.classseg-lock`` records the holder (command, pid, host, start time). A live holder is told
+    apart from a dead one by the kernel: the holder keeps an ``flock`` on the file, which the system
+    releases when the process ends however it ends (Ctrl-C, SIGKILL, power cut), so a lock file left by a
+    dead run is taken over and a pid reused after a reboot is never mistaken for it. Where ``flock``
+    is unavailable (Windows, some network file systems) the recorded pid and host decide: a holder on
+    this host whose pid is alive, or any holder on another host, keeps the folder.
+
+    A second writer gets :class:`OutputLockError`, one line naming the holder. Two runs started together
+    cannot both pass: ``flock`` is atomic. The folder is created if needed; on :meth:`release` the lock
+    file is removed, and so is the folder when this lock created it and it is still empty (a refused run
+    leaves nothing behind)::
+
+        with OutputLock(out, "python -m classseg.pipeline"):
+            ...  # write into out
+    """
+
+    def __init__(self, folder: str | Path, command: str) -> None:
+        self.folder = Path(folder)
+        self.command = command
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._created = False
+        self.previous: dict[str, Any] = {}  # what a dead holder had recorded (taken over)
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @staticmethod
+    def read(folder: str | Path) -> dict[str, Any]:
+        """The holder recorded in ``folder``'s lock file ({} when none or unreadable)."""
+        import json
+
+        try:
+            data = json.loads((Path(folder) / LOCK_NAME).read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _refuse(self, info: dict[str, Any]) -> None:
+        raise OutputLockError(f"{self.folder} is being written by {_holder_text(info)}; wait for it to finish or "
+                              "choose another --out")
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`OutputLockError` (the folder is left as it was)."""
+        import datetime
+        import json
+
+        if self._fd is not None:
+            return
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._created = True
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            fcntl = None
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    self._cleanup_created()
+                    self._refuse(self.read(self.folder))
+                except OSError:  # no flock here (some network file systems): pid and host decide
+                    fcntl_ok = False
+                else:
+                    fcntl_ok = True
+            else:  # pragma: no cover
+                fcntl_ok = False
+            try:  # the file we locked must still be the one at the path (a releasing holder unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            previous = self.read(self.folder)
+            if not fcntl_ok and previous:
+                alive = previous.get("host") != _host() or _pid_alive(int(previous.get("pid", -1)))
+                if alive and previous.get("pid") != os.getpid():
+                    os.close(fd)
+                    self._cleanup_created()
+                    self._refuse(previous)
+            self.previous = previous
+            info = {"command": self.command, "pid": os.getpid(), "host": _host(),
+                    "started": datetime.datetime.now().isoformat(timespec="seconds")}
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode())
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+            self._fd = fd
+            return
+        self._cleanup_created()
+        raise OutputLockError(f"{self.folder}: could not take the output lock (it kept changing); try again")
+
+    def _cleanup_created(self) -> None:
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when still empty
+            self._created = False
+
+    def release(self) -> None:
+        """Remove the lock file and let go (the folder too, when this lock made it and it is empty)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # unlink first: a waiter that opened it then sees another inode and retries
+        os.close(self._fd)
+        self._fd = None
+        self._cleanup_created()
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None

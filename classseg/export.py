@@ -235,6 +235,8 @@ def _to_dict(outputs: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
 
 def sample_inputs(model: Any, n: int = 2, seed: int = 0, free_size: int = 64) -> np.ndarray:
     """Random float32 pixels in 0..255 shaped like the model's input (None spatial dims -> ``free_size``)."""
+    if int(n) < 1:
+        raise ValueError(f"the parity check needs at least 1 sample image, got {n}")
     shape = model.input_shape
     if isinstance(shape, list):
         shape = shape[0]
@@ -401,6 +403,16 @@ def _saturation_notes(reference: dict[str, np.ndarray]) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _check_parity_inputs(inputs: Any) -> None:
+    """Refuse, before anything is written, parity inputs with no image (the check would prove nothing)."""
+    if inputs is None:
+        return
+    values = list(inputs.values()) if isinstance(inputs, Mapping) else (
+        list(inputs) if isinstance(inputs, (list, tuple)) else [inputs])
+    if not values or any(len(np.asarray(v)) == 0 for v in values):
+        raise ValueError("the parity check needs at least 1 input image (got none)")
+
+
 def _finish(result: ExportResult, raise_on_failure: bool) -> ExportResult:
     if raise_on_failure and not result.passed:
         raise ParityError(result)
@@ -418,6 +430,7 @@ def export_onnx(model_or_path: Any, out_path: str | Path, opset: int = 17, parit
     """
     import onnx
 
+    _check_parity_inputs(parity_inputs)
     original = _as_model(model_or_path)
     model = inference_model(original, resize_upsampling=True)
     stripped = tuple(find_augmentation_layers(original))
@@ -457,6 +470,7 @@ def check_savedmodel(model_or_path: Any, saved_dir: str | Path, parity_inputs: A
     """Parity of a SavedModel written by :func:`export_savedmodel` (``tf.saved_model.load``) with Keras."""
     import tensorflow as tf
 
+    _check_parity_inputs(parity_inputs)
     original = _as_model(model_or_path)
     model = inference_model(original)
     loaded = tf.saved_model.load(str(saved_dir))

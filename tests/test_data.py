@@ -62,7 +62,9 @@ def test_bad_files_are_skipped_with_reasons(tiny_tree: Path) -> None:
     cv2.imwrite(str(folder / "TCGA_AA_0001_20000101_9.tif"), np.zeros((32, 32, 3), np.uint8))
     cv2.imwrite(str(folder / "TCGA_AA_0001_20000101_9_mask.tif"), np.zeros((16, 16), np.uint8))  # wrong shape
     cv2.imwrite(str(folder / "TCGA_AA_0001_20000101_11.tif"), np.zeros((32, 32, 3), np.uint8))
-    cv2.imwrite(str(folder / "TCGA_AA_0001_20000101_11_mask.tif"), np.full((32, 32), 7, np.uint8))  # not binary
+    several = np.zeros((32, 32), np.uint8)
+    several[:4], several[4:8] = 7, 200  # two different non-zero values (issue 20: one value = tumor, else refused)
+    cv2.imwrite(str(folder / "TCGA_AA_0001_20000101_11_mask.tif"), several)  # not binary
     df = discover(tiny_tree)
     assert len(df) == 16
     reasons = {Path(s["path"]).name: s["reason"] for s in df.attrs["skipped"]}
@@ -94,7 +96,9 @@ def test_16bit_gray_and_rgba_are_converted(tmp_path: Path) -> None:
     gray16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 10)
     cv2.imwrite(str(tmp_path / "g16.png"), gray16)
     out = read_image(tmp_path / "g16.png")
-    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
+    # full-range mapping round(v / 257) (issue 20), not the slice's own min-max: 40950 -> 159, not 255
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.max() == 159 and out.min() == 0
+    np.testing.assert_array_equal(out[..., 0], np.round(gray16 / 257.0).astype(np.uint8))
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[..., 2] = 255  # red in BGRA
     cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
@@ -232,3 +236,74 @@ def test_one_walker_for_discover_and_the_pipeline(tmp_path: Path) -> None:
     assert [Path(p).name for p in df["image_path"]] == [s.path.name for s in inputs]
     assert list(df["patient_id"]) == [s.patient for s in inputs] and "P2" in set(df["patient_id"])
     assert skipped == [] and df.attrs["skipped"] == []
+
+
+# ------------------------------------------------------------------------------------------------ issue 20
+def test_one_bit_depth_rule_independent_of_the_slice_range(tmp_path: Path) -> None:
+    """16-bit: round(v / 257) whatever the slice's own min and max; float: [0, 1] x 255 or [0, 255], else
+    refused; signed integers refused. Training (load_arrays) reads through the same function."""
+    from classseg.data.io import BIT_DEPTH_RULE
+
+    dim = np.full((8, 8), 1000, np.uint16)
+    dim[:4] = 2000  # a dark 16-bit slice: min-max would stretch it to 0..255
+    cv2.imwrite(str(tmp_path / "dim.png"), dim)
+    bright = dim.copy()
+    bright[0, 0] = 65535  # the same scan with one bright pixel: min-max would change every other pixel
+    cv2.imwrite(str(tmp_path / "bright.png"), bright)
+    a, b = read_image(tmp_path / "dim.png"), read_image(tmp_path / "bright.png")
+    assert a[4, 0, 0] == 4 and a[0, 1, 0] == 8  # round(1000 / 257), round(2000 / 257)
+    assert (a[1:] == b[1:]).all() and b[0, 0, 0] == 255
+    assert "257" in BIT_DEPTH_RULE
+    for name, values, expected in (("unit.tiff", np.array([[0.0, 0.5], [1.0, 0.25]], np.float32), [0, 128, 255, 64]),
+                                   ("byte.tiff", np.array([[0.0, 2.4], [255.0, 100.6]], np.float32), [0, 2, 255, 101])):
+        cv2.imwrite(str(tmp_path / name), values)
+        assert read_image(tmp_path / name)[..., 0].ravel().tolist() == expected
+    cv2.imwrite(str(tmp_path / "hdr.tiff"), np.array([[0.0, 300.0]], np.float32))
+    with pytest.raises(ImageReadError, match=r"hdr.tiff: float image with values 0..300, outside \[0, 1\] and"):
+        read_image(tmp_path / "hdr.tiff")
+    cv2.imwrite(str(tmp_path / "neg.tiff"), np.array([[-1.0, 0.5]], np.float32))
+    with pytest.raises(ImageReadError, match="outside"):
+        read_image(tmp_path / "neg.tiff")
+    cv2.imwrite(str(tmp_path / "signed.tiff"), np.array([[-5, 7]], np.int16))
+    with pytest.raises(ImageReadError, match="unsupported pixel type int16"):
+        read_image(tmp_path / "signed.tiff")
+    # training reads the same numbers
+    (tmp_path / "P").mkdir()
+    cv2.imwrite(str(tmp_path / "P" / "P_1.png"), bright)
+    cv2.imwrite(str(tmp_path / "P" / "P_1_mask.png"), np.zeros((8, 8), np.uint8))
+    arrays = load_arrays(discover(tmp_path / "P"), img_size=8, progress=False)
+    np.testing.assert_array_equal(arrays.images[0], b)
+
+
+def test_one_mask_rule_non_zero_is_tumor_or_refused(tmp_path: Path) -> None:
+    """0 = background and one other value = tumor (0/128 too); two or more non-zero values (JPEG) refused."""
+    from classseg.data.io import MASK_RULE
+
+    half = np.zeros((8, 8), np.uint8)
+    half[2:5, 2:5] = 128
+    cv2.imwrite(str(tmp_path / "m128.png"), half)
+    assert read_mask(tmp_path / "m128.png").sum() == 9
+    cv2.imwrite(str(tmp_path / "m16.png"), half.astype(np.uint16) * 256)
+    assert read_mask(tmp_path / "m16.png").sum() == 9
+    jpeg_like = half.copy()
+    jpeg_like[2, 2], jpeg_like[7, 7] = 250, 3  # compression artefacts
+    cv2.imwrite(str(tmp_path / "m.png"), jpeg_like)
+    with pytest.raises(ImageReadError, match=r"m.png: mask is not binary \(values 0, 3, 128, 250\).*JPEG"):
+        read_mask(tmp_path / "m.png")
+    assert "refused" in MASK_RULE
+
+
+def test_patients_are_identified_by_their_path_relative_to_the_data_folder(tmp_path: Path) -> None:
+    """<patient>/flair/*.tif made every patient 'flair'; now each folder is its relative path, and the
+    grouping says how it was decided (discover's attrs, data summary --json)."""
+    for k, pid in enumerate(("TCGA_CS_0001_20000101", "TCGA_HT_0002_20000101")):
+        write_patient(tmp_path / "d" / pid, "flair", n_slices=3, seed=k)
+    df = discover(tmp_path / "d")
+    assert sorted(df["patient_id"].unique()) == ["TCGA_CS_0001_20000101/flair", "TCGA_HT_0002_20000101/flair"]
+    assert sorted(df["institution"].unique()) == ["CS", "HT"]
+    info = summarize(df)
+    assert info["patients"] == 2 and info["grouping"]["patients_by_folder_depth"] == {"2": 2}
+    assert info["grouping"]["nested_example"] == "TCGA_CS_0001_20000101/flair"
+    assert "relative to the data folder" in info["grouping"]["rule"]
+    splits = split_patients(df, fractions=(0.5, 0.5, 0.0), seed=0)
+    assert set(splits["patient_id"]) == set(df["patient_id"])  # two patients, never merged

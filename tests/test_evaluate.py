@@ -135,3 +135,76 @@ def test_evaluate_writes_per_slice_files_and_reports_bad_input(pipeline_output, 
     assert (tmp_path / "ev" / "per_slice.csv").read_text().startswith("image,patient,tumor")
     with pytest.raises(SystemExit, match="no predictions.csv"):
         cli_main(["evaluate", str(tmp_path), "--truth", str(data)])
+
+
+# ------------------------------------------------------------------------------------------------ issue 20
+def test_evaluate_out_is_not_replaced_without_overwrite_and_is_locked(pipeline_output, tmp_path, capsys) -> None:
+    from classseg.atomic import OutputLock
+
+    data, out = pipeline_output
+    ev = tmp_path / "ev"
+    assert cli_main(["evaluate", str(out), "--truth", str(data), "--out", str(ev), "--json"]) == 0
+    first = (ev / "evaluation.json").read_text()
+    (ev / "evaluation.json").write_text(first.replace('"hd95_pooling": "pooled"', '"hd95_pooling": "mine"'))
+    with pytest.raises(SystemExit, match="already holds evaluation.json, per_slice.csv; pass --overwrite") as info:
+        cli_main(["evaluate", str(out), "--truth", str(data), "--out", str(ev)])
+    assert "\n" not in str(info.value.code) and '"mine"' in (ev / "evaluation.json").read_text()  # untouched
+    with OutputLock(ev, "another evaluation"), pytest.raises(SystemExit, match="is being written by another "
+                                                                                "evaluation"):
+        cli_main(["evaluate", str(out), "--truth", str(data), "--out", str(ev), "--overwrite"])
+    assert cli_main(["evaluate", str(out), "--truth", str(data), "--out", str(ev), "--overwrite", "--json"]) == 0
+    assert (ev / "evaluation.json").read_text() == first and not (ev / ".classseg-lock").exists()
+    with pytest.raises(SystemExit, match="inside"):
+        cli_main(["evaluate", str(out), "--truth", str(data), "--out", str(data / "PA" / "ev")])
+    assert not (data / "PA" / "ev").exists()
+
+
+def _copy_tree(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_one_mask_rule_for_the_pipeline_and_evaluate(pipeline_output, tmp_path, capsys) -> None:
+    """0/128 masks are read alike by both commands (same figures as 0/255); a mask with several non-zero
+    values (JPEG) is refused by both: the pipeline writes its predictions but no metrics.json (the other
+    slices alone would be a filtered subset) and exits 1 saying so; evaluate refuses in one line."""
+    data, out = pipeline_output
+    models = out.parent / "models"
+    args = ["--classifier", str(models / "classifier.keras"), "--segmenter", str(models / "segmenter.keras"),
+            "--threshold", "0.5", "--no-overlays"]
+    half = _copy_tree(data, tmp_path / "half")
+    for path in half.rglob("*_mask.png"):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(path), (mask > 0).astype(np.uint8) * 128)
+    assert pipeline_main(["--test-dir", str(half), "--out", str(tmp_path / "o128"), *args]) == 0
+    capsys.readouterr()
+    timing = ("ms_per_slice", "slices_per_s")
+    same = {k: v for k, v in json.loads((out / "metrics.json").read_text())["gated"].items() if k not in timing}
+    got = {k: v for k, v in json.loads((tmp_path / "o128" / "metrics.json").read_text())["gated"].items()
+           if k not in timing}
+    assert got == same  # 0/128 is 0/255 by the one rule, to the last digit
+    assert cli_main(["evaluate", str(tmp_path / "o128"), "--truth", str(half), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["dice_per_patient"] == same["dice_per_patient"]
+
+    jpeg = _copy_tree(data, tmp_path / "jpeg")
+    bad = jpeg / "PA" / "PA_1_mask.png"
+    mask = cv2.imread(str(bad), cv2.IMREAD_GRAYSCALE)
+    mask[mask > 0] = 250
+    mask[8, 10] = 255  # two non-zero values, as JPEG leaves them
+    cv2.imwrite(str(bad), mask)
+    capsys.readouterr()
+    assert pipeline_main(["--test-dir", str(jpeg), "--out", str(tmp_path / "oj"), *args]) == 1
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "1 ground-truth mask(s) could not be used" in line[0] and "PA_1_mask.png" in line[0]
+    assert "no metrics.json" in line[0] and "Traceback" not in err
+    assert not (tmp_path / "oj" / "metrics.json").exists() and (tmp_path / "oj" / "predictions.csv").is_file()
+    summary = json.loads((tmp_path / "oj" / "summary.json").read_text())
+    assert summary["data"]["ground_truth"]["refused"] == 1 and "not written" in summary["data"]["metrics"]
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "oj" / "predictions.csv", newline=""))}
+    assert rows["PA/PA_1.png"]["status"] == "ok" and "not binary" in rows["PA/PA_1.png"]["error"]
+    with pytest.raises(SystemExit, match=r"classseg evaluate: .*PA_1_mask.png: mask is not binary") as info:
+        cli_main(["evaluate", str(tmp_path / "oj"), "--truth", str(jpeg)])
+    assert "\n" not in str(info.value.code)

@@ -259,10 +259,10 @@ def test_export_writes_the_card_beside_the_onnx_bound_to_it(tmp_path, capsys):
 
     bare = tmp_path / "bare.keras"
     _conv_classifier().save(bare)
-    card_path(tmp_path / "bare.onnx").write_text("{}")  # a stale card beside the target is not left there
-    assert export_cmd.run(_args(bare, tmp_path / "bare.onnx")) == 0
+    card_path(tmp_path / "bare_out.onnx").write_text("{}")  # a stale card beside the target is not left there
+    assert export_cmd.run(_args(bare, tmp_path / "bare_out.onnx")) == 0
     assert "has no model card, so none was written" in capsys.readouterr().out
-    assert not card_path(tmp_path / "bare.onnx").exists()
+    assert not card_path(tmp_path / "bare_out.onnx").exists()
 
     write_card(bare, ModelCard(role="segmenter", img_size=SIZE, model_sha256="0" * 64))  # written before the model?
     card_path(bare).write_text(card_path(bare).read_text().replace(model_sha256(bare), "0" * 64))

@@ -173,11 +173,12 @@ def test_find_inputs_order_masks_and_skips(tmp_path: Path) -> None:
         write_rgb(tmp_path / name, slice_image(8, 8))
     (tmp_path / "P1" / "notes.txt").write_text("not an image")
     inputs, skipped = find_inputs(tmp_path)
-    # patient = the folder holding the slice (the walker shared with classseg.data.discover)
-    assert [s.relative.as_posix() for s in inputs] == ["P1/P1_3.jpeg", "P2/P2_2.tif", "P2/P2_10.tif",
-                                                       "P1/sub/P1_1.PNG", "loose.tif"]
-    assert [s.patient for s in inputs] == ["P1", "P2", "P2", "sub", tmp_path.name]
-    assert inputs[1].mask_path == tmp_path / "P2/P2_2_mask.tif" and inputs[2].mask_path is None
+    # patient = the folder holding the slice by its path relative to the test folder (issue 20: a nested
+    # folder is not named after its last component only), the walker shared with classseg.data.discover
+    assert [s.relative.as_posix() for s in inputs] == ["P1/P1_3.jpeg", "P1/sub/P1_1.PNG", "P2/P2_2.tif",
+                                                       "P2/P2_10.tif", "loose.tif"]
+    assert [s.patient for s in inputs] == ["P1", "P1/sub", "P2", "P2", tmp_path.name]
+    assert inputs[2].mask_path == tmp_path / "P2/P2_2_mask.tif" and inputs[3].mask_path is None
     assert {s["path"] for s in skipped} == {"P1/notes.txt", "P3/orphan_mask.tif"}
 
 

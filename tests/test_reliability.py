@@ -237,3 +237,46 @@ def test_ctrl_c_in_any_command_is_exit_130_and_one_line(tiny_tree: Path, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith("classseg data split: interrupted (Ctrl-C)") and len(err.splitlines()) == 1
     assert not (tmp_path / "s.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------------ issue 20
+def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_never_scores_a_subset(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C half-way: the streamed rows' temporary file and the output lock are gone, the folder is marked
+    unfinished. A float mask with NaN is refused like any mask outside the one rule (no metrics.json)."""
+    import cv2
+    import numpy as np
+
+    import classseg.pipeline.cli as pl
+    from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
+
+    data = tmp_path / "data"
+    for patient in ("P1", "P2"):
+        write_rgb(data / patient / f"{patient}_1.png", slice_image(32, 32, 250))
+        cv2.imwrite(str(data / patient / f"{patient}_1_mask.png"), np.zeros((32, 32), np.uint8))
+    tiny_classifier().save(tmp_path / "c.keras")
+    tiny_segmenter().save(tmp_path / "s.keras")
+    argv = ["--test-dir", str(data), "--classifier", str(tmp_path / "c.keras"), "--segmenter",
+            str(tmp_path / "s.keras"), "--threshold", "0.5", "--out", str(tmp_path / "out")]
+    real, calls = pl._process_patient, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "_process_patient", interrupt_second)
+    assert pl.main(argv) == 130
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert left == [".classseg-unfinished.json", "masks", "overlays", "skipped.csv"]  # no .predictions…tmp, no lock
+    monkeypatch.undo()
+    nan_mask = np.zeros((32, 32), np.float32)
+    nan_mask[0, 0] = np.nan
+    (data / "P2" / "P2_1_mask.png").unlink()
+    cv2.imwrite(str(data / "P2" / "P2_1_mask.tiff"), nan_mask)
+    capsys.readouterr()
+    assert pl.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "replacing it" in err and "mask has NaN or infinite values" in err
+    assert not (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "predictions.csv").is_file()

@@ -1,4 +1,11 @@
-"""``classseg evaluate PRED_DIR --truth DIR [--json] [--out DIR]``: score predictions against ground truth."""
+"""``classseg evaluate PRED_DIR --truth DIR [--json] [--out DIR [--overwrite]]``: score predictions against
+ground truth.
+
+``--out`` follows the rules of every command that writes (issue 20): checked before the scoring starts;
+an existing ``evaluation.json`` or ``per_slice.csv`` there is replaced only with ``--overwrite``; the
+folder is locked while it is written (:class:`classseg.atomic.OutputLock`), so a second evaluation into
+it is refused in one line; it may not lie inside the ground-truth folder.
+"""
 
 from __future__ import annotations
 
@@ -19,28 +26,67 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (no per-slice list)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write OUT/evaluation.json (with per-slice figures) and OUT/per_slice.csv")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace evaluation.json / per_slice.csv already in --out")
     parser.add_argument("--hd95", choices=("pooled", "max"), default="pooled",
                         help="HD95: both directed distances pooled (medpy, default) or the larger one-way "
                              "95th percentile (MONAI)")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Score, print, optionally write."""
+#: What ``--out`` receives.
+OUT_FILES = ("evaluation.json", "per_slice.csv")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    from classseg.guards import OutputError, check_can_create, check_not_inside
+
+    out = Path(args.out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file; give a folder")
+        if Path(args.truth).is_dir():
+            check_not_inside(out, args.truth, "the ground-truth folder")
+        present = [name for name in OUT_FILES if (out / name).exists()]
+        if present and not getattr(args, "overwrite", False):
+            raise OutputError(f"{out} already holds {', '.join(present)}; pass --overwrite to replace "
+                              f"{'it' if len(present) == 1 else 'them'}, or choose another --out")
+        check_can_create(out)
+    except OutputError as err:
+        raise SystemExit(f"classseg evaluate: {err}") from None
+
+
+def _write(args: argparse.Namespace, result: dict) -> None:
     import pandas as pd
 
-    from classseg.evaluation.folder import evaluate_folder
+    from classseg.atomic import OutputLock, OutputLockError, atomic_to_csv
     from classseg.jsonio import write_json
+
+    try:
+        with OutputLock(args.out, "classseg evaluate"):
+            present = [name for name in OUT_FILES if (Path(args.out) / name).exists()]
+            if present and not getattr(args, "overwrite", False):  # written meanwhile by another run
+                raise SystemExit(f"classseg evaluate: {args.out} already holds {', '.join(present)}; pass "
+                                 "--overwrite to replace it, or choose another --out")
+            write_json(Path(args.out) / "evaluation.json", result)
+            atomic_to_csv(pd.DataFrame(result["per_slice"]), Path(args.out) / "per_slice.csv", index=False)
+    except OutputLockError as err:
+        raise SystemExit(f"classseg evaluate: {err}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, print, optionally write."""
+    from classseg.evaluation.folder import evaluate_folder
     from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_frame, to_markdown
 
+    if args.out is not None:
+        _check_out(args)  # before the scoring: a refused --out costs nothing
     try:
         result = evaluate_folder(args.pred_dir, args.truth, hd95_pooling=args.hd95)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg evaluate: {err}") from None
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "evaluation.json", result)
-        pd.DataFrame(result["per_slice"]).to_csv(args.out / "per_slice.csv", index=False)
+        _write(args, result)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "per_slice"}, default=str))
         return 0

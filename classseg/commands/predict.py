@@ -12,7 +12,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="classify every slice of a folder and outline tumors (gated Class-Seg pipeline)",
         description="Gate each MRI slice with the classifier and segment only the slices it calls tumor; "
-                    "writes predictions.csv, masks/, overlays/ and, with ground truth, metrics.json/.md.")
+                    "writes predictions.csv, masks/, overlays/ and, with ground truth, metrics.json/.md. --out is "
+                    "locked while written (a second run into it is refused) and a finished output is replaced "
+                    "only with --overwrite.")
     add_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from classseg.data.io import ImageReadError, read_image, read_mask
-from classseg.data.walk import METADATA_FILES, walk_images
+from classseg.data.walk import METADATA_FILES, grouping, walk_images
 
 __all__ = ["COLUMNS", "METADATA_FILES", "discover", "institution_of", "slice_number", "summarize"]
 COLUMNS = ["patient_id", "institution", "slice", "image_path", "mask_path", "tumor", "tumor_area_px"]
@@ -22,15 +22,25 @@ def slice_number(stem: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _tcga_part(patient_id: str) -> str:
+    """The path component of a patient id (a folder path relative to the data folder) that is a TCGA case
+    id (``site/TCGA_CS_4942_19970222/flair`` -> ``TCGA_CS_4942_19970222``), else the whole id."""
+    for part in str(patient_id).split("/"):
+        if part.startswith("TCGA_") and len(part.split("_")) >= 3:
+            return part
+    return str(patient_id)
+
+
 def institution_of(patient_id: str) -> str:
-    """Institution code of a TCGA case id (``TCGA_CS_4942_19970222`` -> ``CS``); '' otherwise."""
-    parts = patient_id.split("_")
+    """Institution code of a TCGA case id (``TCGA_CS_4942_19970222`` -> ``CS``, also inside a nested
+    patient path); '' otherwise."""
+    parts = _tcga_part(patient_id).split("_")
     return parts[1] if len(parts) >= 3 and parts[0] == "TCGA" else ""
 
 
 def _case_key(patient_id: str) -> str:
     """``TCGA_CS_4942_19970222`` -> ``TCGA_CS_4942``, the key used by the dataset's data.csv."""
-    return "_".join(patient_id.split("_")[:3])
+    return "_".join(_tcga_part(patient_id).split("_")[:3])
 
 
 def _check_slice(image_path: Path, mask_path: Path | None, require_mask: bool) -> tuple[int, ImageReadError | None]:
@@ -64,7 +74,9 @@ def _load_clinical(root: Path) -> pd.DataFrame | None:
 def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8) -> pd.DataFrame:
     """Read a kaggle_3m-style tree into one row per slice.
 
-    Columns: ``patient_id`` (the slice's folder), ``institution``, ``slice`` (numeric),
+    Columns: ``patient_id`` (the slice's folder by its path relative to ``data_dir``,
+    :data:`classseg.data.walk.GROUPING_RULE`; how the tree was grouped is ``df.attrs["grouping"]``),
+    ``institution``, ``slice`` (numeric),
     ``image_path``, ``mask_path``, ``tumor`` (mask non-empty), ``tumor_area_px``, plus the
     columns of ``data.csv`` when the tree has one (joined on the TCGA case id).
     Every image is decoded once, so corrupt files, non-binary masks and masks whose shape
@@ -125,6 +137,7 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
     df.attrs["skipped"] = skipped
     df.attrs["ambiguous"] = ambiguous
     df.attrs["data_dir"] = str(root)
+    df.attrs["grouping"] = grouping(found)
     return df
 
 
@@ -143,5 +156,6 @@ def summarize(df: pd.DataFrame) -> dict:
         "tumor_slices": int(tumor.sum()),
         "tumor_share": float(tumor.mean()) if len(df) else 0.0,
         "per_institution": {str(k): {c: int(v) for c, v in row.items()} for k, row in per_inst.iterrows()},
+        "grouping": df.attrs.get("grouping"),
         "skipped": list(df.attrs.get("skipped", [])),
     }

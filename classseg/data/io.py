@@ -61,24 +61,44 @@ def _read_raw(path: str | Path) -> np.ndarray:
     return image
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Scale 16-bit / float images to 0..255 by their own range (min-max)."""
+#: How pixel types become 0..255 (the same in training and inference: every reader calls :func:`read_image`).
+#: One fixed rule per type, never the slice's own minimum and maximum, so one scan gives one input however
+#: its slices are stored: 8-bit as is; 16-bit unsigned by full-range mapping (``round(v / 257)``: 0 -> 0,
+#: 65535 -> 255); float only when every value lies in [0, 1] (x 255) or else in [0, 255] (as is), otherwise
+#: refused; other types (signed integers, 32-bit integers) refused.
+BIT_DEPTH_RULE = ("8-bit as is; 16-bit unsigned round(v / 257) (full range, 65535 -> 255); float within [0, 1] "
+                  "x 255, else within [0, 255] as is; anything else refused")
+
+
+def _to_uint8(image: np.ndarray, path: str | Path = "") -> np.ndarray:
+    """Pixels as uint8 by :data:`BIT_DEPTH_RULE` (never the slice's own min-max)."""
     if image.dtype == np.uint8:
         return image
-    image = image.astype(np.float64)
-    lo, hi = float(image.min()), float(image.max())
-    if hi <= lo:
-        return np.zeros(image.shape, dtype=np.uint8)
-    return np.round((image - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if image.dtype == np.uint16:  # (v + 128) // 257 == round(v / 257) in integers
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise ImageReadError(path, "float image with NaN or infinite values; save it as 8 or 16 bit")
+        lo, hi = float(image.min()), float(image.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return np.round(image.astype(np.float64) * 255.0).astype(np.uint8)
+        if lo >= 0.0 and hi <= 255.0:
+            return np.round(image.astype(np.float64)).astype(np.uint8)
+        raise ImageReadError(path, f"float image with values {lo:.4g}..{hi:.4g}, outside [0, 1] and [0, 255]; "
+                                   "classseg maps float slices from [0, 1] (x 255) or [0, 255] only (never by "
+                                   "the slice's own range): save it as 8 or 16 bit")
+    raise ImageReadError(path, f"unsupported pixel type {image.dtype} (expected 8-bit, 16-bit unsigned or float)")
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read a slice as uint8 RGB (H, W, 3).
 
-    Grayscale is repeated to 3 channels, RGBA loses its alpha channel, 16-bit and float images
-    are min-max scaled to 0..255. Raises :class:`ImageReadError` naming the file otherwise.
+    Grayscale is repeated to 3 channels, RGBA loses its alpha channel; 16-bit and float images are
+    mapped by :data:`BIT_DEPTH_RULE` (16-bit: ``round(v / 257)``; float: [0, 1] x 255 or [0, 255],
+    otherwise refused), never stretched by the slice's own range. Raises :class:`ImageReadError`
+    naming the file otherwise.
     """
-    image = _to_uint8(_read_raw(path))
+    image = _to_uint8(_read_raw(path), path)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.ndim != 3:
@@ -93,11 +113,18 @@ def read_image(path: str | Path) -> np.ndarray:
     raise ImageReadError(path, f"unsupported number of channels: {channels}")
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a binary mask as uint8 (H, W) in {0, 1}.
+#: The one ground-truth rule of every command (training, ``data``, the pipeline, ``classseg evaluate``).
+MASK_RULE = ("0 = background and one other value = tumor (0/1, 0/255, 0/128, 0/65535, ...); a mask with two or "
+             "more non-zero values (JPEG artefacts, label maps) is refused")
 
-    Masks stored as 0/255 and as 0/1 are both accepted; multi-channel masks must agree across
-    channels. ``shape`` (H, W), when given, must match. Anything else raises ImageReadError.
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a binary mask as uint8 (H, W) in {0, 1} by :data:`MASK_RULE`.
+
+    0 is background and the one non-zero value, whatever it is (1, 255, 128, 65535), is tumor; a mask
+    holding two or more different non-zero values (a JPEG-compressed mask, a label map) is refused, so
+    every command reads the same masks the same way. Multi-channel masks must agree across channels.
+    ``shape`` (H, W), when given, must match. Anything else raises :class:`ImageReadError`.
     """
     mask = _read_raw(path)
     if mask.ndim == 3:
@@ -106,11 +133,15 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         if not np.all(mask == mask[:, :, :1]):
             raise ImageReadError(path, "mask has channels that differ; expected a single-channel binary mask")
         mask = mask[:, :, 0]
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+        raise ImageReadError(path, "mask has NaN or infinite values; expected 0 = background, one value = tumor")
     values = np.unique(mask)
-    if values.size > 2 or not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}
-                               or set(values.tolist()) <= {0, 65535}):
-        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if values.size > 6 else "")
-        raise ImageReadError(path, f"mask is not binary (values {shown}); expected 0/1 or 0/255")
+    nonzero = values[values != 0]
+    if nonzero.size > 1:
+        shown = ", ".join(f"{v:g}" for v in values[:6].tolist()) + (", ..." if values.size > 6 else "")
+        raise ImageReadError(path, f"mask is not binary (values {shown}): expected 0 = background and one other "
+                                   "value = tumor (0/1, 0/255, ...); JPEG-compressed masks and label maps are "
+                                   "refused: save it losslessly (PNG/TIFF) as 0/255")
     if shape is not None and mask.shape != tuple(shape):
         raise ImageReadError(path, f"mask shape {mask.shape} differs from the image's {tuple(shape)}")
-    return (mask > 0).astype(np.uint8)
+    return (mask != 0).astype(np.uint8)

@@ -11,8 +11,10 @@ Used by :func:`classseg.data.discover` (training data) and by the pipeline's inp
   own extension and the other is left unpaired with a note (:func:`pair_mask`): never paired silently.
 * Metadata files (``data.csv``, README, licence) and hidden files are ignored silently; any other
   file is listed as skipped with the reason.
-* Patient = the name of the folder holding the slice (the kaggle_3m layout: one folder per patient);
-  a slice directly in the walked folder belongs to a patient named after that folder.
+* Patient = the folder holding the slice, named by its path relative to the walked folder
+  (``TCGA_CS_4942_19970222`` in the kaggle_3m layout, ``case_7/flair`` one level deeper, so two
+  patients' ``flair`` folders stay two patients); a slice directly in the walked folder belongs to a
+  patient named after that folder. :func:`grouping` says how a tree was grouped.
 * Order: patient, then the natural order of the path (``slice_2`` before ``slice_10``).
 """
 
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from classseg.data.io import MASK_SUFFIX, is_image_file, is_mask_file, mask_path_for
 
-__all__ = ["METADATA_FILES", "FoundImage", "natural_key", "pair_mask", "patient_of", "walk_following_links",
-           "walk_images"]
+__all__ = ["GROUPING_RULE", "METADATA_FILES", "FoundImage", "grouping", "natural_key", "pair_mask", "patient_of",
+           "walk_following_links", "walk_images"]
 
 #: Files that belong to a dataset but are not slices (compared in lower case).
 METADATA_FILES = frozenset({"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"})
@@ -102,9 +104,32 @@ def natural_key(text: str) -> tuple:
                  for part in re.split(r"(\d+)", text) if part)
 
 
+#: How slices are grouped into patients (the unit of splits, per-patient normalisation, the 3D filter and
+#: per-patient Dice), stated in ``summary.json`` and ``classseg data summary``.
+GROUPING_RULE = ("patient = the folder holding the slice, named by its path relative to the data folder "
+                 "(slices directly in the data folder: one patient named after that folder)")
+
+
 def patient_of(relative: Path, root: Path) -> str:
-    """The patient of a slice at ``relative`` under ``root``: its folder's name (``root``'s own for loose files)."""
-    return relative.parent.name if len(relative.parts) > 1 else Path(os.path.realpath(root)).name
+    """The patient of a slice at ``relative`` under ``root``: the path of its folder relative to ``root``
+    (posix, ``case_7/flair`` for nested folders), or ``root``'s own name for a slice lying in ``root``."""
+    relative = Path(relative)
+    return relative.parent.as_posix() if len(relative.parts) > 1 else Path(os.path.realpath(root)).name
+
+
+def grouping(found: list[FoundImage]) -> dict[str, object]:
+    """How the slices of a walk were grouped into patients: the rule, the count, how deep the patient
+    folders lie (``{depth: patients}``), slices lying loose in the walked folder, and a nested example."""
+    depths: dict[int, set[str]] = {}
+    loose = 0
+    for item in found:
+        depth = len(item.relative.parts) - 1
+        loose += depth == 0
+        depths.setdefault(depth, set()).add(item.patient)
+    nested = sorted(p for d, ps in depths.items() if d > 1 for p in ps)
+    return {"rule": GROUPING_RULE, "patients": len({item.patient for item in found}),
+            "patients_by_folder_depth": {str(d): len(ps) for d, ps in sorted(depths.items())},
+            "loose_slices": loose, "nested_example": nested[0] if nested else None}
 
 
 def walk_images(root: str | Path) -> tuple[list[FoundImage], list[dict[str, str]]]:

@@ -8,8 +8,13 @@ A predictions folder is what ``python -m classseg.pipeline`` writes (any tool ma
 (:func:`classseg.data.walk.pair_mask`: one mask beside two images of the same stem belongs to the
 image of its own extension only); images without one are counted, not scored.
 
-Figures (per slice, per patient, overall) are :func:`classseg.evaluation.score_slices`, the function
-behind the pipeline's own ``metrics.json``; nnU-Net's ``evaluate_folder`` is the model.
+Figures (per slice, per patient, overall) are those of :func:`classseg.evaluation.score_slices`, the
+function behind the pipeline's own ``metrics.json``, accumulated slice by slice
+(:class:`classseg.evaluation.scores.ScoreAccumulator`: no mask is kept, so a folder of any size is scored
+in bounded memory); nnU-Net's ``evaluate_folder`` is the model. Masks, predicted and true, follow the one
+rule of every command (:data:`classseg.data.io.MASK_RULE`): a mask that breaks it is refused in one line
+naming it, never left out of the figures. Patients without a ``patient`` column are the truth folder's
+patient folders by their relative path (:func:`classseg.data.walk.patient_of`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ import numpy as np
 
 from classseg.data.io import ImageReadError, read_mask
 from classseg.data.walk import pair_mask, patient_of
-from classseg.evaluation.scores import score_slices
-from classseg.evaluation.segmentation import slice_scores
+from classseg.evaluation.scores import ScoreAccumulator
 
 
 def _read_predictions(pred_dir: Path) -> list[dict[str, str]]:
@@ -62,7 +66,8 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
     rows = _read_predictions(pred_dir)
-    truths, masks, patients, images, probs, verdicts = [], [], [], [], [], []
+    acc = ScoreAccumulator(hd95_pooling=hd95_pooling)
+    images, probs, verdicts = [], [], []
     skipped = {"not_ok": 0, "no_ground_truth": 0}
     for row in rows:
         if row.get("status", "ok") not in ("ok", ""):
@@ -78,19 +83,19 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
             truth = read_mask(truth_path, shape=mask.shape)
         except ImageReadError as err:
             raise ValueError(f"{err} (predicted mask {pred_dir / row['mask_path']})") from None
-        truths.append(truth)
-        masks.append(mask)
-        patients.append(row.get("patient") or patient_of(image, truth_dir))
+        acc.add([truth], [mask], [row.get("patient") or patient_of(image, truth_dir)])  # masks dropped here
         images.append(image.as_posix())
         probs.append(float(row["gate_prob"]) if row.get("gate_prob") not in (None, "") else np.nan)
         verdicts.append(row.get("gate_verdict", ""))
-    if not truths:
+    if not len(acc):
         raise ValueError(f"{pred_dir}: no predicted slice has ground truth under {truth_dir}")
     has_gate = not np.isnan(probs).any() and all(v in ("tumor", "no_tumor") for v in verdicts)
-    scores = score_slices(truths, masks, patients, hd95_pooling=hd95_pooling,
-                          gate_prob=probs if has_gate else None, gate_threshold=_gate_threshold(pred_dir),
-                          gate_verdict=[v == "tumor" for v in verdicts] if has_gate else None)
-    per = slice_scores(masks, truths, hd95_pooling=hd95_pooling)
+    per = acc.slice_scores()
+    patients = acc.patient_ids
+    scored = ScoreAccumulator(hd95_pooling=hd95_pooling)  # the same numbers, with the gate where there was one
+    scored.add_scores(per, patients, probs if has_gate else None,
+                      [v == "tumor" for v in verdicts] if has_gate else None)
+    scores = scored.scores(_gate_threshold(pred_dir))
     per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "dice": float(d),
                   "iou": float(j), "hd95_px": None if np.isnan(h) else float(h), "truth_px": int(tp),
                   "pred_px": int(pp)}

@@ -186,3 +186,143 @@ def read_truths(mask_paths: Sequence[str | None], shapes: Sequence[tuple[int, in
         else:
             out.append(read_mask(path))
     return out
+
+
+# ------------------------------------------------------------------------------- streaming (issue 20)
+def figures_from_slice_scores(s: Any, patient_ids: Sequence[str], hd95_pooling: str | None = "pooled"
+                              ) -> dict[str, Any]:
+    """:func:`classseg.evaluation.segmentation.segmentation_figures` from per-slice figures already computed
+    (a :class:`~classseg.evaluation.segmentation.SliceScores`), term for term the same arithmetic, so a
+    set of slices scored a patient at a time gives the very numbers of scoring it at once
+    (``tests/test_streaming.py`` holds the two together)."""
+    from classseg.evaluation.segmentation import _mean, _ratio, volume_dice
+
+    volumes = volume_dice(s, patient_ids)
+    ids = np.asarray(patient_ids, dtype=object)
+    detected = s.tumor & s.predicted
+    missed = s.tumor & ~s.predicted
+    penalised = np.where(missed, s.diagonal, s.hd95)[s.tumor]
+    t = s.tumor
+    return {
+        "n_slices": int(len(s.dice)),
+        "n_tumor_slices": int(t.sum()),
+        "dice_tumor_slices": _mean(s.dice[t]),
+        "iou_tumor_slices": _mean(s.iou[t]),
+        "hd95_detected_px": _mean(s.hd95[detected]),
+        "missed_tumor_slices": int(missed.sum()),
+        "hd95_with_miss_penalty_px": _mean(penalised),
+        "dice_end_to_end": _mean(s.dice),
+        "iou_end_to_end": _mean(s.iou),
+        "dice_per_patient": _mean(np.array(list(volumes.values()))),
+        "dice_global": _ratio(2.0 * s.inter.sum(), s.pred_px.sum() + s.truth_px.sum()) if len(s.dice) else None,
+        "pixel_precision": _ratio(s.inter[t].sum(), s.pred_px[t].sum(), 0.0) if t.any() else None,
+        "pixel_recall": _ratio(s.inter[t].sum(), s.truth_px[t].sum(), 0.0) if t.any() else None,
+        "false_positive_slices": int((~t & s.predicted).sum()),
+        "hd95_pooling": hd95_pooling,
+        "per_patient": [{"patient_id": pid, "dice": value, "n_slices": int((ids == pid).sum()),
+                         "n_tumor_slices": int(t[ids == pid].sum())} for pid, value in volumes.items()],
+    }
+
+
+class ScoreAccumulator:
+    """:func:`score_slices` fed a patient (or a slice) at a time, holding no mask.
+
+    :meth:`add` scores the slices given (Dice, IoU, HD95, pixel counts: :func:`slice_scores`) and keeps
+    only those numbers, the patient and the gate's P(tumor) / verdict per slice (about 80 bytes a slice
+    in typed arrays); :meth:`scores` gives the :class:`Scores` that :func:`score_slices` gives on all the
+    slices at once, to the last bit (same values, same order, same NumPy reductions). What the pipeline
+    and ``classseg evaluate`` use, so memory does not grow with the masks of a folder.
+    """
+
+    _FIELDS = ("dice", "iou", "hd95", "inter", "pred_px", "truth_px", "diagonal")
+
+    def __init__(self, hd95_pooling: str = "pooled") -> None:
+        from array import array
+
+        self.hd95_pooling = hd95_pooling
+        self._values = {k: array("d") for k in self._FIELDS}
+        self._tumor, self._predicted = array("b"), array("b")
+        self._codes = array("q")
+        self._names: dict[str, int] = {}
+        self._prob, self._verdict = array("d"), array("b")
+        self._gate: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self._tumor)
+
+    def add(self, truths: Sequence[np.ndarray], masks: Sequence[np.ndarray], patient_ids: Sequence[str],
+            gate_prob: Sequence[float] | None = None, gate_verdict: Sequence[bool] | None = None) -> Any:
+        """Score ``masks`` against ``truths`` (lists of (H_i, W_i) arrays) and keep the per-slice numbers;
+        returns their :class:`~classseg.evaluation.segmentation.SliceScores`."""
+        from classseg.evaluation.segmentation import slice_scores
+
+        s = slice_scores(list(masks), list(truths), hd95_pooling=self.hd95_pooling)
+        self.add_scores(s, patient_ids, gate_prob, gate_verdict)
+        return s
+
+    def add_scores(self, s: Any, patient_ids: Sequence[str], gate_prob: Sequence[float] | None = None,
+                   gate_verdict: Sequence[bool] | None = None) -> None:
+        """Keep per-slice figures computed elsewhere (same order as the slices are meant to be scored)."""
+        n = len(s.dice)
+        if len(patient_ids) != n:
+            raise ValueError(f"length mismatch: {n} slices but {len(patient_ids)} patient ids")
+        gate = gate_prob is not None or gate_verdict is not None
+        if n and self._gate is not None and gate != self._gate:
+            raise ValueError("gate figures given for some slices only")
+        if n:
+            self._gate = gate
+        for k in self._FIELDS:
+            self._values[k].extend(np.asarray(getattr(s, k), np.float64).tolist())
+        self._tumor.extend(np.asarray(s.tumor, bool).astype(int).tolist())
+        self._predicted.extend(np.asarray(s.predicted, bool).astype(int).tolist())
+        for pid in patient_ids:
+            self._codes.append(self._names.setdefault(str(pid), len(self._names)))
+        if gate:
+            prob = np.full(n, np.nan) if gate_prob is None else np.asarray(gate_prob, np.float64)
+            self._prob.extend(prob.tolist())
+            if gate_verdict is None:
+                self._verdict.extend([-1] * n)  # decided by the threshold in scores()
+            else:
+                self._verdict.extend(np.asarray(gate_verdict, bool).astype(int).tolist())
+
+    @property
+    def patient_ids(self) -> list[str]:
+        """Each slice's patient, in the order added."""
+        names = list(self._names)
+        return [names[c] for c in self._codes]
+
+    @property
+    def gate_verdicts(self) -> np.ndarray | None:
+        """The gate verdicts given (None when no gate took part)."""
+        return np.asarray(self._verdict, np.int8).astype(bool) if self._gate else None
+
+    def slice_scores(self) -> Any:
+        """The per-slice figures as one :class:`~classseg.evaluation.segmentation.SliceScores`."""
+        from classseg.evaluation.segmentation import SliceScores
+
+        arrays = {k: np.frombuffer(self._values[k], np.float64).copy() if len(self) else np.zeros(0)
+                  for k in self._FIELDS}
+        return SliceScores(tumor=np.asarray(self._tumor, np.int8).astype(bool),
+                           predicted=np.asarray(self._predicted, np.int8).astype(bool), **arrays)
+
+    def scores(self, gate_threshold: float | None = None) -> Scores:
+        """The :class:`Scores` of every slice added, as :func:`score_slices` computes them."""
+        s = self.slice_scores()
+        seg = figures_from_slice_scores(s, self.patient_ids, self.hd95_pooling)
+        det = detection(s.tumor, s.predicted)
+        values: dict[str, Any] = {k: v for k, v in {**det, **seg}.items() if k in SCORE_FIELDS}
+        values["resolution"] = RESOLUTION
+        if self._gate:
+            threshold = 0.5 if gate_threshold is None else float(gate_threshold)
+            prob = np.asarray(self._prob, np.float64)
+            given = np.asarray(self._verdict, np.int8)
+            verdict = np.where(given >= 0, given == 1, prob >= threshold)
+            gate = detection(s.tumor, verdict)
+            values.update({f"gate_{k}": gate[k] for k in ("tp", "fp", "tn", "fn", "accuracy", "sensitivity",
+                                                           "specificity", "precision")})
+            values["gate_threshold"] = gate_threshold
+            if not np.isnan(prob).any() and len(np.unique(s.tumor)) == 2:
+                from sklearn.metrics import roc_auc_score
+
+                values["gate_auc"] = float(roc_auc_score(s.tumor, prob))
+        return Scores(**values)

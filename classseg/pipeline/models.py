@@ -19,8 +19,8 @@ import numpy as np
 from classseg.data.arrays import resize_image
 from classseg.data.standardize import prepare_input
 from classseg.jsonio import read_json
-from classseg.modelcard import ModelCard, read_card
-from classseg.modelcheck import load_checked
+from classseg.modelcard import CardMismatchError, ModelCard, check_card, read_card
+from classseg.modelcheck import ModelCheckError, load_checked
 from classseg.models.tta import tta_predict
 from classseg.pipeline.runners import KerasRunner, ModelLike, OnnxRunner, make_runner, run_batched
 
@@ -59,13 +59,31 @@ class PipelineModel:
         as segmenter or a 3-class classifier is a :class:`classseg.modelcheck.ModelCheckError` naming
         this one model.
         """
+        is_file = isinstance(model, (str, Path))
+        card_given = card is not None
+        if not card_given and is_file:
+            try:  # a card that is not valid (wrong type, unknown field) is refused before the model loads
+                card = read_card(model)
+            except ValueError as err:
+                raise ModelCheckError(f"{role or 'model'} {model}: {err}") from None
         if role is not None:
             runner = load_checked(role, model, lambda m: make_runner(m, backend, onnx_dir))
         else:
             runner = make_runner(model, backend, onnx_dir)
-        if card is None and isinstance(model, (str, Path)):
-            card = read_card(model)
-        return cls(runner, card, describe_source(model))
+        # the card must be this model's (issue 20): role, input size, and the hash of the file it sits beside
+        try:
+            from classseg.modelcheck import signature_of
+
+            input_hw = tuple(signature_of(runner).inputs[0][1:3])
+        except Exception:  # noqa: BLE001 - a runner without a readable signature: size not checked
+            input_hw = None
+        try:
+            notes = check_card(card, role, model if is_file and not card_given else None, input_hw)
+        except CardMismatchError as err:
+            raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: {err}") from None
+        pm = cls(runner, card, describe_source(model))
+        pm.card_notes = notes if is_file else []  # warnings for the console and summary.json (cli)
+        return pm
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -253,3 +253,12 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
         callbacks.append(EpochSnapshots(out / "snapshots", state))
     callbacks += [AtomicCSVLogger(out / "history.csv", append=True), AtomicBackupAndRestore(str(out / "backup"))]
     return callbacks
+
+
+def check_run_identity(out: Path, command: str, data_dir: Any, splits_path: Any, config: Any,
+                       resume_evidence: Iterable[str] = ("backup",)) -> dict[str, Any]:
+    """Refuse to resume a run folder with other settings than it was started with; record them on a fresh
+    run (:func:`classseg.training.identity.check_run_identity`, the one place every trainer calls)."""
+    from classseg.training.identity import check_run_identity as check
+
+    return check(out, command, data_dir, splits_path, config, resume_evidence)
