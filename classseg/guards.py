@@ -256,9 +256,12 @@ def check_no_leakage(new_splits: Any, start_splits: Any, start: str, hint: str =
             "start_train_val_patients": len(seen), "overlap": []}
 
 
-def check_start_models(new_splits: Any, models: Iterable[str | Path], hint: str = "") -> list[dict[str, Any]]:
+def check_start_models(new_splits: Any, models: Iterable[str | Path], hint: str = "",
+                       val_may_stay_val: bool = False) -> list[dict[str, Any]]:
     """:func:`check_no_leakage` for every starting model (found with :func:`start_split_file`); a model
-    whose split cannot be found is recorded as ``checked: False`` with the reason, never as clean."""
+    whose split cannot be found is recorded as ``checked: False`` with the reason, never as clean.
+    ``val_may_stay_val``: continuing on the starting weights' own split (fine-tuning, where val keeps
+    choosing and test stays blind), as ``train-segmenter`` / ``train-gate --init`` do."""
     from classseg.data.splits import load_splits
 
     records = []
@@ -268,7 +271,8 @@ def check_start_models(new_splits: Any, models: Iterable[str | Path], hint: str 
             records.append({"model": model, "checked": False, "why": f"the split it was trained on is unknown "
                             f"({how})"})
             continue
-        record = check_no_leakage(new_splits, load_splits(split_file), f"{model} (split {split_file})", hint)
+        record = check_no_leakage(new_splits, load_splits(split_file), f"{model} (split {split_file})", hint,
+                                  val_may_stay_val)
         records.append({**record, "model": model, "split_file": str(split_file), "split_read_from": how})
     return records
 

@@ -104,7 +104,9 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
 
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
     # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
-    leakage = check_start_models(cdata.split_table(frame), [config.init]) if config.init else []
+    # (val may stay val: fine-tuning on the starting weights' own split chooses on the same val patients)
+    leakage = check_start_models(cdata.split_table(frame), [config.init], val_may_stay_val=True) \
+        if config.init else []
     cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
     if parts["train"].empty or parts["val"].empty:

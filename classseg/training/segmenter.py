@@ -393,7 +393,9 @@ def train_segmenter(
                                  fractions=config.fractions)
     skipped = list(frame.attrs.get("skipped", []))
     # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
-    leakage = check_start_models(cdata.split_table(frame), [config.init]) if config.init else []
+    # (val may stay val: fine-tuning on the starting weights' own split chooses on the same val patients)
+    leakage = check_start_models(cdata.split_table(frame), [config.init], val_may_stay_val=True) \
+        if config.init else []
     split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
     train_df = _select(frame, "train", config.tumor_only)
     val_fit_df = _select(frame, "val", config.tumor_only)  # monitored during training
