@@ -185,3 +185,17 @@ def test_train_init_refuses_a_start_model_trained_on_its_test_patients(tmp_path:
     message = str(info.value)
     assert "TCGA_AA_0002 (val), TCGA_BB_0003 (test)" in message and "\n" not in message
     assert not (out / "history.csv").exists()  # refused before any training
+
+
+def test_fine_tuning_on_the_same_split_may_keep_val_as_val(tmp_path: Path) -> None:
+    start = tmp_path / "start.csv"
+    _splits(A="train", B="val", C="test").to_csv(start, index=False)
+    model = tmp_path / "m" / "model.keras"
+    _card(model, str(start))
+    same = _splits(A="train", B="val", C="test")
+    record = check_start_models(same, [model], val_may_stay_val=True)[0]
+    assert record["checked"] and record["overlap"] == []
+    with pytest.raises(LeakageError, match=r"B \(val\)"):  # the default (run-all, new splits) refuses it
+        check_start_models(same, [model])
+    with pytest.raises(LeakageError, match=r"B \(test\)"):  # a val patient never becomes test
+        check_start_models(_splits(A="train", B="test", C="val"), [model], val_may_stay_val=True)
