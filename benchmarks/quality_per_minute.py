@@ -5,7 +5,8 @@
         --out docs/quality_per_minute
 
 ``RUN/snapshots/snapshots.csv`` (written by ``--snapshots``) lists each epoch's model and the training
-minutes spent when it was saved. Each snapshot is scored on the val patients only, fed as the run's
+minutes spent when it was saved (wall clock, and CPU minutes of the process where recorded). Each
+snapshot is scored on the val patients only, fed as the run's
 normalisation says, with one fixed delivery for every snapshot (threshold 0.5, hole filling, no flips,
 no 3D filter) so the curve shows what training adds, not what selection adds. Figures are scored at
 the slices' original size (:func:`classseg.evaluation.score_slices`). Prints the table and machine
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/quality_per_minute"))
     parser.add_argument("--aim", type=float, default=0.80, help="the aim line (val Dice per patient)")
     parser.add_argument("--title", default="")
+    parser.add_argument("--x", choices=("train_minutes", "cpu_minutes"), default="train_minutes",
+                        help="x axis: wall-clock training minutes, or CPU minutes of the training process (all "
+                             "threads; fair when the machine was shared)")
     args = parser.parse_args(argv)
 
     config = read_json(args.run / "training.json")["config"]
@@ -61,15 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         masks, _ = deliver_masks(predict_masks(model, x, 32), shapes, delivery)
         scores = score_slices(truths, masks, ids).to_dict(False)
         rows.append({"epoch": snap.epoch, "train_minutes": snap.train_minutes,
+                     "cpu_minutes": getattr(snap, "cpu_minutes", float("nan")),
                      "val_dice_per_patient": scores["dice_per_patient"],
                      "val_dice_tumor_slices": scores["dice_tumor_slices"], "val_accuracy": scores["accuracy"]})
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     atomic_to_csv(table, args.out.with_suffix(".csv"), index=False)
-    plot_quality_per_minute(table["train_minutes"], {
+    plot_quality_per_minute(table[args.x], {
         "val Dice per patient": table["val_dice_per_patient"],
         "val Dice, tumor slices": table["val_dice_tumor_slices"], "val slice accuracy": table["val_accuracy"]},
-        args.out.with_suffix(".png"), title=args.title, aim=args.aim)
+        args.out.with_suffix(".png"), title=args.title, aim=args.aim,
+        xlabel="training minutes (wall clock)" if args.x == "train_minutes" else "CPU minutes of the training process")
     print(table.round(3).to_string(index=False))
     info = environment_info()
     print(f"machine: {info.get('cpu')} ({info.get('cpu_count')} cores); run {args.run}; init {config.get('init')}")

@@ -42,7 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--splits", type=Path, required=True)
-    parser.add_argument("--model", nargs=3, action="append", metavar=("NAME", "PATH", "NORMALIZATION"), required=True)
+    parser.add_argument("--model", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "NORMALIZATION"),
+                        help="score this model file fed this normalisation")
+    parser.add_argument("--run", nargs=2, action="append", default=[], metavar=("NAME", "RUN_DIR"),
+                        help="a train-segmenter run folder: its metrics.json (scored by the same function) as a row")
+    parser.add_argument("--rows", nargs="+", type=Path, default=[],
+                        help="earlier rows (JSON files written to --out) to include in the table")
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("runs/robust_rows"), help="one JSON per row")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here too")
@@ -55,8 +60,9 @@ def row_of(name: str, normalization: str, scored: dict) -> dict:
     val_score = (val["dice_tumor_slices"] + val["dice_per_patient"]) / 2
     worst = min(robust[k]["dice_per_patient"] for k in robust if k != "plain")
     pp3d = scored["postprocess_3d"]
+    pp3d = pp3d if pp3d is None or isinstance(pp3d, dict) else vars(pp3d)
     return {"row": name, "normalization": normalization, "tta": scored["tta"],
-            "3D filter": f"min {pp3d.min_fraction:g} of largest" if pp3d else "off",
+            "3D filter": f"min {pp3d['min_fraction']:g} of largest" if pp3d else "off",
             "val Dice (tumor slices)": val["dice_tumor_slices"], "val Dice / patient": val["dice_per_patient"],
             "val slice acc": val["accuracy"], "val x0.35 Dice / patient": robust["dark_0.35"]["dice_per_patient"],
             "val x2.0 Dice / patient": robust["bright_2.0"]["dice_per_patient"],
@@ -75,10 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     from classseg.training.segmenter import SegmenterConfig, _select, score_segmenter
 
     args = parse_args(argv)
-    frame = cdata.resolve_splits(cdata.discover(args.data), args.splits)
-    val = cdata.load_arrays(_select(frame, "val", False), args.img_size, progress=False)
-    test = cdata.load_arrays(_select(frame, "test", False), args.img_size, progress=False)
-    rows = []
+    if args.model:
+        frame = cdata.resolve_splits(cdata.discover(args.data), args.splits)
+        val = cdata.load_arrays(_select(frame, "val", False), args.img_size, progress=False)
+        test = cdata.load_arrays(_select(frame, "test", False), args.img_size, progress=False)
+    rows = [json.loads(p.read_text())["row"] for p in args.rows]
+    for name, run in args.run:
+        metrics = json.loads((Path(run) / "metrics.json").read_text())
+        scored = {"val": metrics["val"], "test": metrics, "val_robustness": metrics["val_robustness"],
+                  "tta": metrics.get("tta", "none"), "postprocess_3d": metrics.get("postprocess_3d")}
+        rows.append(row_of(name, metrics["normalization"], scored))
+        write_json(args.out / f"{name}.json", {"run": run, "row": rows[-1]})
     for name, path, normalization in args.model:
         model = keras.models.load_model(path, compile=False)
         config = SegmenterConfig(img_size=args.img_size, normalization=normalization)

@@ -63,6 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="start from this .keras segmenter's weights (same architecture), e.g. saved_models/"
                         "segmenter.keras, instead of from scratch")
+    p.add_argument("--missing-sequence-p", type=float, metavar="P",
+                   help="probability of the FLAIR-for-missing-sequence substitution (overrides the profile's)")
     p.add_argument("--snapshots", action="store_true",
                    help="keep every epoch's model in OUT/snapshots/ with its training minutes (for "
                         "benchmarks/quality_per_minute.py)")
@@ -104,6 +106,10 @@ def config_from_args(args: argparse.Namespace):
         overrides["init"] = args.init
     if getattr(args, "snapshots", False):
         overrides["snapshots"] = True
+    if getattr(args, "missing_sequence_p", None) is not None:
+        if not 0.0 <= args.missing_sequence_p <= 1.0:
+            raise ValueError(f"--missing-sequence-p must be in [0, 1], got {args.missing_sequence_p}")
+        overrides["missing_sequence_p"] = args.missing_sequence_p
     return recipe_config(args.recipe, seed=args.seed, **overrides)
 
 

@@ -81,6 +81,7 @@ class SegmenterConfig:
     select_postprocess: bool = True
     init: str | None = None  # start from this .keras model's weights (same architecture), e.g. a shipped one
     snapshots: bool = False  # keep every epoch's model in snapshots/ (benchmarks/quality_per_minute.py)
+    missing_sequence_p: float | None = None  # override the profile's FLAIR-for-missing-sequence probability
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -409,6 +410,8 @@ def train_segmenter(
     fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
     aug_config = AUGMENT_PROFILES[config.augment_profile]
+    if config.missing_sequence_p is not None:
+        aug_config = replace(aug_config, flair_for_missing_p=float(config.missing_sequence_p))
     make_aug = partial(build_augmenter, aug_config, float_input=config.normalization != "raw",
                        value_scale=augment_value_scale(config.normalization)) if config.augment else None
     train_seq = ArraySequence(train_x, train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
