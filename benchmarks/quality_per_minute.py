@@ -24,6 +24,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd  # noqa: E402
 
 
+def plot(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """``OUT.png``: the val figures against ``args.x`` minutes, with the aim line."""
+    from classseg.plotting import plot_quality_per_minute
+
+    plot_quality_per_minute(table[args.x], {
+        "val Dice per patient": table["val_dice_per_patient"],
+        "val Dice, tumor slices": table["val_dice_tumor_slices"], "val slice accuracy": table["val_accuracy"]},
+        args.out.with_suffix(".png"), title=args.title, aim=args.aim,
+        xlabel="training minutes (wall clock)" if args.x == "train_minutes" else "CPU minutes of the training process")
+
+
 def main(argv: list[str] | None = None) -> int:
     import keras
 
@@ -33,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     from classseg.evaluation import score_slices
     from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
-    from classseg.plotting import plot_quality_per_minute
     from classseg.postprocess import PostprocessConfig
     from classseg.runinfo import environment_info, read_json
     from classseg.training.segmenter import _select, predict_masks
@@ -48,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--x", choices=("train_minutes", "cpu_minutes"), default="train_minutes",
                         help="x axis: wall-clock training minutes, or CPU minutes of the training process (all "
                              "threads; fair when the machine was shared)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw OUT.png from OUT.csv (no scoring)")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(pd.read_csv(args.out.with_suffix(".csv")), args)
+        return 0
 
     config = read_json(args.run / "training.json")["config"]
     snapshots = pd.read_csv(args.run / "snapshots" / "snapshots.csv")
@@ -71,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     atomic_to_csv(table, args.out.with_suffix(".csv"), index=False)
-    plot_quality_per_minute(table[args.x], {
-        "val Dice per patient": table["val_dice_per_patient"],
-        "val Dice, tumor slices": table["val_dice_tumor_slices"], "val slice accuracy": table["val_accuracy"]},
-        args.out.with_suffix(".png"), title=args.title, aim=args.aim,
-        xlabel="training minutes (wall clock)" if args.x == "train_minutes" else "CPU minutes of the training process")
+    plot(table, args)
     print(table.round(3).to_string(index=False))
     info = environment_info()
     print(f"machine: {info.get('cpu')} ({info.get('cpu_count')} cores); run {args.run}; init {config.get('init')}")

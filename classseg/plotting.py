@@ -169,5 +169,7 @@ def plot_quality_per_minute(minutes: Sequence[float], values: dict[str, Sequence
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     return save_figure(fig, path)[0]
