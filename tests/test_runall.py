@@ -222,7 +222,8 @@ def test_starting_models_are_fed_what_their_cards_say(tmp_path: Path, monkeypatc
     assert starting_models(quick) == [str((models / "segmenter.keras").resolve()),
                                       str((models / "classifier.keras").resolve())]
     scratch = get_profile("quick", weights="none", init="none", backbones=("mobilenetv2",))
-    assert phase2_config(scratch).normalization == "raw" and joint_config(scratch).normalization is None
+    assert phase2_config(scratch).normalization == "patient_percentile"  # the fast recipe's default
+    assert joint_config(scratch).normalization is None
     assert backbone_normalizations(scratch) == {"mobilenetv2": "raw"} and starting_models(scratch) == []
 
 

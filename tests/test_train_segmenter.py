@@ -60,7 +60,7 @@ def test_outputs_and_metric_keys(run, capsys):
     assert saved["weights"] == "none (from scratch)" and saved["img_size"] == 32 and saved["epochs"] == 1
     assert saved["seed"] == 1 and saved["split_file"] == str(split_file)
     assert saved["n_train_slices"] == 8  # fast recipe: every slice of the 2 train patients
-    assert saved["recipe"] == "fast" and saved["normalization"] == "raw"
+    assert saved["recipe"] == "fast" and saved["normalization"] == "patient_percentile"
     assert saved["scored_at"] == "original slice size"
     assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
     assert saved["n_slices"] == 4 and saved["n_tumor_slices"] == 2  # 1 test patient, all its slices

@@ -24,9 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--normalization", choices=NORMALIZATIONS, default="raw",
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="patient_percentile",
                    help="input normalisation (use the segmenter's)")
-    p.add_argument("--augment", choices=("recipe", "robust", "seeds", "none"), default="recipe",
+    p.add_argument("--augment", choices=("recipe", "robust", "seeds", "none"), default="robust",
                    help="augmentation profile (robust = recipe + per-channel gain/gamma and more missing-sequence "
                         "substitution)")
     p.add_argument("--init", metavar="MODEL", help="start from this gate .keras's weights instead of from scratch")

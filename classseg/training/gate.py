@@ -36,9 +36,9 @@ class GateConfig:
     width: float = 1.0
     dropout: float = 0.3
     label_smoothing: float = 0.05
-    normalization: str = "raw"  # use the segmenter's (raw, patient_zscore, patient_percentile)
+    normalization: str = "patient_percentile"  # use the segmenter's (raw, patient_zscore, patient_percentile)
     augment: bool = True
-    augment_profile: str = "recipe"  # classseg.data.augment.AUGMENT_PROFILES
+    augment_profile: str = "robust"  # classseg.data.augment.AUGMENT_PROFILES
     init: str | None = None  # start from this gate .keras's weights (same architecture) instead of from scratch
     seed: int = 0
     workers: int = 2

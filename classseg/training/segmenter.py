@@ -37,12 +37,14 @@ class SegmenterConfig:
     """Training settings. Defaults: the recipe of the shipped segmenter (``recipe="fast"``, issue 10);
     ``recipe="paper"`` (:func:`recipe_config`) restores seed 002 and the ResUNet notebook it adapted.
 
-    - ``normalization``: ``raw`` (0..255 pixels scaled by 1/255 inside the model) or ``patient_zscore``
-      (per-patient foreground z-score, :mod:`classseg.data.standardize`, applied beside the model by
-      training and pipeline alike; the model card says which).
-    - ``augment_profile``: ``recipe`` (:data:`classseg.data.augment.RECIPE_AUGMENT`: flips, 90-degree
-      rotations, rotation/scale/shift, elastic, intensity, FLAIR for a missing sequence) or ``seeds``
-      (the seeds' moderate set, :class:`AugmentConfig` defaults).
+    - ``normalization``: ``patient_percentile`` (each patient's channels scaled so their brain 99th
+      percentile hits a fixed target), ``raw`` (0..255 pixels scaled by 1/255 inside the model) or
+      ``patient_zscore`` (per-patient foreground z-score); :mod:`classseg.data.standardize`, applied
+      beside the model by training and pipeline alike; the model card says which.
+    - ``augment_profile``: ``robust`` (:data:`classseg.data.augment.ROBUST_AUGMENT`: ``recipe`` plus
+      per-channel gain and gamma, FLAIR for a missing sequence on a quarter of the slices), ``recipe``
+      (:data:`classseg.data.augment.RECIPE_AUGMENT`: flips, 90-degree rotations, rotation/scale/shift,
+      elastic, intensity, FLAIR for a missing sequence) or ``seeds`` (the seeds' moderate set).
     - ``schedule``: ``cosine`` / ``onecycle`` (epoch-wise, :func:`classseg.training.callbacks.scheduled_lr`)
       or ``plateau`` (ReduceLROnPlateau, the notebook's); ``optimizer``: ``adamw`` or ``adam``.
     - ``minutes``: a wall-clock budget instead of ``epochs`` (``epochs`` then caps the count).
@@ -64,10 +66,10 @@ class SegmenterConfig:
     loss: str = "bce_dice"
     tumor_only: bool = False  # all slices: the mask itself must say "no tumor" on healthy slices
     augment: bool = True
-    augment_profile: str = "recipe"
-    # raw: the validated default (docs/recipes.md: the z-score runs were trained with an augmentation bug,
-    # so z-scores vs raw pixels is still open); patient_zscore stays an option, supported end to end.
-    normalization: str = "raw"
+    # robust + patient_percentile: the shipped segmenter's (docs/recipes.md, issue 17: chosen on val and the
+    # val stress sets); raw and patient_zscore stay options, supported end to end.
+    augment_profile: str = "robust"
+    normalization: str = "patient_percentile"
     patience: int = 0  # EarlyStopping patience on val_dice; 0 = off
     lr_patience: int = 5  # ReduceLROnPlateau (schedule "plateau")
     lr_factor: float = 0.2
