@@ -46,27 +46,29 @@ class GateConfig:
 
 def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
                              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's post-processed mask at
-    the slice's original size, fed and post-processed exactly as its model card says (and as the
-    pipeline does)."""
+    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's delivered mask at the
+    slice's original size, fed, flipped (``tta``) and post-processed (2D, then the per-patient 3D filter)
+    exactly as its model card says and as the pipeline does (:func:`classseg.evaluation.delivered.deliver_masks`)."""
     import keras
 
     from classseg import data as cdata
+    from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
-    from classseg.evaluation.segmentation import to_original_size
     from classseg.modelcard import read_card
-    from classseg.postprocess import PostprocessConfig, postprocess
+    from classseg.models.tta import tta_predict
+    from classseg.postprocess import PostprocessConfig
     from classseg.training.segmenter import model_inputs, predict_masks
 
     card = read_card(segmenter_path)
     model = keras.models.load_model(segmenter_path, compile=False)
     size = card.img_size if card else int(model.input_shape[1])
     arrays = cdata.load_arrays(frame, size, progress=progress)
-    probs = predict_masks(model, model_inputs(arrays, card.normalization if card else "raw"), batch_size)
+    x = model_inputs(arrays, card.normalization if card else "raw")
+    probs = tta_predict(lambda b: predict_masks(model, b, batch_size), x, card.tta if card else "none")
     shapes = [t.shape for t in read_truths(arrays.frame["mask_path"])]
     pp = (card.postprocess_config() if card else None) or PostprocessConfig()
-    # as the pipeline: post-processed at the model's size, resized (nearest) to the slice's own size
-    masks = to_original_size(postprocess(probs[..., 0], pp), shapes)
+    masks, _ = deliver_masks(probs, shapes, pp, card.postprocess_3d_config() if card else None,
+                             arrays.frame["patient_id"].to_numpy(), arrays.frame["slice"].to_numpy())
     areas = np.array([int(m.sum()) for m in masks])
     return areas > 0, areas
 
