@@ -12,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from classseg.evaluation.scores import ScoreAccumulator, figures_from_slice_scores, score_slices
-from classseg.evaluation.segmentation import segmentation_figures, slice_scores
+from classseg.evaluation.scores import ScoreAccumulator, score_slices
+from classseg.evaluation.segmentation import figures_from_slice_scores, segmentation_figures, slice_scores
 
 
 def _random_set(seed: int = 0, n: int = 23):

@@ -46,6 +46,16 @@ class ChannelStats:
     std: tuple[float, ...]
 
 
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """(H, W, C) or (N, H, W, C) pixels as float32 (P, C) rows."""
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"expected (H, W, C) or (N, H, W, C) pixels, got shape {arr.shape}")
+    return arr.reshape(-1, arr.shape[-1])
+
+
 def channel_stats(images: np.ndarray, foreground_level: float = 5.0) -> ChannelStats:
     """Foreground mean / std per channel of (H, W, C) or (N, H, W, C) pixels.
 
@@ -53,12 +63,7 @@ def channel_stats(images: np.ndarray, foreground_level: float = 5.0) -> ChannelS
     around the head is excluded). An all-background stack falls back to every pixel; a std below
     1.0 (flat image) is raised to 1.0 so nothing is divided by ~0.
     """
-    arr = np.asarray(images, dtype=np.float32)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"expected (H, W, C) or (N, H, W, C) pixels, got shape {arr.shape}")
-    pixels = arr.reshape(-1, arr.shape[-1])
+    pixels = _pixels(images)
     fg = pixels[pixels.max(axis=1) > foreground_level]
     if len(fg) < 16:
         fg = pixels
@@ -83,12 +88,7 @@ def channel_percentiles(images: np.ndarray, q: float = PERCENTILE_Q, foreground_
     scales these percentiles by the same factor (what makes :func:`percentile_scale` gain-invariant); a
     fixed level would lose dark patients' brain pixels. Fewer than 16 brain pixels: every pixel counts.
     """
-    arr = np.asarray(images, dtype=np.float32)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"expected (H, W, C) or (N, H, W, C) pixels, got shape {arr.shape}")
-    pixels = arr.reshape(-1, arr.shape[-1])
+    pixels = _pixels(images)
     brightest = pixels.max(axis=1)
     level = foreground_fraction * float(np.percentile(brightest, 99.0)) if len(brightest) else 0.0
     fg = pixels[brightest > level]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from classseg.evaluation.classification import detection
-from classseg.evaluation.segmentation import segmentation_figures
+from classseg.evaluation.segmentation import figures_from_slice_scores, segmentation_figures
 
 #: Where a mask was scored; every stage scores at the slice's original size.
 RESOLUTION = "original slice size"
@@ -189,41 +189,6 @@ def read_truths(mask_paths: Sequence[str | None], shapes: Sequence[tuple[int, in
 
 
 # ------------------------------------------------------------------------------- streaming (issue 20)
-def figures_from_slice_scores(s: Any, patient_ids: Sequence[str], hd95_pooling: str | None = "pooled"
-                              ) -> dict[str, Any]:
-    """:func:`classseg.evaluation.segmentation.segmentation_figures` from per-slice figures already computed
-    (a :class:`~classseg.evaluation.segmentation.SliceScores`), term for term the same arithmetic, so a
-    set of slices scored a patient at a time gives the very numbers of scoring it at once
-    (``tests/test_streaming.py`` holds the two together)."""
-    from classseg.evaluation.segmentation import _mean, _ratio, volume_dice
-
-    volumes = volume_dice(s, patient_ids)
-    ids = np.asarray(patient_ids, dtype=object)
-    detected = s.tumor & s.predicted
-    missed = s.tumor & ~s.predicted
-    penalised = np.where(missed, s.diagonal, s.hd95)[s.tumor]
-    t = s.tumor
-    return {
-        "n_slices": int(len(s.dice)),
-        "n_tumor_slices": int(t.sum()),
-        "dice_tumor_slices": _mean(s.dice[t]),
-        "iou_tumor_slices": _mean(s.iou[t]),
-        "hd95_detected_px": _mean(s.hd95[detected]),
-        "missed_tumor_slices": int(missed.sum()),
-        "hd95_with_miss_penalty_px": _mean(penalised),
-        "dice_end_to_end": _mean(s.dice),
-        "iou_end_to_end": _mean(s.iou),
-        "dice_per_patient": _mean(np.array(list(volumes.values()))),
-        "dice_global": _ratio(2.0 * s.inter.sum(), s.pred_px.sum() + s.truth_px.sum()) if len(s.dice) else None,
-        "pixel_precision": _ratio(s.inter[t].sum(), s.pred_px[t].sum(), 0.0) if t.any() else None,
-        "pixel_recall": _ratio(s.inter[t].sum(), s.truth_px[t].sum(), 0.0) if t.any() else None,
-        "false_positive_slices": int((~t & s.predicted).sum()),
-        "hd95_pooling": hd95_pooling,
-        "per_patient": [{"patient_id": pid, "dice": value, "n_slices": int((ids == pid).sum()),
-                         "n_tumor_slices": int(t[ids == pid].sum())} for pid, value in volumes.items()],
-    }
-
-
 class ScoreAccumulator:
     """:func:`score_slices` fed a patient (or a slice) at a time, holding no mask.
 

@@ -234,7 +234,14 @@ def segmentation_figures(preds: Any, gts: Any, patient_ids: Sequence[str], spaci
     * ``false_positive_slices``: empty-truth slices with any predicted pixel.
     Means over an empty set are ``None``.
     """
-    s = slice_scores(preds, gts, spacing, hd95_pooling)
+    return figures_from_slice_scores(slice_scores(preds, gts, spacing, hd95_pooling), patient_ids, hd95_pooling)
+
+
+def figures_from_slice_scores(s: SliceScores, patient_ids: Sequence[str], hd95_pooling: str | None = "pooled"
+                              ) -> dict[str, Any]:
+    """:func:`segmentation_figures` from per-slice figures already computed (:func:`slice_scores`): the one
+    home of that arithmetic, so slices scored a patient at a time (the streaming pipeline's
+    :class:`classseg.evaluation.scores.ScoreAccumulator`) give the very numbers of scoring them at once."""
     volumes = volume_dice(s, patient_ids)
     ids = np.asarray(patient_ids, dtype=object)
     detected = s.tumor & s.predicted

@@ -360,8 +360,12 @@ def _variants(acc: _Collected, threshold: float) -> dict[str, Any]:
     """:func:`evaluate_variants` from the per-slice numbers accumulated patient by patient."""
     gated = acc.gated.scores(threshold)
     segment_all = acc.segment_all.scores()
-    tumor = acc.gated.slice_scores().tumor
-    passed = acc.gated.gate_verdicts
+    return _gating_report(acc.gated.slice_scores().tumor, acc.gated.gate_verdicts, gated, segment_all,
+                          len(acc.segment_all))
+
+
+def _gating_report(tumor: np.ndarray, passed: np.ndarray, gated: Any, segment_all: Any, n_all: int) -> dict[str, Any]:
+    """The ``gated`` / ``segment_all`` Scores and the gating effect (slices the gate stopped, masks it spared)."""
     effect = {
         "tumor_slices": int(tumor.sum()),
         "non_tumor_slices": int((~tumor).sum()),
@@ -369,7 +373,7 @@ def _variants(acc: _Collected, threshold: float) -> dict[str, Any]:
         "non_tumor_slices_with_mask_gated": gated.false_positive_slices,
         "non_tumor_slices_with_mask_segment_all": segment_all.false_positive_slices,
         "segmenter_calls_gated": int(passed.sum()),
-        "segmenter_calls_segment_all": len(acc.segment_all),
+        "segmenter_calls_segment_all": n_all,
     }
     return {"gated": gated.to_dict(), "segment_all": segment_all.to_dict(), "gating_effect": effect}
 
@@ -384,17 +388,7 @@ def evaluate_variants(truths: Sequence[np.ndarray], delivered: Sequence[np.ndarr
     passed = np.asarray(passed, bool)
     gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed)
     segment_all = score_slices(truths, all_masks, patients)
-    tumor = np.array([t.any() for t in truths], bool)
-    effect = {
-        "tumor_slices": int(tumor.sum()),
-        "non_tumor_slices": int((~tumor).sum()),
-        "tumor_slices_stopped_by_gate": int((tumor & ~passed).sum()),
-        "non_tumor_slices_with_mask_gated": gated.false_positive_slices,
-        "non_tumor_slices_with_mask_segment_all": segment_all.false_positive_slices,
-        "segmenter_calls_gated": int(passed.sum()),
-        "segmenter_calls_segment_all": len(all_masks),
-    }
-    return {"gated": gated.to_dict(), "segment_all": segment_all.to_dict(), "gating_effect": effect}
+    return _gating_report(np.array([t.any() for t in truths], bool), passed, gated, segment_all, len(all_masks))
 
 
 def _open_rows(out: Path) -> tuple[IO, Path]:
