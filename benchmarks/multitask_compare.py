@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         train_arms(config, args.data, args.splits or None, args.out, log=lambda s: print(s, flush=True))
     runs = [str(r) for r in comparison_runs(config, args.out)]
     code = cli(["compare", *runs, "--out", str(Path(args.docs).parent), "--name", Path(args.docs).name,
-                "--aggregate", "--caption", caption(config, args.splits), "--columns", COLUMNS])
+                "--aggregate", "--overwrite", "--caption", caption(config, args.splits), "--columns", COLUMNS])
     import pandas as pd
 
     from classseg.plotting import plot_mean_std

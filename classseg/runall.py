@@ -551,7 +551,8 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
         predictions = folder / "predictions"
         if predictions.exists():  # left by an interrupted attempt (this stage has no marker): start afresh
             shutil.rmtree(predictions)
-        test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients")
+        test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients",
+                                 overwrite=True)  # its own folder of links, remade on a resume
         args = build_parser().parse_args(["--test-dir", str(test_dir),
                                           "--classifier", str(gate_path),
                                           "--segmenter", str(out / "phase2" / "segmenter.keras"),

@@ -307,3 +307,30 @@ def test_patients_are_identified_by_their_path_relative_to_the_data_folder(tmp_p
     assert "relative to the data folder" in info["grouping"]["rule"]
     splits = split_patients(df, fractions=(0.5, 0.5, 0.0), seed=0)
     assert set(splits["patient_id"]) == set(df["patient_id"])  # two patients, never merged
+
+
+def test_data_link_refuses_a_used_folder_and_overwrites_only_links(tmp_path: Path) -> None:
+    """Issue 20: `data link` never mixes two splits' links silently and never removes anything but links;
+    nested patient ids (a path relative to the data folder) get nested links."""
+    from classseg.cli import main
+
+    data = tmp_path / "data"
+    for pid in ("A", "B"):
+        write_patient(data, pid)
+    write_patient(data / "C", "flair")  # patient id "C/flair"
+    splits = tmp_path / "s.csv"
+    pd.DataFrame({"patient_id": ["A", "B", "C/flair"], "split": ["train", "test", "test"]}).to_csv(splits, index=False)
+    out = tmp_path / "links"
+    assert main(["data", "link", str(data), "--splits", str(splits), "--split", "test", "--out", str(out)]) == 0
+    assert (out / "B").is_symlink() and (out / "C" / "flair").is_symlink() and not (out / "A").exists()
+    with pytest.raises(SystemExit, match="not empty; pass --overwrite"):
+        main(["data", "link", str(data), "--splits", str(splits), "--split", "train", "--out", str(out)])
+    assert main(["data", "link", str(data), "--splits", str(splits), "--split", "train", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert (out / "A").is_symlink() and not (out / "B").exists() and not (out / "C" / "flair").exists()
+    assert (data / "B").is_dir()  # the linked folders themselves are untouched
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not links"):
+        main(["data", "link", str(data), "--splits", str(splits), "--split", "test", "--out", str(out),
+              "--overwrite"])
+    assert (out / "notes.txt").read_text() == "mine"

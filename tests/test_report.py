@@ -119,3 +119,16 @@ def test_captions_come_from_the_run_and_the_joint_roc_from_its_predictions(run: 
     assert {p.name for p in written["figures"]} >= {"roc_curves.png", "roc_curves.pdf"}  # drawn from the npz alone
     readme = (tmp_path / "report" / "README.md").read_text()
     assert readme.startswith("# classseg report") and "Every test patient's own volume Dice" in readme
+
+
+def test_report_command_never_replaces_a_report_without_overwrite(run: Path, tmp_path: Path) -> None:
+    from classseg.cli import main
+
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    (out / "README.md").write_text("kept")
+    with pytest.raises(SystemExit, match="classseg report: .*--overwrite"):
+        main(["report", str(run), "--out", str(out)])
+    assert (out / "README.md").read_text() == "kept"
+    assert main(["report", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "README.md").read_text() != "kept"

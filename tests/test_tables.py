@@ -213,3 +213,17 @@ def test_compare_aggregate_keeps_the_per_seed_rows(tmp_path, capsys):
     assert mean["missed_tumor_slices"] == pytest.approx(26.3333333)
     assert "mt_per_seed.csv" in (tmp_path / "docs" / "mt.md").read_text()
     assert "mt_per_seed.csv" in capsys.readouterr().out
+
+
+def test_compare_never_replaces_an_earlier_table_without_overwrite(runs, tmp_path):
+    out = tmp_path / "cmp"
+    args = argparse.Namespace(run_dirs=[str(r) for r in runs], out=str(out), caption="Comparison", digits=3)
+    assert compare_cmd.run(args) == 0
+    before = (out / "comparison.md").read_text()
+    (out / "comparison.md").write_text("kept")
+    with pytest.raises(SystemExit, match="already holds a finished run .*comparison.md.*--overwrite"):
+        compare_cmd.run(args)
+    assert (out / "comparison.md").read_text() == "kept"  # untouched
+    assert compare_cmd.run(argparse.Namespace(**vars(args), name="other")) == 0  # another --name is fine
+    assert compare_cmd.run(argparse.Namespace(**vars(args), overwrite=True)) == 0
+    assert (out / "comparison.md").read_text() == before

@@ -23,19 +23,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="one row per configuration (same model, kind, weights, size, epochs, split): "
                              "mean ± std over its runs (seeds), with n_runs; the per-run rows behind every "
                              "mean are kept in DIR/<name>_per_seed.csv")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier table of the same --name in --out")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the table, write the three files and print the Markdown."""
+    from classseg.guards import OutputError, check_output_folder
     from classseg.tables import aggregate_seeds, compare_runs, comparison_notes, write_per_run_rows, write_table
 
+    name = getattr(args, "name", "comparison")
+    try:  # never replace an earlier table silently
+        check_output_folder(args.out, [f"{name}{ext}" for ext in (".md", ".tex", ".csv", "_per_seed.csv")],
+                            overwrite=getattr(args, "overwrite", False))
+    except OutputError as err:
+        raise SystemExit(f"classseg compare: {err}") from None
     try:
         df = compare_runs(args.run_dirs)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg compare: {err}") from None
     notes = comparison_notes(df)
-    name = getattr(args, "name", "comparison")
     per_seed = None
     if getattr(args, "aggregate", False):
         per_seed = write_per_run_rows(df, Path(args.out) / f"{name}_per_seed.csv")  # what every mean is made of

@@ -35,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     link.add_argument("data_dir", help="kaggle_3m-style folder (one folder per patient)")
     link.add_argument("--splits", required=True, help="patient_id,split CSV")
     link.add_argument("--out", required=True, help="folder to create (symbolic links to patient folders)")
+    link.add_argument("--overwrite", action="store_true", help="replace the links of an existing --out")
     link.add_argument("--split", default="train,val,test",
                       help="comma-separated splits to link (default: train,val,test)")
     link.set_defaults(func=run_link)
@@ -116,10 +117,13 @@ def run_link(args: argparse.Namespace) -> int:
         raise SystemExit(f"classseg data link: {err}") from None
     wanted = [s.strip() for s in args.split.split(",") if s.strip()]
     folders = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
-    listed = set(splits.loc[splits["split"].isin(wanted), "patient_id"])
-    left_out = [f for f in folders if f not in listed]
-    absent = sorted(listed - set(folders))
-    out = link_patients(data_dir, splits, wanted, Path(args.out))
+    listed = set(splits.loc[splits["split"].isin(wanted), "patient_id"].astype(str))
+    left_out = [f for f in folders if f not in {pid.split("/")[0] for pid in listed}]
+    absent = sorted(pid for pid in listed if not (data_dir / pid).is_dir())
+    try:
+        out = link_patients(data_dir, splits, wanted, Path(args.out), overwrite=getattr(args, "overwrite", False))
+    except (FileExistsError, OSError) as err:
+        raise SystemExit(f"classseg data link: {err}") from None
     print(f"linked {len(listed) - len(absent)} patient folder(s) of {', '.join(wanted)} into {out}; "
           f"{len(left_out)} patient folder(s) of {data_dir} not listed there were left out"
           + (f"; {len(absent)} listed patient(s) have no folder: {', '.join(absent[:3])}" if absent else ""))

@@ -165,14 +165,34 @@ def split_table(df: pd.DataFrame) -> pd.DataFrame:
     return df[["patient_id", "split"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
 
 
-def link_patients(data_dir: Path, splits: pd.DataFrame, split: str | Sequence[str], dest: Path) -> Path:
+def link_patients(data_dir: Path, splits: pd.DataFrame, split: str | Sequence[str], dest: Path,
+                  overwrite: bool = False) -> Path:
     """A folder of symbolic links to the patient folders of one split, or of several (read-only use:
-    the pipeline walks it; training on it keeps exactly the split file's patients)."""
+    the pipeline walks it; training on it keeps exactly the split file's patients).
+
+    Patient ids are paths relative to ``data_dir`` (``case/flair`` links ``dest/case/flair``). A ``dest``
+    that already holds anything is refused (``FileExistsError``) unless ``overwrite``; then only its
+    symbolic links are replaced, and a ``dest`` holding real files or folders is still refused, so
+    nothing but links is ever removed."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} exists and is not a folder")
+    entries = list(dest.rglob("*")) if dest.is_dir() else []
+    links = [e for e in entries if e.is_symlink()]
+    real = [e for e in entries if not e.is_symlink() and not e.is_dir()
+            and not any(parent in links for parent in e.parents)]
+    if entries and not overwrite:
+        raise FileExistsError(f"{dest} is not empty; pass --overwrite to replace its links, or choose another --out")
+    if real:
+        raise FileExistsError(f"{dest} holds files that are not links (e.g. {real[0]}); refusing to touch it")
+    for link in links:
+        link.unlink()
     wanted = [split] if isinstance(split, str) else list(split)
     dest.mkdir(parents=True, exist_ok=True)
     for patient in splits.loc[splits["split"].isin(wanted), "patient_id"]:
         source = (Path(data_dir) / patient).resolve()
         link = dest / patient
         if source.is_dir() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(source, target_is_directory=True)
     return dest

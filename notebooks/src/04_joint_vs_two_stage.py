@@ -128,7 +128,7 @@ RUNS = comparison_runs(config, OUT / "arms")  # single-task, two-stage (formed f
 # The table: `classseg compare --aggregate` (mean ± std over seeds), Markdown + LaTeX + CSV
 from classseg.cli import main as classseg_cli
 
-assert classseg_cli(["compare", *map(str, RUNS), "--out", str(OUT), "--name", "multitask", "--aggregate",
+assert classseg_cli(["compare", *map(str, RUNS), "--out", str(OUT), "--name", "multitask", "--aggregate", "--overwrite",
                      "--caption", caption(config, SPLITS)]) == 0
 table = pd.read_csv(OUT / "multitask.csv")
 COLUMNS = ["model", "n_runs", "accuracy", "sensitivity", "specificity", "gate_auc", "auc", "dice_tumor_slices",
