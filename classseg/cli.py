@@ -23,6 +23,13 @@ COMMANDS = (
 )
 
 
+#: Commands whose ``--out`` is a folder they write for a long time: locked while they run
+#: (:class:`classseg.atomic.OutputLock`), so a second command into the same folder is refused in one line.
+#: (The pipeline and ``evaluate`` lock their own ``--out``; ``data split`` and ``export`` write one file atomically.)
+LOCKED_COMMANDS = ("train-classifiers", "train-segmenter", "train-gate", "train-joint", "run-all", "compare",
+                   "report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
     from classseg import __version__
@@ -51,6 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prog = " ".join(["classseg", args.command, *([args.data_command] if getattr(args, "data_command", None) else [])])
     try:
+        out = getattr(args, "out", None)
+        if args.command in LOCKED_COMMANDS and out:
+            from classseg.atomic import OutputLock, OutputLockError
+
+            try:
+                lock = OutputLock(out, prog)
+                lock.acquire()
+            except OutputLockError as err:
+                print(f"{prog}: {err}", file=sys.stderr)
+                return 1
+            try:
+                return int(args.func(args) or 0)
+            finally:
+                lock.release()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (Ctrl-C); files already written are complete (each is written atomically)",

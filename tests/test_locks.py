@@ -145,3 +145,25 @@ def test_pipeline_overwrite_rules(tmp_path: Path, capsys) -> None:
     assert "--overwrite" not in str(info.value.code)
     with pytest.raises(SystemExit, match="already exists and is not a folder"):
         main([*argv, "--out", str(other / "thesis.tex")])
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-segmenter", "DATA", "--epochs", "1", "--img-size", "32"],
+    ["train-gate", "DATA", "--epochs", "1", "--img-size", "32"],
+    ["train-joint", "DATA", "--architecture", "resunet", "--weights", "none", "--epochs", "1", "--img-size", "32"],
+    ["run-all", "DATA", "--profile", "quick"],
+    ["compare", "RUN"],
+])
+def test_a_second_writer_of_a_training_or_table_folder_is_refused(tmp_path: Path, argv: list[str],
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Issue 20: training commands, run-all and compare hold a lock on --out while they write it."""
+    from classseg.atomic import OutputLock
+    from classseg.cli import main
+
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "data") if a == "DATA" else str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    with OutputLock(out, "the first run"):
+        assert main([*argv, "--out", str(out)]) == 1
+        assert "is being written by the first run" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".classseg-lock"]  # nothing written beside it
+    assert not out.exists()  # the first run's lock made it and took it away again
