@@ -98,14 +98,20 @@ class ModelCard:
         return config if config.min_fraction > 0 else None
 
     def postprocess_config(self) -> Any:
-        """The card's :class:`PostprocessConfig` (threshold = the card's), or None."""
+        """The card's :class:`PostprocessConfig`, or None.
+
+        The mask threshold is ``postprocess["threshold"]`` where the card records one, else the card's
+        ``threshold``. A joint model's card holds two: ``threshold`` is its class (gate) threshold and
+        ``postprocess.threshold`` the mask threshold its figures were scored with (issue 19: the class
+        threshold used to replace the mask threshold, so ``--joint`` drew other masks than the run scored)."""
         from classseg.postprocess import PostprocessConfig
 
         if self.postprocess is None:
             return None
         known = {f.name for f in fields(PostprocessConfig)}
+        mask_threshold = self.postprocess.get("threshold", self.threshold)
         return PostprocessConfig(**{k: v for k, v in self.postprocess.items() if k in known and k != "threshold"},
-                                 threshold=float(self.threshold))
+                                 threshold=float(mask_threshold))
 
 
 def _is_number(value: Any) -> bool:

@@ -153,3 +153,13 @@ def test_robustness_scores_of_a_gain_invariant_and_a_raw_model() -> None:
     assert raw["dark_0.35"]["dice_per_patient"] == pytest.approx(0.0)  # 180 * 0.35 = 63 < 120: tumor missed
     assert rel["dark_0.35"]["dice_per_patient"] == pytest.approx(1.0)
     assert rel["bright_2.0"]["dice_per_patient"] == pytest.approx(1.0)
+
+
+def test_a_joint_cards_class_threshold_never_replaces_its_mask_threshold() -> None:
+    """Issue 19: joint.card.json holds the class threshold chosen on val (0.3) and the mask threshold its run
+    was scored with (0.5); the pipeline must post-process the masks at 0.5."""
+    card = ModelCard(role="joint", img_size=32, threshold=0.3, gate_rule="gate",
+                     postprocess={"threshold": 0.5, "closing": True, "min_component_px": 0})
+    assert card.postprocess_config().threshold == 0.5
+    old = ModelCard(role="segmenter", img_size=32, threshold=0.4, postprocess={"closing": False})
+    assert old.postprocess_config().threshold == 0.4  # a card without a mask threshold: the card's
