@@ -165,7 +165,8 @@ def test_compare_cli(runs, tmp_path, capsys):
     assert "| mobilenetv2 | classifier | none | 128 | 5 | 0 | 0.900 ± 0.020 |" in capsys.readouterr().out
     assert len(pd.read_csv(out / "comparison.csv")) == 7  # the joint run adds its mask-head-alone row
     with pytest.raises(SystemExit, match="classseg compare: run folder not found"):
-        compare_cmd.run(argparse.Namespace(**{**vars(args), "run_dirs": [str(tmp_path / "nope")]}))
+        compare_cmd.run(argparse.Namespace(**{**vars(args), "run_dirs": [str(tmp_path / "nope")],
+                                              "out": str(tmp_path / "cmp2")}))
 
 
 def _seed_run(folder, seed, missed, accuracy):
