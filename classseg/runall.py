@@ -326,14 +326,16 @@ def _stage(out: Path, name: str, settings: dict[str, Any], work: Callable[[Path]
 
 
 def score_start_model(model_path: str | Path, data_dir: Path, split_file: Path, out_json: Path) -> dict[str, Any]:
-    """Test :class:`~classseg.evaluation.Scores` of a segmenter as it was before fine-tuning (its own card's
-    input, threshold and post-processing), written to ``out_json``: the baseline a quick run improves on."""
+    """Test :class:`~classseg.evaluation.Scores` of a segmenter as it was before fine-tuning, delivered as its
+    own card says (input, flips, threshold, post-processing, per-patient 3D filter: what the pipeline gives),
+    written to ``out_json``: the baseline a quick run improves on."""
     from dataclasses import replace as dc_replace
 
     from classseg import data as cdata
     from classseg.evaluation.scores import read_truths
     from classseg.modelcard import read_card
     from classseg.models.loading import load_model
+    from classseg.models.tta import tta_predict
     from classseg.postprocess import PostprocessConfig
     from classseg.training.segmenter import SegmenterConfig, evaluate_segmenter, model_inputs, predict_masks
 
@@ -342,10 +344,14 @@ def score_start_model(model_path: str | Path, data_dir: Path, split_file: Path, 
     pp = (card.postprocess_config() if card else None) or PostprocessConfig()
     frame = cdata.resolve_splits(cdata.discover(data_dir), split_file)
     test = cdata.load_arrays(frame[frame["split"] == "test"].reset_index(drop=True), size, progress=False)
-    probs = predict_masks(load_model(model_path), model_inputs(test, card.normalization if card else "raw"))
+    model = load_model(model_path)
+    probs = tta_predict(lambda b: predict_masks(model, b), model_inputs(test, card.normalization if card else "raw"),
+                        card.tta if card else "none")  # delivered as the pipeline does: flips, 2D, 3D filter
     config = dc_replace(SegmenterConfig(), threshold=pp.threshold, postprocess=pp)
     scores = evaluate_segmenter(probs, test.masks, test.frame["patient_id"].to_numpy(), config,
-                                truths=read_truths(test.frame["mask_path"]))
+                                truths=read_truths(test.frame["mask_path"]),
+                                config_3d=card.postprocess_3d_config() if card else None,
+                                order=test.frame["slice"].to_numpy())
     write_json(out_json, {"model": str(model_path), "what": "the starting model before fine-tuning, test split",
                           **scores})
     return scores
