@@ -417,76 +417,14 @@ def joint_config(profile: RunAllProfile) -> Any:
 def train_phase1(config: Any, data_dir: str | Path, split_file: str | Path, out_dir: str | Path,
                  normalizations: dict[str, str], strategy: Any = None) -> Any:
     """Phase 1 (:func:`classseg.training.classifiers.train_classifiers`), each backbone fed the input its
-    weights expect (``normalizations``, :func:`backbone_normalizations`).
-
-    All ``raw``: ``train_classifiers`` itself. Otherwise the same stages with each backbone's slices passed
-    through :func:`classseg.data.standardize.prepare_input` (per patient) first, and a model card beside each
-    ``classifier.keras`` stating its ``normalization``, so that phase 3's pipeline feeds the gate the same
-    way. Writes the same files (``results.csv`` / ``.md`` / ``.json``, ``splits.csv``, ``manifest.json``)."""
+    weights expect (``normalizations``, :func:`backbone_normalizations`; a card beside each non-raw
+    ``classifier.keras`` tells phase 3's pipeline the same)."""
     from dataclasses import replace as dc_replace
 
-    import pandas as pd
-    import tensorflow as tf
+    from classseg.training.classifiers import train_classifiers
 
-    from classseg import data as cdata
-    from classseg.atomic import atomic_to_csv, atomic_write_text
-    from classseg.data.skipped import skipped_files
-    from classseg.data.standardize import prepare_input
-    from classseg.evaluation.classification import classification_metrics, threshold_for_sensitivity
-    from classseg.modelcard import ModelCard, write_card
-    from classseg.models.backbones import get_spec
-    from classseg.seeding import set_seed
-    from classseg.tables import to_markdown
-    from classseg.training import classifiers as cl
-
-    if all(n == "raw" for n in normalizations.values()):
-        return cl.train_classifiers(config, data_dir, split_file, out_dir, strategy=strategy)
-    names = [get_spec(name).name for name in config.backbones]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    strategy = strategy or tf.distribute.get_strategy()
-    set_seed(config.seed)
-    df = cdata.resolve_splits(cdata.discover(data_dir, require_masks=True), split_file, seed=config.seed)
-    splits_file = cdata.save_splits(df[["patient_id", "split"]].drop_duplicates().reset_index(drop=True),
-                                    out / "splits.csv")
-    parts = cl._split_parts(cdata.load_arrays(df, config.img_size, progress=config.progress))
-    write_manifest(out, command="train-classifiers (run-all, inputs as each backbone's card says)",
-                   config=asdict(config), input_normalization=normalizations, data_dir=str(data_dir),
-                   splits_file=str(splits_file), splits_source=str(split_file), seed=config.seed,
-                   weights=config.weights, img_size=config.img_size, epochs=config.epochs,
-                   slices={s: len(p) for s, p in parts.items()},
-                   tumor_slices={s: int(p.labels.sum()) for s, p in parts.items()},
-                   strategy=type(strategy).__name__, skipped=skipped_files(df))
-    summaries = {}
-    for name in names:
-        norm = normalizations.get(name, "raw")
-        fed = parts if norm == "raw" else {
-            s: dc_replace(p, images=prepare_input(p.images, norm, p.frame["patient_id"].to_numpy()))
-            for s, p in parts.items()}
-        summaries[name] = cl.train_backbone(name, config, fed, out / name, strategy)
-        write_card(out / name / "classifier.keras", ModelCard(
-            role="classifier", img_size=config.img_size, normalization=norm,
-            provenance={"split_file": str(split_file), "backbone": name, "weights": str(config.weights)}))
-    results = pd.DataFrame([s["row"] for s in summaries.values()])
-    results["input_normalization"] = [normalizations.get(name, "raw") for name in summaries]
-    gate_name = max(summaries, key=lambda k: cl._rank_key(summaries[k]["val_mean"]))
-    gate_val = summaries[gate_name]
-    threshold = threshold_for_sensitivity(parts["val"].labels, gate_val["val_prob"], config.target_sensitivity)
-    gate = {"backbone": gate_name, "model": f"{gate_name}/classifier.keras",
-            "selected_on": "validation split: highest val AUC, then val accuracy (test never used)",
-            "val_auc": gate_val["val_mean"]["auc"], "val_accuracy": gate_val["val_mean"]["accuracy"],
-            "target_sensitivity": config.target_sensitivity, "threshold": threshold,
-            "val_at_threshold": classification_metrics(parts["val"].labels, gate_val["val_prob"], threshold)}
-    atomic_to_csv(results, out / "results.csv", index=False)
-    label = (f"weights={config.weights or 'none'}, {config.img_size}px, head={config.head}, inputs "
-             f"{normalizations}, epochs<={config.epochs} (early stopping, patience {config.patience}), "
-             f"repeats={config.repeats}, seed={config.seed}; test split: {len(parts['test'])} slices")
-    atomic_write_text(out / "results.md", f"# Phase 1: frozen-backbone classifiers\n\n{label}\n\n"
-                      + to_markdown(results, digits=4) + f"\nGate (chosen on validation): **{gate_name}**, "
-                      f"threshold {threshold:.4f} for sensitivity >= {config.target_sensitivity} on val.\n")
-    write_json(out / "results.json", {"config": asdict(config), "input_normalization": normalizations,
-                                      "results": results.to_dict(orient="records"), "gate": gate})
-    return results
+    return train_classifiers(dc_replace(config, input_normalization=dict(normalizations)), data_dir, split_file,
+                             out_dir, strategy=strategy)
 
 
 def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,

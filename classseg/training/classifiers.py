@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -30,12 +30,14 @@ from classseg.data import SliceArrays, discover, load_arrays, resolve_splits, sa
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
 from classseg.data.skipped import skipped_files
+from classseg.data.standardize import prepare_input
 from classseg.evaluation.classification import (
     classification_metrics,
     threshold_for_sensitivity,
 )
 from classseg.jsonio import write_json
 from classseg.manifest import write_manifest
+from classseg.modelcard import ModelCard, write_card
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
 from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
@@ -72,6 +74,9 @@ class ClassifierConfig:
     target_sensitivity: float = 0.95
     infer_batch: int = 16
     progress: bool = True
+    # backbone -> the input its weights expect (classseg.data.standardize NORMALIZATIONS); absent = "raw".
+    # An in-domain backbone cut from a model with a per-patient card is fed like that model (run-all).
+    input_normalization: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # "none" from a CLI, notebook or JSON means random initialisation, exactly like None.
@@ -394,10 +399,20 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
                    strategy=type(strategy).__name__, skipped=skipped_files(df))
 
     summaries = {}
-    for name in config.backbones:
-        key = get_spec(name).name
-        summaries[key] = train_backbone(key, config, parts, out / key, strategy)
+    norms = {get_spec(name).name: config.input_normalization.get(name, "raw") for name in config.backbones}
+    for key, norm in norms.items():
+        fed = parts if norm == "raw" else {  # each patient normalised as the backbone's source model expects
+            split: replace(p, images=prepare_input(p.images, norm, p.frame["patient_id"].to_numpy()))
+            for split, p in parts.items()}
+        summaries[key] = train_backbone(key, config, fed, out / key, strategy)
+        if norm != "raw":  # phase 3's pipeline reads how to feed the gate from its card
+            write_card(out / key / "classifier.keras", ModelCard(
+                role="classifier", img_size=config.img_size, normalization=norm,
+                provenance={"split_file": str(splits_path), "backbone": key, "weights": str(config.weights)}))
     results = pd.DataFrame([s["row"] for s in summaries.values()])
+    per_patient_inputs = any(n != "raw" for n in norms.values())
+    if per_patient_inputs:
+        results["input_normalization"] = list(norms.values())
 
     gate_name = max(summaries, key=lambda k: _rank_key(summaries[k]["val_mean"]))
     gate_val = summaries[gate_name]
@@ -412,7 +427,8 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
         "val_at_threshold": classification_metrics(parts["val"].labels, gate_val["val_prob"], threshold),
     }
     atomic_to_csv(results, out / "results.csv", index=False)
-    label = (f"weights={config.weights or 'none'}, {config.img_size}px, head={config.head}, "
+    inputs = f"inputs {norms}, " if per_patient_inputs else ""
+    label = (f"weights={config.weights or 'none'}, {config.img_size}px, head={config.head}, {inputs}"
              f"epochs<={config.epochs} (early stopping, patience {config.patience}), repeats={config.repeats}, "
              f"seed={config.seed}; test split: {len(parts['test'])} slices")
     atomic_write_text(
