@@ -333,24 +333,13 @@ def score_start_model(model_path: str | Path, data_dir: Path, split_file: Path, 
 
     from classseg import data as cdata
     from classseg.evaluation.scores import read_truths
-    from classseg.modelcard import read_card
-    from classseg.models.loading import load_model
-    from classseg.models.tta import tta_predict
-    from classseg.postprocess import PostprocessConfig
-    from classseg.training.segmenter import SegmenterConfig, evaluate_segmenter, model_inputs, predict_masks
+    from classseg.training.segmenter import SegmenterConfig, evaluate_segmenter, predict_with_card
 
-    card = read_card(model_path)
-    size = card.img_size if card else 128
-    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
     frame = cdata.resolve_splits(cdata.discover(data_dir), split_file)
-    test = cdata.load_arrays(frame[frame["split"] == "test"].reset_index(drop=True), size, progress=False)
-    model = load_model(model_path)
-    probs = tta_predict(lambda b: predict_masks(model, b), model_inputs(test, card.normalization if card else "raw"),
-                        card.tta if card else "none")  # delivered as the pipeline does: flips, 2D, 3D filter
+    test, probs, pp, pp3d = predict_with_card(model_path, frame[frame["split"] == "test"].reset_index(drop=True))
     config = dc_replace(SegmenterConfig(), threshold=pp.threshold, postprocess=pp)
     scores = evaluate_segmenter(probs, test.masks, test.frame["patient_id"].to_numpy(), config,
-                                truths=read_truths(test.frame["mask_path"]),
-                                config_3d=card.postprocess_3d_config() if card else None,
+                                truths=read_truths(test.frame["mask_path"]), config_3d=pp3d,
                                 order=test.frame["slice"].to_numpy())
     write_json(out_json, {"model": str(model_path), "what": "the starting model before fine-tuning, test split",
                           **scores})

@@ -49,26 +49,14 @@ def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, ba
     """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's delivered mask at the
     slice's original size, fed, flipped (``tta``) and post-processed (2D, then the per-patient 3D filter)
     exactly as its model card says and as the pipeline does (:func:`classseg.evaluation.delivered.deliver_masks`)."""
-    import keras
-
-    from classseg import data as cdata
     from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
-    from classseg.modelcard import read_card
-    from classseg.models.tta import tta_predict
-    from classseg.postprocess import PostprocessConfig
-    from classseg.training.segmenter import model_inputs, predict_masks
+    from classseg.training.segmenter import predict_with_card
 
-    card = read_card(segmenter_path)
-    model = keras.models.load_model(segmenter_path, compile=False)
-    size = card.img_size if card else int(model.input_shape[1])
-    arrays = cdata.load_arrays(frame, size, progress=progress)
-    x = model_inputs(arrays, card.normalization if card else "raw")
-    probs = tta_predict(lambda b: predict_masks(model, b, batch_size), x, card.tta if card else "none")
+    arrays, probs, pp, pp3d = predict_with_card(segmenter_path, frame, batch_size, progress)
     shapes = [t.shape for t in read_truths(arrays.frame["mask_path"])]
-    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
-    masks, _ = deliver_masks(probs, shapes, pp, card.postprocess_3d_config() if card else None,
-                             arrays.frame["patient_id"].to_numpy(), arrays.frame["slice"].to_numpy())
+    masks, _ = deliver_masks(probs, shapes, pp, pp3d, arrays.frame["patient_id"].to_numpy(),
+                             arrays.frame["slice"].to_numpy())
     areas = np.array([int(m.sum()) for m in masks])
     return areas > 0, areas
 

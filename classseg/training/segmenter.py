@@ -132,6 +132,30 @@ def model_inputs(arrays: Any, normalization: str) -> np.ndarray:
     return prepare_input(arrays.images, normalization, arrays.frame["patient_id"].to_numpy())
 
 
+def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
+                      progress: bool = False) -> tuple[Any, np.ndarray, PostprocessConfig, Any]:
+    """A saved segmenter on the slices of ``frame`` as its model card says (what the pipeline does).
+
+    Returns the :class:`classseg.data.SliceArrays` at the card's size, the mask probabilities (inputs
+    normalised per patient and averaged over the card's flips) and the card's delivery: 2D
+    :class:`PostprocessConfig` and per-patient 3D filter (or None), for
+    :func:`classseg.evaluation.delivered.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
+    pixels at the model's input size, default post-processing."""
+    from classseg import data as cdata
+    from classseg.modelcard import read_card
+    from classseg.models.loading import load_model
+    from classseg.models.tta import tta_predict
+
+    card = read_card(model_path)
+    model = load_model(model_path)
+    size = card.img_size if card else int(model.input_shape[1])
+    arrays = cdata.load_arrays(frame, size, progress=progress)
+    x = model_inputs(arrays, card.normalization if card else "raw")
+    probs = tta_predict(lambda b: predict_masks(model, b, batch_size), x, card.tta if card else "none")
+    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
+    return arrays, probs, pp, card.postprocess_3d_config() if card else None
+
+
 def _select(frame: pd.DataFrame, split: str, tumor_only: bool) -> pd.DataFrame:
     rows = frame[frame["split"] == split]
     if tumor_only:
@@ -174,7 +198,7 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
     Returns ``tta``, ``postprocess``, ``postprocess_3d``, ``selection`` (the scored grid or None),
     ``val`` and ``test`` :class:`classseg.evaluation.Scores` dicts (delivered masks at the original
     size, ``threshold_only`` inside), ``val_robustness`` (:func:`classseg.evaluation.robustness.robustness_scores`)
-    and the probabilities ``val_probs`` / ``test_probs``. Used by training and ``benchmarks/recipe_rows.py``.
+    and the probabilities ``val_probs`` / ``test_probs``. Used by training and ``benchmarks/robust_rows.py``.
     """
     from classseg.data.standardize import prepare_input
     from classseg.evaluation.robustness import robustness_scores
