@@ -56,6 +56,18 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MB blocks: the one hash of model, split and weights files
+    (model cards, run identity, run-all stage settings, the shipped manifest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_target(path: Path) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; expected a file name", str(path))

@@ -186,20 +186,14 @@ def card_path(model_path: str | Path) -> Path:
 def model_sha256(model_path: str | Path) -> str:
     """SHA-256 (hex) of a model file; for a folder (a SavedModel), of its files: the SHA-256 of the lines
     ``<relative posix path> <file sha256>``, sorted by path, each ending in a newline."""
+    from classseg.atomic import sha256_file
+
     path = Path(model_path)
-
-    def of_file(p: Path) -> str:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
     if path.is_dir():
-        lines = "".join(f"{p.relative_to(path).as_posix()} {of_file(p)}\n"
+        lines = "".join(f"{p.relative_to(path).as_posix()} {sha256_file(p)}\n"
                         for p in sorted(path.rglob("*")) if p.is_file())
         return hashlib.sha256(lines.encode()).hexdigest()
-    return of_file(path)
+    return sha256_file(path)
 
 
 def write_card(model_path: str | Path, card: ModelCard) -> Path:

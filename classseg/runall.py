@@ -15,7 +15,6 @@ chose on is refused with one line naming them (issue 18).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import shutil
@@ -26,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from classseg.atomic import sha256_file
 from classseg.data.splits import link_patients
 from classseg.jsonio import read_json, write_json
 from classseg.manifest import write_manifest
@@ -195,10 +195,6 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 
 
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _plain(value: Any) -> Any:
     """JSON round trip (tuples -> lists) so settings compare equal to what a marker recorded."""
     return json.loads(json.dumps(value, default=str))
@@ -209,13 +205,13 @@ def stage_settings(profile: RunAllProfile, data_dir: str | Path,
     """The settings each stage's results depend on (recorded in its ``stage.json`` and compared on reuse)."""
     common = {"data_dir": str(Path(data_dir).resolve()), "seed": profile.seed}
     init = resolve_model(profile.init)
-    init_sha = {"init_sha256": _sha256(init)[:16]} if init and Path(init).is_file() else {}
+    init_sha = {"init_sha256": sha256_file(init)[:16]} if init and Path(init).is_file() else {}
     weights_sha = {}
     if profile.weights == SHIPPED:  # the in-domain backbones' files: a replaced shipped model redoes phase 1
         from classseg.paths import default_models_dir
 
         shipped = sorted(default_models_dir().glob("*.keras"))
-        weights_sha = {"weights_sha256": {f.name: _sha256(f)[:16] for f in shipped}}
+        weights_sha = {"weights_sha256": {f.name: sha256_file(f)[:16] for f in shipped}}
     extra = {"extra": profile.extra} if profile.extra else {}
     # the input each starting model expects (its card): a retrained shipped model with another one redoes the stage
     in_domain = profile.weights == SHIPPED or str(profile.weights or "").endswith(".keras")
@@ -223,7 +219,7 @@ def stage_settings(profile: RunAllProfile, data_dir: str | Path,
     init_input = {"init_normalization": start_normalization(init)} if init else {}
     split = {**common, "fractions": profile.fractions,
              "splits_path": str(Path(splits_path).resolve()) if splits_path else None,
-             "splits_sha256": _sha256(splits_path) if splits_path and Path(splits_path).is_file() else None}
+             "splits_sha256": sha256_file(splits_path) if splits_path and Path(splits_path).is_file() else None}
     settings = {
         "split": split,
         "phase1": {**common, "weights": profile.weights, **weights_sha, "repeats": profile.repeats,

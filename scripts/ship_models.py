@@ -18,9 +18,9 @@ hashes it recorded are those of the shipped files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
+from classseg.atomic import sha256_file
 from classseg.evaluation.scores import NUMERIC_FIELDS
 from classseg.modelcard import read_card, write_card
 from classseg.runinfo import environment_info, read_json, write_json
@@ -34,7 +34,7 @@ def _pick(d: dict | None, keys: tuple[str, ...]) -> dict:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def _copy_model(src: Path, dst: Path) -> dict:

@@ -18,12 +18,13 @@ another seed on the same data, test patients leaked into training. Now every tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from classseg.atomic import sha256_file
 
 IDENTITY_FILE = "run_identity.json"
 #: Config fields that do not change what a run learns (threads, figures, latency measurement, debugging).
@@ -34,10 +35,6 @@ DEFAULT_EVIDENCE = ("backup",)
 
 class RunIdentityError(ValueError):
     """A resume with settings other than those the run folder was started with (one line)."""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -52,7 +49,7 @@ def run_identity(command: str, data_dir: str | Path, splits_path: str | Path | N
         "command": command,
         "data_dir": str(Path(data_dir).resolve()),
         "split_file": str(split) if split else "computed from the data (seed, fractions)",
-        "split_sha256": _sha256(split) if split and split.is_file() else None,
+        "split_sha256": sha256_file(split) if split and split.is_file() else None,
     }
     fields = _plain(config) if config is not None else {}
     identity.update({k: v for k, v in sorted(fields.items()) if k not in NOT_IDENTITY})
