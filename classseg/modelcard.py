@@ -88,13 +88,10 @@ class ModelCard:
 
         if not self.postprocess_3d:
             return None
-        try:
+        try:  # the config checks its own values
             config = Postprocess3DConfig(**self.postprocess_3d)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"model card: postprocess_3d {self.postprocess_3d!r}: {err}") from None
-        if not 0.0 <= float(config.min_fraction) <= 1.0 or config.connectivity not in (6, 18, 26):
-            raise ValueError(f"model card: postprocess_3d {self.postprocess_3d!r}: min_fraction must be in [0, 1] "
-                             "and connectivity 6, 18 or 26")
         return config if config.min_fraction > 0 else None
 
     def postprocess_config(self) -> Any:

@@ -69,6 +69,11 @@ def postprocess(prob_or_mask: Any, config: PostprocessConfig | None = None) -> n
     return out.reshape(shape)
 
 
+#: 3D neighbourhoods: faces (6), faces and edges (18), faces, edges and corners (26), as
+#: ``scipy.ndimage.generate_binary_structure(3, rank)``.
+CONNECTIVITY_3D = {6: 1, 18: 2, 26: 3}
+
+
 @dataclass
 class Postprocess3DConfig:
     """Per-patient 3D clean-up across adjacent slices (issue 17).
@@ -82,6 +87,11 @@ class Postprocess3DConfig:
 
     min_fraction: float = 0.2
     connectivity: int = 26
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.min_fraction) <= 1.0 or self.connectivity not in CONNECTIVITY_3D:
+            raise ValueError(f"postprocess_3d: min_fraction must be in [0, 1] and connectivity one of "
+                             f"{tuple(CONNECTIVITY_3D)}, got {self.min_fraction} and {self.connectivity}")
 
 
 def filter_components_3d(masks: np.ndarray, config: Postprocess3DConfig | None = None
@@ -97,12 +107,10 @@ def filter_components_3d(masks: np.ndarray, config: Postprocess3DConfig | None =
     stack = np.asarray(masks).astype(bool)
     if stack.ndim != 3:
         raise ValueError(f"expected an (N, H, W) stack of masks, got shape {stack.shape}")
-    if config.connectivity not in (6, 18, 26):
-        raise ValueError(f"connectivity must be 6, 18 or 26, got {config.connectivity}")
     before = stack.reshape(len(stack), -1).any(axis=1)
     if config.min_fraction <= 0 or not before.any():
         return stack.astype(np.uint8), np.zeros(len(stack), bool)
-    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[config.connectivity])
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY_3D[config.connectivity])
     labels, n = ndimage.label(stack, structure=structure)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= config.min_fraction * sizes[1:].max()
