@@ -51,18 +51,23 @@ def stress_images(images: np.ndarray, name: str) -> np.ndarray:
 def robustness_scores(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                       truths: Sequence[np.ndarray], patient_ids: Sequence[str], config: PostprocessConfig,
                       config_3d: Postprocess3DConfig | None = None, order: Sequence[Any] | None = None,
-                      sets: Sequence[str] = tuple(STRESS_SETS)) -> dict[str, dict[str, Any]]:
+                      sets: Sequence[str] = tuple(STRESS_SETS), plain_probs: np.ndarray | None = None
+                      ) -> dict[str, dict[str, Any]]:
     """Scores of the delivered masks on each stress set (``plain`` first, the unchanged slices).
 
     ``predict``: uint8 (N, h, w, 3) slices at the model's size -> mask probabilities (N, h, w[, 1]),
     including the model's own normalisation and test-time flips; ``truths`` at the original size.
-    Each set keeps :data:`ROBUSTNESS_FIELDS` of :func:`classseg.evaluation.score_slices`.
+    Each set keeps :data:`ROBUSTNESS_FIELDS` of :func:`classseg.evaluation.score_slices`. ``plain_probs``:
+    ``predict(images)`` when the caller already has it (not computed again).
     """
     shapes = [np.asarray(t).shape[:2] for t in truths]
     out: dict[str, dict[str, Any]] = {}
     for name in ("plain", *sets):
-        x = images if name == "plain" else stress_images(images, name)
-        masks, _ = deliver_masks(predict(x), shapes, config, config_3d, patient_ids, order)
+        if name == "plain":
+            probs = predict(images) if plain_probs is None else plain_probs
+        else:
+            probs = predict(stress_images(images, name))
+        masks, _ = deliver_masks(probs, shapes, config, config_3d, patient_ids, order)
         scores = score_slices(truths, masks, patient_ids).to_dict(False)
         out[name] = {k: scores.get(k) for k in ROBUSTNESS_FIELDS}
     return out

@@ -229,7 +229,7 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
         "val": evaluate_segmenter(val_probs, val.masks, val_ids, eval_config, val_truths, chosen_3d, val_order),
         # the robustness check (issue 17): val patients darker, brighter, with FLAIR for missing sequences
         "val_robustness": robustness_scores(lambda images: probs_of(images, val_ids, tta), val.images, val_truths,
-                                            val_ids, chosen, chosen_3d, val_order),
+                                            val_ids, chosen, chosen_3d, val_order, plain_probs=val_probs),
         "val_probs": val_probs, "test": None, "test_probs": None,
     }
     if test is not None:
