@@ -41,3 +41,16 @@ def tiny_tree(tmp_path: Path) -> Path:
                              "TCGA_BB_0003_20000101", "TCGA_BB_0004_20000101"]):
         write_patient(root, pid, seed=k)
     return root
+
+
+def interrupt_on_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str, n: int = 2) -> None:
+    """Make ``module.name`` raise ``KeyboardInterrupt`` on its ``n``-th call (Ctrl-C half-way through a run)."""
+    real, calls = getattr(module, name), []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupt)

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import interrupt_on_call  # noqa: E402
 from test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb  # noqa: E402
 
 from classseg.export import load_model  # noqa: E402
@@ -147,23 +148,14 @@ def test_ctrl_c_half_way_exits_130_and_the_rerun_replaces_the_unfinished_output(
     out = tmp_path / "out"
     argv = ["--test-dir", str(test_dir), "--classifier", str(files["classifier"]), "--segmenter",
             str(files["segmenter"]), "--out", str(out), "--threshold", "0.5"]
-    real = pl._process_patient
-    calls = []
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pl, "_process_patient", interrupt_second)
+    interrupt_on_call(monkeypatch, pl, "_process_patient")  # Ctrl-C on the second patient
     assert pipeline_main(argv) == 130
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if "interrupted" in x]
     assert len(line) == 1 and "after 1 of 2 patients" in line[0] and "run the same command again" in line[0]
     assert "Traceback" not in err
     assert not (out / "predictions.csv").exists() and any((out / "masks").rglob("*.png"))  # half-way
-    monkeypatch.setattr(pl, "_process_patient", real)
+    monkeypatch.undo()  # the real _process_patient again
     assert pipeline_main(argv) == 0  # today: refused, the folder exists
     assert "replacing it" in capsys.readouterr().err
     assert (out / "predictions.csv").is_file() and not (out / ".classseg-unfinished.json").exists()

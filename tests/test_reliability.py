@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_patient
+from conftest import interrupt_on_call, write_patient
 
 from classseg.cli import main
 from classseg.guards import OutputError, check_not_inside, check_output_file, check_output_folder
@@ -258,15 +258,7 @@ def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_
     tiny_segmenter().save(tmp_path / "s.keras")
     argv = ["--test-dir", str(data), "--classifier", str(tmp_path / "c.keras"), "--segmenter",
             str(tmp_path / "s.keras"), "--threshold", "0.5", "--out", str(tmp_path / "out")]
-    real, calls = pl._process_patient, []
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pl, "_process_patient", interrupt_second)
+    interrupt_on_call(monkeypatch, pl, "_process_patient")  # Ctrl-C on the second patient
     assert pl.main(argv) == 130
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert left == [".classseg-unfinished.json", "masks", "overlays", "skipped.csv"]  # no .predictions…tmp, no lock
