@@ -3,6 +3,7 @@
     python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--out saved_models]
     python -m classseg.pipeline --test-dir data/sample/kaggle_3m --out OUT      # with the shipped files
     python scripts/ship_models.py --pipeline-run OUT [--out saved_models]      # adds its figures, no copy
+    python scripts/ship_models.py --lineage STEPS.json                         # every training step, no copy
 
 Models are re-saved without optimizer state (``compile=False``: smaller, and loadable with
 ``safe_mode=True`` and no custom objects); their cards travel beside them (``segmenter.card.json``;
@@ -55,13 +56,19 @@ def main() -> None:
     parser.add_argument("--segmenter-run", type=Path, default=None)
     parser.add_argument("--gate-run", type=Path, default=None)
     parser.add_argument("--pipeline-run", type=Path, default=None, help="pipeline output on the held-out patients")
+    parser.add_argument("--lineage", type=Path, default=None,
+                        help="JSON {model role: [step, ...]}: every training step behind a shipped model that "
+                             "started from another model (command, minutes, machine), added to the manifest")
     parser.add_argument("--out", type=Path, default=Path("saved_models"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.segmenter_run is None:
-        if args.pipeline_run is None:
-            parser.error("give --segmenter-run (ship models) or --pipeline-run (add the pipeline's figures)")
-        add_pipeline_run(args.pipeline_run, args.out)
+        if args.pipeline_run is None and args.lineage is None:
+            parser.error("give --segmenter-run (ship models), or --pipeline-run / --lineage (add to the manifest)")
+        if args.pipeline_run is not None:
+            add_pipeline_run(args.pipeline_run, args.out)
+        if args.lineage is not None:
+            add_lineage(args.lineage, args.out)
         return
 
     seg = read_json(args.segmenter_run / "metrics.json")
@@ -106,6 +113,19 @@ def main() -> None:
     manifest["shipped_with"] = environment_info()
     write_json(args.out / "manifest.json", manifest)
     print(f"wrote {args.out} ({total:.1f} MB of models)")
+
+
+def add_lineage(lineage_file: Path, out: Path) -> None:
+    """Put each role's training steps (``lineage_file``: ``{"segmenter": [...], "classifier": [...]}``) into
+    ``out/manifest.json`` as ``<role>.lineage``: a model fine-tuned from another one records every step, its
+    command, minutes and machine, not only the last run's."""
+    manifest = read_json(out / "manifest.json")
+    for role, steps in read_json(lineage_file).items():
+        if role not in manifest:
+            raise SystemExit(f"{lineage_file}: {role!r} is not a model in {out / 'manifest.json'}")
+        manifest[role]["lineage"] = steps
+    write_json(out / "manifest.json", manifest)
+    print(f"added the lineage of {lineage_file} to {out / 'manifest.json'}")
 
 
 def add_pipeline_run(run: Path, out: Path) -> None:
