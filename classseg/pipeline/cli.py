@@ -312,8 +312,9 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
     delivered = result.delivered
     final = result.final_call
     extra_s = 0.0
-    if has_truth and not pipe.is_joint:  # one extra segmenter pass on the slices not segmented
-        rest = np.flatnonzero(~result.segmented)
+    if has_truth and not pipe.is_joint and not result.segmented.all():  # the slices the rule did not segment
+        # (every slice when the card's 3D filter is on: it must see the whole patient, as segment-all means)
+        rest = np.flatnonzero(~result.segmented) if pipe.postprocess_3d is None else np.arange(len(images))
         extra, et = pipe.segment_timed(images, groups, subset=rest)
         extra_s = sum(et.values())
         acc.extra_pass_s += extra_s
