@@ -471,8 +471,7 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
     _stage(out, "phase2", per_stage["phase2"], phase2, log)
 
     def phase3(folder: Path) -> None:
-        from classseg.pipeline import build_parser
-        from classseg.pipeline import run as run_pipeline
+        from classseg.pipeline.folder import FolderPredictionConfig, predict_folder
         from classseg.training.classifiers import gate_model_path
 
         gate_path = gate_model_path(out / "phase1" / "results.json")
@@ -482,14 +481,11 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
             shutil.rmtree(predictions)
         test_dir = link_patients(data_dir, cdata.load_splits(split_file), "test", folder / "test_patients",
                                  overwrite=True)  # its own folder of links, remade on a resume
-        args = build_parser().parse_args(["--test-dir", str(test_dir),
-                                          "--classifier", str(gate_path),
-                                          "--segmenter", str(out / "phase2" / "segmenter.keras"),
-                                          "--threshold", str(choice["threshold"] or 0.5),
-                                          "--gate-rule", choice["rule"],
-                                          "--out", str(folder / "predictions")])
-        args.reraise_interrupt = True  # Ctrl-C: one line from run-all, not one from each level
-        code = run_pipeline(args)
+        config = FolderPredictionConfig(test_dir=Path(test_dir), out=predictions, classifier=Path(gate_path),
+                                        segmenter=out / "phase2" / "segmenter.keras",
+                                        threshold=float(choice["threshold"] or 0.5), gate_rule=choice["rule"])
+        # Ctrl-C: FolderInterrupted is a KeyboardInterrupt, so run-all says in one line what was finished
+        code = predict_folder(config).announce()
         if code != 0:
             raise RuntimeError(f"phase 3 pipeline failed with exit code {code}")
 

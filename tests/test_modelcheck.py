@@ -142,7 +142,7 @@ def _two_patient_dir(tmp_path: Path) -> Path:
 
 def test_ctrl_c_half_way_exits_130_and_the_rerun_replaces_the_unfinished_output(files, tmp_path: Path,
                                                                                monkeypatch, capsys) -> None:
-    import classseg.pipeline.cli as pl  # the module that calls _process_patient
+    import classseg.pipeline.folder as pl  # the module that calls _process_patient
 
     test_dir = _two_patient_dir(tmp_path)
     out = tmp_path / "out"

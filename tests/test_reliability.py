@@ -248,6 +248,7 @@ def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_
     import numpy as np
 
     import classseg.pipeline.cli as pl
+    import classseg.pipeline.folder as folder
     from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     data = tmp_path / "data"
@@ -258,7 +259,7 @@ def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_
     tiny_segmenter().save(tmp_path / "s.keras")
     argv = ["--test-dir", str(data), "--classifier", str(tmp_path / "c.keras"), "--segmenter",
             str(tmp_path / "s.keras"), "--threshold", "0.5", "--out", str(tmp_path / "out")]
-    interrupt_on_call(monkeypatch, pl, "_process_patient")  # Ctrl-C on the second patient
+    interrupt_on_call(monkeypatch, folder, "_process_patient")  # Ctrl-C on the second patient
     assert pl.main(argv) == 130
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert left == [".classseg-unfinished.json", "masks", "overlays", "skipped.csv"]  # no .predictions…tmp, no lock

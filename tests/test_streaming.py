@@ -83,7 +83,7 @@ def test_pipeline_streams_patient_by_patient_at_model_size_with_the_same_numbers
     original-size path (ClassSegPipeline.infer on the full images + score_slices)."""
     import cv2
 
-    from classseg.pipeline import cli as pl
+    from classseg.pipeline import folder as pl
     from classseg.pipeline import main
     from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
@@ -146,7 +146,7 @@ def test_a_huge_patient_folder_is_chunked_only_where_that_changes_nothing(tmp_pa
     """Raw pixels and no 3D filter: a patient's slices go through the models in chunks of whole batches,
     with the same outputs; a card that normalises per patient keeps the whole patient in one call."""
     from classseg.modelcard import ModelCard, write_card
-    from classseg.pipeline import cli as pl
+    from classseg.pipeline import folder as pl
     from classseg.pipeline import main
     from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 

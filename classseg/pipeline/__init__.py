@@ -6,17 +6,30 @@
 * :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, post-process, gate rule).
 * :mod:`~classseg.pipeline.inputs`: the slices of a test folder (:mod:`classseg.data.walk`).
 * :mod:`~classseg.pipeline.outputs`: predictions.csv columns, mask / overlay PNGs, metrics.md.
-* :mod:`~classseg.pipeline.cli`: ``python -m classseg.pipeline --test-dir DIR`` (``classseg predict``).
+* :mod:`~classseg.pipeline.folder`: :func:`predict_folder` (a :class:`FolderPredictionConfig` in, a
+  :class:`FolderResult` out): the folder loop, predictions.csv, masks, metrics, timings; the CLI and run-all call it.
+* :mod:`~classseg.pipeline.cli`: ``python -m classseg.pipeline --test-dir DIR`` (``classseg predict``): options ->
+  config -> :func:`predict_folder` -> console lines and exit code.
 
 Command line::
 
     python -m classseg.pipeline --test-dir DIR [--out OUT] [--classifier PATH] [--segmenter PATH]
-        [--joint PATH] [--threshold P] [--batch-size N] [--backend keras|onnx] [--no-overlays]
+        [--joint PATH] [--threshold P] [--gate-rule RULE] [--batch-size N] [--backend keras|onnx]
+        [--no-overlays] [--overwrite]
 """
 
 from classseg.paths import MODELS_ENV, default_models_dir
-from classseg.pipeline.cli import TRAIN_HINT, add_arguments, build_parser, evaluate_variants, main, run
+from classseg.pipeline.cli import add_arguments, build_parser, main, run
 from classseg.pipeline.core import DEFAULT_THRESHOLD, BatchResult, ClassSegPipeline, SlicePrediction
+from classseg.pipeline.folder import (
+    TRAIN_HINT,
+    FolderInterrupted,
+    FolderPredictionConfig,
+    FolderResult,
+    PredictionRefused,
+    evaluate_variants,
+    predict_folder,
+)
 from classseg.pipeline.inputs import InputSlice, find_inputs, natural_key, output_names
 from classseg.pipeline.models import PipelineModel, model_info, resize_to, sidecar_candidates, sidecar_threshold
 from classseg.pipeline.outputs import PREDICTION_COLUMNS, draw_overlay, metrics_markdown
@@ -24,8 +37,9 @@ from classseg.pipeline.runners import BACKENDS, KerasRunner, OnnxRunner, make_ru
 
 __all__ = [
     "BACKENDS", "DEFAULT_THRESHOLD", "MODELS_ENV", "PREDICTION_COLUMNS", "TRAIN_HINT", "BatchResult",
-    "ClassSegPipeline", "InputSlice", "KerasRunner", "OnnxRunner", "PipelineModel", "SlicePrediction",
-    "add_arguments", "build_parser", "default_models_dir", "draw_overlay", "evaluate_variants", "find_inputs",
-    "main", "make_runner", "metrics_markdown", "model_info", "natural_key", "output_names", "resize_to", "run",
+    "ClassSegPipeline", "FolderInterrupted", "FolderPredictionConfig", "FolderResult", "InputSlice", "KerasRunner",
+    "OnnxRunner", "PipelineModel", "PredictionRefused", "SlicePrediction", "add_arguments", "build_parser",
+    "default_models_dir", "draw_overlay", "evaluate_variants", "find_inputs", "main", "make_runner",
+    "metrics_markdown", "model_info", "natural_key", "output_names", "predict_folder", "resize_to", "run",
     "sidecar_candidates", "sidecar_threshold",
 ]
