@@ -159,6 +159,8 @@ def test_cli_names_and_defaults_match_the_library():
 
     assert command.BACKBONE_NAMES == tuple(BACKBONES)
     assert command.PAPER_BACKBONES == PAPER_BACKBONES
+    from classseg.training.classifiers import ClassifierConfig
+
     args = _parser().parse_args(["train-classifiers"])
-    assert args.img_size is None and args.epochs is None  # -> ClassifierConfig defaults
-    assert args.backbones == ",".join(PAPER_BACKBONES) and args.weights == "imagenet"
+    assert command.config_from_args(args) == ClassifierConfig()  # every default is ClassifierConfig's
+    assert args.backbones == ",".join(PAPER_BACKBONES) and str(args.weights) == "imagenet"

@@ -13,14 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
+from classseg.commands.options import command_parser
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate``."""
-    parser = subparsers.add_parser(
-        "evaluate", help="score a predictions folder (predictions.csv + masks/) against ground truth",
-        description="Per slice, per patient and overall figures of a predictions folder (as written by "
-                    "`python -m classseg.pipeline`) against the <stem>_mask.<ext> files of a ground-truth folder. "
-                    "Masks are compared at their original size; HD95 in pixels.")
+    parser = command_parser(subparsers, "evaluate", run, TEXT)
     parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder with predictions.csv and masks/")
     parser.add_argument("--truth", required=True, type=Path, help="folder of the images and their _mask files")
     parser.add_argument("--json", action="store_true", help="print one JSON object (no per-slice list)")
@@ -31,7 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hd95", choices=("pooled", "max"), default="pooled",
                         help="HD95: both directed distances pooled (medpy, default) or the larger one-way "
                              "95th percentile (MONAI)")
-    parser.set_defaults(func=run)
+
+
+#: ``classseg --help`` line and description.
+TEXT = ("score a predictions folder (predictions.csv + masks/) against ground truth",
+        "Per slice, per patient and overall figures of a predictions folder (as written by `python -m "
+        "classseg.pipeline`) against the <stem>_mask.<ext> files of a ground-truth folder. Masks are compared at "
+        "their original size; HD95 in pixels.")
 
 
 #: What ``--out`` receives.

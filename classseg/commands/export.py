@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from classseg.commands.options import command_parser
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``export``."""
-    parser = subparsers.add_parser(
-        "export", help="export a .keras model to ONNX or a TensorFlow SavedModel (with a parity check)",
-        description="Export a trained .keras model (augmentation layers stripped, float32) to ONNX or a "
-                    "TensorFlow SavedModel, then compare its outputs with Keras on random 0..255 inputs. "
-                    "Exits 1 when the max absolute difference exceeds --tolerance.")
+    parser = command_parser(subparsers, "export", run, TEXT)
     parser.add_argument("model", help="trained model file (.keras)")
     parser.add_argument("--format", choices=("onnx", "savedmodel"), default="onnx")
     parser.add_argument("--out", help="output .onnx file or SavedModel folder "
@@ -32,8 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=2, help="random images used for the parity check (>= 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parity images")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.set_defaults(func=run)
 
+
+#: ``classseg --help`` line and description.
+TEXT = ("export a .keras model to ONNX or a TensorFlow SavedModel (with a parity check)",
+        "Export a trained .keras model (augmentation layers stripped, float32) to ONNX or a TensorFlow SavedModel, "
+        "then compare its outputs with Keras on random 0..255 inputs. Exits 1 when the max absolute difference "
+        "exceeds --tolerance.")
 
 def _check_options(args: argparse.Namespace) -> None:
     if args.samples < 1:

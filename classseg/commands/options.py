@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_data_dir", "add_run_options", "check_run_inputs", "command_parser", "default_of"]
+__all__ = ["ConfigDefault", "add_data_dir", "add_run_options", "check_run_inputs", "command_parser", "default_of",
+           "given_options"]
 
 
 def default_of(config: Any, name: str) -> Any:
@@ -34,6 +35,32 @@ def default_of(config: Any, name: str) -> Any:
     if default is inspect.Parameter.empty:
         raise KeyError(f"{config.__name__}({name}) has no default")
     return default
+
+
+class ConfigDefault:
+    """An option's default that is a field of a config dataclass in a module imported only when the default
+    is shown (``--help``): ``ClassifierConfig``'s module imports TensorFlow, which ``classseg --help`` must
+    not. Left in the parsed namespace when the option is not given (:func:`given_options` drops it, so the
+    dataclass fills it in)."""
+
+    def __init__(self, config: str, name: str) -> None:
+        self.config, self.name = config, name  # config: "package.module:ClassName"
+
+    def value(self) -> Any:
+        """The field's default (imports the config's module)."""
+        import importlib
+
+        module, _, cls = self.config.partition(":")
+        return default_of(getattr(importlib.import_module(module), cls), self.name)
+
+    def __str__(self) -> str:
+        return str(self.value())
+
+
+def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """``names`` of ``args`` that were given (None and :class:`ConfigDefault` values left out)."""
+    return {name: getattr(args, name) for name in names
+            if getattr(args, name, None) is not None and not isinstance(getattr(args, name), ConfigDefault)}
 
 
 def command_parser(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],

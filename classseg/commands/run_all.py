@@ -7,14 +7,17 @@ import sys
 import time
 from pathlib import Path
 
+from classseg.commands.options import default_of
 from classseg.data import DEFAULT_DATA_DIR
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``run-all``."""
+    from classseg.runall import PROFILES, RunAllProfile
+
     p = subparsers.add_parser("run-all", help="split -> phase 1 -> phase 2 -> phase 3 -> joint -> report")
     p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), help="kaggle_3m-style folder")
-    p.add_argument("--profile", choices=("quick", "paper"), default="quick",
+    p.add_argument("--profile", choices=tuple(PROFILES), default=default_of(RunAllProfile, "name"),
                    help="quick: fine-tunes the shipped models on the data for a few minutes (128 px, in-domain "
                         "frozen encoders in phase 1, ResUNet joint model); paper: the papers' settings (ImageNet)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-all-<profile>); reused to resume")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from classseg.data import DEFAULT_DATA_DIR
+from classseg.commands.options import add_data_dir, add_run_options, check_run_inputs, command_parser
 from classseg.data.standardize import NORMALIZATIONS
 
 SCHEDULE_CHOICES = ("fixed", "freeze", "dynamic")
@@ -16,28 +18,21 @@ FINISHED_FILES = ("metrics.json", "joint.keras")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train-joint``."""
+    """Register ``train-joint`` (defaults: JointConfig's)."""
     from classseg.training.joint import JointConfig
 
     d = JointConfig()
-    p = subparsers.add_parser(
-        "train-joint",
-        help="train the joint classification + segmentation model (seed 000) and evaluate it",
-        description="Train seed 000's multi-task model (shared ResNet-50 encoder, U-Net decoder, softmax head; "
-                    "loss lambda_cls * CE + lambda_seg * Dice, AdamW + cosine decay) on every slice and write "
-                    "joint.keras, history.csv, metrics.json/md, training_curves.png, splits.csv, manifest.json.",
-    )
-    p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), metavar="DATA_DIR",
-                   help="kaggle_3m-style folder (default: %(default)s)")
+    p = command_parser(subparsers, "train-joint", run, TEXT)
+    add_data_dir(p)
     p.add_argument("--architecture", choices=("resnet50_unet", "resunet"), default=d.architecture,
                    help="resnet50_unet: seed 000 (ImageNet ResNet-50 encoder, U-Net decoder); resunet: seed 002's "
                         "ResUNet with a class head, the two-stage arm's architecture (default: %(default)s)")
     p.add_argument("--width", type=float, default=d.width, help="resunet filter multiplier (1.0 = 1.2 M parameters)")
-    p.add_argument("--init", default=None, metavar="MODEL",
+    p.add_argument("--init", default=d.init, metavar="MODEL",
                    help="resunet: copy the layers of this .keras model with the same names (e.g. a ResUNet "
                         "segmenter: saved_models/segmenter.keras); the class head starts new. Refused when a "
                         "val/test patient of this run was a train/val patient of MODEL's split (its card)")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default=d.normalization,
                    help="the input the model is fed: raw pixels, patient_zscore or patient_percentile "
                         "(classseg.data.standardize); default: what the --init model's card says, else raw. "
                         "Written to joint.card.json, which the pipeline follows")
@@ -63,22 +58,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action="store_true",
                    help="training augmentation (the segmenter recipe's: flips, rotations, elastic, intensity, FLAIR "
                         "for a missing sequence)")
-    p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default="runs/joint", metavar="DIR", help="run folder (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                   help="tf.distribute strategy (mirrored = all local GPUs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    add_run_options(p, out="runs/joint", seed=d.seed, strategy="tf.distribute strategy (mirrored = all local GPUs)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check arguments, train, and print the headline figures."""
-    from pathlib import Path
+#: ``classseg --help`` line and description.
+TEXT = ("train the joint classification + segmentation model (seed 000) and evaluate it",
+        "Train seed 000's multi-task model (shared ResNet-50 encoder, U-Net decoder, softmax head; loss lambda_cls * "
+        "CE + lambda_seg * Dice, AdamW + cosine decay) on every slice and write joint.keras, history.csv, "
+        "metrics.json/md, training_curves.png, splits.csv, manifest.json.")
 
-    from classseg.guards import OutputError, check_run_out
-    from classseg.training.joint import JointConfig, train_joint
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~classseg.training.joint.JointConfig` of the options (defaults: its own); SystemExit with
+    one line on a value it refuses."""
+    from classseg.training.joint import JointConfig
 
     prog = "classseg train-joint"
     step = 32 if args.architecture == "resnet50_unet" else 16
@@ -95,23 +88,24 @@ def run(args: argparse.Namespace) -> int:
     elif weights.lower() != "imagenet" and not Path(weights).is_file():
         raise SystemExit(f"{prog}: --weights must be imagenet, none or an existing weights file; "
                          f"{weights} not found")
-    if args.splits and not Path(args.splits).is_file():
-        raise SystemExit(f"{prog}: split file not found: {args.splits}")
-    try:
-        check_run_out(args.out, args.data_dir, FINISHED_FILES, overwrite=getattr(args, "overwrite", False))
-    except OutputError as err:
-        raise SystemExit(f"{prog}: {err}") from None
     normalization = getattr(args, "normalization", None)
     if normalization not in (None, "raw") and args.architecture == "resnet50_unet":
         raise SystemExit(f"{prog}: --normalization {normalization} needs --architecture resunet (resnet50_unet "
                          "carries ImageNet preprocessing and takes raw pixels)")
-    config = replace(JointConfig(), architecture=args.architecture, width=args.width, init=args.init,
-                     normalization=normalization,
-                     select_gate=args.select_gate, weights=weights, img_size=args.img_size, epochs=args.epochs,
-                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                     lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,
-                     class_loss=args.class_loss, multiscale_head=args.multiscale, augment=args.augment,
-                     seed=args.seed)
+    return replace(JointConfig(), architecture=args.architecture, width=args.width, init=args.init,
+                   normalization=normalization, select_gate=args.select_gate, weights=weights, img_size=args.img_size,
+                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                   lambda_cls=args.lambda_cls, lambda_seg=args.lambda_seg, schedule=args.schedule,
+                   class_loss=args.class_loss, multiscale_head=args.multiscale, augment=args.augment, seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check arguments, train, and print the headline figures."""
+    from classseg.training.joint import train_joint
+
+    prog = "classseg train-joint"
+    config = config_from_args(args)
+    check_run_inputs(prog, args, FINISHED_FILES)
     strategy = None
     if args.strategy == "mirrored":
         import tensorflow as tf

@@ -11,36 +11,44 @@ from __future__ import annotations
 
 import argparse
 
-from classseg.data import DEFAULT_DATA_DIR
+from classseg.commands.options import add_data_dir, add_run_options, command_parser, default_of
 from classseg.data.standardize import NORMALIZATIONS
 
 LOSS_CHOICES = ("focal_tversky", "tversky", "dice", "bce_dice")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train-segmenter``."""
-    from classseg.training.segmenter import RECIPES
+#: ``classseg --help`` line and description.
+TEXT = ("train the ResUNet segmenter (phase 2) and evaluate it on val/test",
+        "Train the ResUNet from scratch and write segmenter.keras with its model card (segmenter.card.json: input "
+        "size, normalisation, post-processing chosen on val), history.csv, metrics.json/md, figures, splits.csv and "
+        "manifest.json. Options left out take the recipe's value.")
 
-    p = subparsers.add_parser(
-        "train-segmenter",
-        help="train the ResUNet segmenter (phase 2) and evaluate it on val/test",
-        description="Train the ResUNet from scratch and write segmenter.keras with its model card "
-                    "(segmenter.card.json: input size, normalisation, post-processing chosen on val), "
-                    "history.csv, metrics.json/md, figures, splits.csv and manifest.json. Options left out "
-                    "take the recipe's value.",
-    )
-    p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), metavar="DATA_DIR",
-                   help="kaggle_3m-style folder (default: %(default)s)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
+
+def recipe_values(name: str) -> str:
+    """``fast 128, paper 256``: field ``name`` of every recipe (:data:`RECIPES` over SegmenterConfig)."""
+    from classseg.training.segmenter import RECIPES, SegmenterConfig
+
+    return ", ".join(f"{recipe} {RECIPES[recipe].get(name, default_of(SegmenterConfig, name))}"
+                     for recipe in sorted(RECIPES))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train-segmenter`` (options left out: the recipe's values, SegmenterConfig + RECIPES)."""
+    from classseg.training.segmenter import RECIPES, SegmenterConfig
+
+    p = command_parser(subparsers, "train-segmenter", run, TEXT)
+    add_data_dir(p)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=default_of(SegmenterConfig, "recipe"),
                    help="fast = the CPU recipe (default); paper = seed 002's settings")
-    p.add_argument("--img-size", type=int, help="square input size, multiple of 16 (fast 128, paper 256)")
-    p.add_argument("--epochs", type=int, help="epochs (fast 40, paper 30); with --minutes: the cap")
+    p.add_argument("--img-size", type=int, help=f"square input size, multiple of 16 ({recipe_values('img_size')})")
+    p.add_argument("--epochs", type=int, help=f"epochs ({recipe_values('epochs')}); with --minutes: the cap")
     p.add_argument("--minutes", type=float, help="wall-clock training budget instead of a fixed epoch count")
-    p.add_argument("--batch-size", type=int, help="keep >= 8 for BatchNorm (fast 32, paper 16)")
+    p.add_argument("--batch-size", type=int, help=f"keep >= 8 for BatchNorm ({recipe_values('batch_size')})")
     p.add_argument("--optimizer", choices=("adamw", "adam"))
-    p.add_argument("--lr", type=float, help="peak learning rate (fast 2e-3, paper 0.05)")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (fast 1e-4)")
-    p.add_argument("--adam-epsilon", type=float, help="Adam epsilon (paper 0.1, reference code)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate ({recipe_values('lr')})")
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay ({recipe_values('weight_decay')})")
+    p.add_argument("--adam-epsilon", type=float,
+                   help=f"Adam epsilon ({recipe_values('adam_epsilon')}; paper: the reference code's)")
     p.add_argument("--schedule", choices=("cosine", "onecycle", "plateau", "constant"))
     p.add_argument("--loss", choices=LOSS_CHOICES)
     p.add_argument("--normalization", choices=NORMALIZATIONS,
@@ -57,7 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="train on every slice (fast)")
     p.add_argument("--width", type=float, help="filter multiplier (1.0 = seed 002's 1.21 M params)")
     p.add_argument("--patience", type=int, help="early-stopping patience on val Dice (0 = off)")
-    p.add_argument("--workers", type=int, help="augmentation threads (default 2)")
+    p.add_argument("--workers", type=int,
+                   help=f"augmentation threads (default {default_of(SegmenterConfig, 'workers')})")
     p.add_argument("--no-select-postprocess", action="store_true",
                    help="keep the default post-processing instead of choosing it on the validation split")
     p.add_argument("--init", metavar="MODEL",
@@ -71,14 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluate-only", action="store_true",
                    help="do not train: re-score the model already in --out on DATA_DIR (val/test at the slices' "
                         "original size, post-processing chosen again on val)")
-    p.add_argument("--splits", metavar="FILE", help="patient_id,split CSV (default: computed from --seed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/segmenter", metavar="DIR", help="run folder (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                   help="tf.distribute strategy (TensorFlow backend; mirrored = all local GPUs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    add_run_options(p, out="runs/segmenter", seed=default_of(SegmenterConfig, "seed"),
+                    strategy="tf.distribute strategy (TensorFlow backend; mirrored = all local GPUs)")
 
 
 def config_from_args(args: argparse.Namespace):
