@@ -4,7 +4,10 @@ The sources are plain Python scripts in jupytext's *percent* format, so ruff and
 cell's code: ``# %%`` starts a code cell (``# %% tags=["parameters"]`` the papermill-style parameters
 cell, which CI overrides with tiny settings), ``# %% [markdown]`` a Markdown cell whose lines are
 ``# ``-prefixed, and IPython magics are written as ``# %magic`` comments. Lines before the first
-``# %%`` are a header for readers. Run after editing a source::
+``# %%`` are a header for readers. ``# %% include: FILE`` puts the cells of ``src/FILE`` there: the install
+cell every notebook shares (``src/_install.py``; it runs before classseg can be imported, so it cannot be a
+call into the package like the rest of the shared setup, :mod:`classseg.notebook`). Run after editing a
+source::
 
     python notebooks/build_notebooks.py           # (re)write notebooks/*.ipynb
     python notebooks/build_notebooks.py --check   # exit 1 when a committed notebook differs from its source
@@ -30,6 +33,8 @@ NOTEBOOKS = ("01_classification_benchmark", "02_resunet_segmentation", "03_class
              "04_joint_vs_two_stage")
 
 _MARKER = re.compile(r"^# %%(?P<rest>.*)$")
+_MARKER_LINE = re.compile(r"^# %%", re.M)
+_INCLUDE = re.compile(r"^# %% include: (?P<file>\S+)$", re.M)
 _MAGIC = re.compile(r"^(?P<indent>\s*)# %(?!%)(?P<magic>\w+)")
 
 
@@ -73,9 +78,20 @@ def parse_cells(text: str) -> list:
     return cells
 
 
+def expand_includes(text: str) -> str:
+    """``text`` with each ``# %% include: FILE`` line replaced by the cells of ``src/FILE`` (its header
+    before the first ``# %%`` left out)."""
+
+    def cells_of(match: re.Match) -> str:
+        included = (SOURCES / match.group("file")).read_text(encoding="utf-8")
+        return included[_MARKER_LINE.search(included).start():].rstrip("\n")
+
+    return _INCLUDE.sub(cells_of, text)
+
+
 def build(name: str) -> nbformat.NotebookNode:
     """The notebook ``name`` (one of :data:`NOTEBOOKS`) from ``src/<name>.py``, deterministic cell ids."""
-    nb = new_notebook(cells=parse_cells((SOURCES / f"{name}.py").read_text(encoding="utf-8")))
+    nb = new_notebook(cells=parse_cells(expand_includes((SOURCES / f"{name}.py").read_text(encoding="utf-8"))))
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{name[:2]}-{i:02d}"
         cell["source"] = cell["source"].rstrip("\n")

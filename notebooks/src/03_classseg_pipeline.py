@@ -33,7 +33,7 @@ INSTALL = True  # install classseg: from this checkout (../pyproject.toml) or, o
 REPO_URL = "https://github.com/YOUR-ACCOUNT/classseg.git"  # Colab only: the repository to clone
 DATA_DIR = None  # None: the full Kaggle dataset when credentials exist, else the bundled 7-patient sample
 SPLITS = None  # patient-level split CSV (patient_id,split); None: computed (70/15/15, stratified) with SEED
-SEED = 0
+SEED = 0  # seed of a computed split and of any stand-in model trained here
 OUT_DIR = "runs/03_classseg_pipeline"
 CLASSIFIER = None  # .keras / .onnx; None: MODELS_DIR/classifier.keras (the shipped model)
 SEGMENTER = None  # .keras / .onnx; None: MODELS_DIR/segmenter.keras
@@ -48,38 +48,14 @@ BACKBONES = "mobilenetv2"
 HEAD = "gap"
 
 
-# %%
-# Install classseg (skipped with INSTALL = False, e.g. in CI where it is installed already)
-import importlib.util
-import sys
-from pathlib import Path
-
-IN_CHECKOUT = Path("../pyproject.toml").is_file()
-REPO_ROOT = Path("..").resolve() if IN_CHECKOUT else Path("classseg").resolve()
-if INSTALL:
-    if IN_CHECKOUT:
-        import subprocess
-
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ".."], check=True)  # = %pip install -e ..
-    else:
-        # Colab / a fresh machine: uncomment the next line (REPO_URL is set in the parameters cell).
-        # !git clone -q {REPO_URL} classseg && pip install -q -e classseg
-        print(f"Not inside a classseg checkout: uncomment the `git clone` line of this cell ({REPO_URL}).")
-if importlib.util.find_spec("classseg") is None and REPO_ROOT.is_dir():
-    sys.path.insert(0, str(REPO_ROOT))  # an editable install made in this kernel is importable only after a restart
-import classseg
-
-print("classseg", classseg.__version__, "from", Path(classseg.__file__).parent)
+# %% include: _install.py
 
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.runinfo import environment_info
+from classseg.notebook import check_accelerator
 
-env = environment_info()
-print("GPUs:", ", ".join(env["gpus"]) or "none - running on the CPU: keep IMG_SIZE and EPOCHS small")
-print(f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}; "
-      f"CPU {env['cpu']} x{env['cpu_count']}")
+env = check_accelerator()
 
 
 # %%
@@ -87,18 +63,16 @@ print(f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['kera
 import pandas as pd
 from IPython.display import Markdown, display
 
-from classseg.data import discover, summarize
-from classseg.data.kaggle import kaggle_dataset
+from classseg.notebook import load_data
 
-DATA_DIR = kaggle_dataset() if DATA_DIR is None else Path(DATA_DIR)
-slices = discover(DATA_DIR)
-summary = summarize(slices)
-display(pd.Series({k: summary[k] for k in ("patients", "slices", "tumor_slices", "tumor_share")},
-                  name=str(DATA_DIR)).to_frame())
+DATA_DIR, slices = load_data(DATA_DIR)
 
 
 # %%
 # Models: the shipped ones when present, with the split they were trained on
+from pathlib import Path
+
+import classseg
 from classseg.pipeline import default_models_dir
 
 SHIPPED = CLASSIFIER is None and SEGMENTER is None
@@ -115,20 +89,9 @@ print("segmenter: ", SEGMENTER, "(found)" if SEGMENTER.is_file() else "(missing)
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.data import apply_splits, load_splits, resolve_splits, save_splits, split_table
+from classseg.notebook import prepare_split
 
-OUT = Path(OUT_DIR)
-OUT.mkdir(parents=True, exist_ok=True)
-if SPLITS is None:
-    SPLITS = save_splits(split_table(resolve_splits(slices, seed=SEED)), OUT / "splits.csv")
-    print(f"computed a patient-level 70/15/15 split with seed {SEED}: {SPLITS}")
-SPLITS = Path(SPLITS)
-listed = load_splits(SPLITS)
-unlisted = sorted(set(slices["patient_id"]) - set(listed["patient_id"]))
-if unlisted:  # training on DATA_DIR with this split stops with an error; the pipeline uses listed patients only
-    print(f"{len(unlisted)} patient(s) of DATA_DIR are not in {SPLITS.name}, e.g. {unlisted[:3]}")
-display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], listed).groupby("split").agg(
-    patients=("patient_id", "nunique"), slices=("slice", "size"), tumor_slices=("tumor", "sum")))
+OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 
 
 # %%
@@ -158,7 +121,7 @@ if not SEGMENTER.is_file():
 # The pipeline's input: the split's test patients (a folder of links to their folders), or all of DATA_DIR
 import shutil
 
-from classseg.data import link_patients
+from classseg.data import link_patients, load_splits
 
 if ON == "test":
     shutil.rmtree(OUT / "test_patients", ignore_errors=True)  # links only: the data itself is never touched

@@ -46,38 +46,14 @@ INIT = None  # None: every arm from scratch; or a ResUNet segmenter .keras to st
 ON = "test"  # "test": the split's test patients; "all": every patient folder of DATA_DIR (pipeline cell)
 
 
-# %%
-# Install classseg (skipped with INSTALL = False, e.g. in CI where it is installed already)
-import importlib.util
-import sys
-from pathlib import Path
-
-IN_CHECKOUT = Path("../pyproject.toml").is_file()
-REPO_ROOT = Path("..").resolve() if IN_CHECKOUT else Path("classseg").resolve()
-if INSTALL:
-    if IN_CHECKOUT:
-        import subprocess
-
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ".."], check=True)  # = %pip install -e ..
-    else:
-        # Colab / a fresh machine: uncomment the next line (REPO_URL is set in the parameters cell).
-        # !git clone -q {REPO_URL} classseg && pip install -q -e classseg
-        print(f"Not inside a classseg checkout: uncomment the `git clone` line of this cell ({REPO_URL}).")
-if importlib.util.find_spec("classseg") is None and REPO_ROOT.is_dir():
-    sys.path.insert(0, str(REPO_ROOT))  # an editable install made in this kernel is importable only after a restart
-import classseg
-
-print("classseg", classseg.__version__, "from", Path(classseg.__file__).parent)
+# %% include: _install.py
 
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.runinfo import environment_info
+from classseg.notebook import check_accelerator
 
-env = environment_info()
-print("GPUs:", ", ".join(env["gpus"]) or "none - running on the CPU: keep IMG_SIZE and EPOCHS small")
-print(f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}; "
-      f"CPU {env['cpu']} x{env['cpu_count']}")
+env = check_accelerator()
 
 
 # %%
@@ -85,32 +61,16 @@ print(f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['kera
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from classseg.data import discover, summarize
-from classseg.data.kaggle import kaggle_dataset
+from classseg.notebook import load_data
 
-DATA_DIR = kaggle_dataset() if DATA_DIR is None else Path(DATA_DIR)
-slices = discover(DATA_DIR)
-summary = summarize(slices)
-display(pd.Series({k: summary[k] for k in ("patients", "slices", "tumor_slices", "tumor_share")},
-                  name=str(DATA_DIR)).to_frame())
+DATA_DIR, slices = load_data(DATA_DIR)
 
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.data import apply_splits, load_splits, resolve_splits, save_splits, split_table
+from classseg.notebook import prepare_split
 
-OUT = Path(OUT_DIR)
-OUT.mkdir(parents=True, exist_ok=True)
-if SPLITS is None:
-    SPLITS = save_splits(split_table(resolve_splits(slices, seed=SEED)), OUT / "splits.csv")
-    print(f"computed a patient-level 70/15/15 split with seed {SEED}: {SPLITS}")
-SPLITS = Path(SPLITS)
-listed = load_splits(SPLITS)
-unlisted = sorted(set(slices["patient_id"]) - set(listed["patient_id"]))
-if unlisted:  # training on DATA_DIR with this split stops with an error; the pipeline uses listed patients only
-    print(f"{len(unlisted)} patient(s) of DATA_DIR are not in {SPLITS.name}, e.g. {unlisted[:3]}")
-display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], listed).groupby("split").agg(
-    patients=("patient_id", "nunique"), slices=("slice", "size"), tumor_slices=("tumor", "sum")))
+OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 
 
 # %%
@@ -149,7 +109,7 @@ display(Image(filename=str(figure)))
 # The joint model (first seed) through the pipeline: verdict from its class head, mask from its decoder
 import shutil
 
-from classseg.data import link_patients
+from classseg.data import link_patients, load_splits
 from classseg.pipeline import main as run_pipeline
 
 if ON == "test":
