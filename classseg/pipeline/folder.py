@@ -248,15 +248,16 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     print(f"note: --overwrite: replacing the earlier output in {out}", file=sys.stderr)
 
 
-def _resolve_models(args: FolderPredictionConfig) -> dict[str, Path]:
-    if args.joint is not None:
-        if args.classifier is not None or args.segmenter is not None:
+def _resolve_models(config: FolderPredictionConfig) -> dict[str, Path]:
+    """The model files of ``config`` (defaults: the models folder's), each checked to exist."""
+    if config.joint is not None:
+        if config.classifier is not None or config.segmenter is not None:
             raise PredictionRefused("give either --joint or --classifier/--segmenter, not both")
-        models = {"joint": args.joint}
+        models = {"joint": config.joint}
     else:
         folder = default_models_dir()
-        models = {"classifier": args.classifier or folder / "classifier.keras",
-                  "segmenter": args.segmenter or folder / "segmenter.keras"}
+        models = {"classifier": config.classifier or folder / "classifier.keras",
+                  "segmenter": config.segmenter or folder / "segmenter.keras"}
     for kind, path in models.items():
         if not Path(path).is_file():
             hint = (TRAIN_HINT.format(dir=default_models_dir()) if kind != "joint"
