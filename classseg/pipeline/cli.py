@@ -64,6 +64,7 @@ from classseg.guards import (
 )
 from classseg.jsonio import write_json
 from classseg.modelcheck import ModelCheckError
+from classseg.models.predict import BACKENDS
 from classseg.paths import MODELS_ENV, default_models_dir
 from classseg.pipeline.core import ClassSegPipeline
 from classseg.pipeline.inputs import InputSlice, find_inputs, output_names
@@ -77,7 +78,6 @@ from classseg.pipeline.outputs import (
     write_csv,
     write_png,
 )
-from classseg.pipeline.runners import BACKENDS
 from classseg.runtime import available_cores
 
 TRAIN_HINT = ("train them first: `classseg run-all` (everything), or `classseg train-classifiers` and "
