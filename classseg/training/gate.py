@@ -164,8 +164,8 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
     probs, labels, runner = {}, {}, KerasRunner(best)
     for name, df in parts.items():
         arrays = cdata.load_arrays(df, config.img_size, progress=progress)
-        out = predict(runner, model_inputs(arrays, config.normalization), 64)
-        probs[name] = tumor_probability(out["class"]).astype(np.float32)
+        class_out = predict(runner, model_inputs(arrays, config.normalization), 64)["class"]
+        probs[name] = tumor_probability(class_out).astype(np.float32)
         labels[name] = arrays.labels
     masks_nonempty: dict[str, np.ndarray | None] = {"val": None, "test": None}
     if segmenter_path is not None:

@@ -443,8 +443,8 @@ def train_joint(
     runner = KerasRunner(best)
     preds = {}
     for name in ("val", "test"):  # (P(tumor) (N,), mask probabilities (N, H, W)), float32
-        out = predict(runner, inputs[name], config.batch_size)
-        preds[name] = (tumor_probability(out["class"]).astype(np.float32), out["mask"][..., 0])
+        outputs = predict(runner, inputs[name], config.batch_size)
+        preds[name] = (tumor_probability(outputs["class"]).astype(np.float32), outputs["mask"][..., 0])
     gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
     if config.select_gate and len(config.tasks) == 2:
         from classseg.atomic import atomic_to_csv
