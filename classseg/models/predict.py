@@ -75,12 +75,12 @@ class KerasRunner:
 
 
 class OnnxRunner:
-    """An ONNX Runtime session (float32, intra-op threads = available cores) called on a batch."""
+    """An ONNX Runtime session (float32, intra-op threads = available cores, or ``threads``) called on a batch."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.name = self.path.stem
-        self.session = onnx_session(self.path)
+        self.session = onnx_session(self.path, threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path}: ONNX model has {len(inputs)} inputs; expected one image input")
