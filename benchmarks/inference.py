@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from classseg.export import available_cores, export_onnx, onnx_session  # noqa: E402
+from classseg.export import available_cores, export_onnx  # noqa: E402
+from classseg.models.predict import KerasRunner, OnnxRunner  # noqa: E402
 from classseg.runinfo import environment_info  # noqa: E402
 from classseg.tables import run_notes, to_markdown  # noqa: E402
 
@@ -102,20 +103,15 @@ def bench_model(name: str, size: int, batches: list[int], repeats: int, warmup: 
     for note in result.notes:
         print(f"[{name}] {note}", flush=True)
     print(f"[{name}] peak RSS of this process so far: {peak_rss_gb():.2f} GB", flush=True)
-    session = onnx_session(result.path, threads=threads)
-    input_name = session.get_inputs()[0].name
-
-    @tf.function(reduce_retracing=True)
-    def compiled(x):
-        return model(x, training=False)
+    keras_runner, onnx_runner = KerasRunner(model), OnnxRunner(result.path, threads=threads)
 
     rows = []
     for batch in batches:
         x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
         x_tf = tf.constant(x)
         ms = paired_median_ms({
-            "keras": lambda x_tf=x_tf: tf.nest.map_structure(lambda t: t.numpy(), compiled(x_tf)),
-            "onnx": lambda x=x: session.run(None, {input_name: x}),
+            "keras": lambda x_tf=x_tf: keras_runner(x_tf),  # outputs materialised as NumPy arrays
+            "onnx": lambda x=x: onnx_runner(x),
         }, repeats, warmup)
         keras_ms, onnx_ms = ms["keras"], ms["onnx"]
         row = {"model": name, "img_size": size, "batch": batch, "params": int(model.count_params()),

@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     from classseg.evaluation import score_slices
     from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
+    from classseg.models.predict import predict
     from classseg.postprocess import PostprocessConfig
     from classseg.runinfo import environment_info, read_json
-    from classseg.training.segmenter import _select, predict_masks
+    from classseg.training.segmenter import _select
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for snap in snapshots.itertuples():
         model = keras.models.load_model(args.run / "snapshots" / snap.path, compile=False)
-        masks, _ = deliver_masks(predict_masks(model, x, 32), shapes, delivery)
+        masks, _ = deliver_masks(predict(model, x, 32)["mask"], shapes, delivery)
         scores = score_slices(truths, masks, ids).to_dict(False)
         rows.append({"epoch": snap.epoch, "train_minutes": snap.train_minutes,
                      "cpu_minutes": getattr(snap, "cpu_minutes", float("nan")),

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from classseg.losses import FocalTverskyLoss
+    from classseg.models.predict import KerasRunner
     from classseg.models.resunet import build_resunet
     from classseg.runinfo import environment_info
 
@@ -83,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: ResUNet {model.count_params():,} params, random weights; input {args.img_size}x{args.img_size}; "
           f"{source}; median of {args.repeats} runs after {args.warmup} warm-up")
 
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    infer = KerasRunner(model)  # the compiled call training, selection and the pipeline predict with
     print(f"{'batch':>5} {'train ms/slice':>15} {'tf.function ms/slice':>21} {'predict ms/slice':>17}")
     for b in args.batches:
         x, y = tf.constant(images[:b]), tf.constant(masks[:b])
         train = float("nan")
         if not args.skip_train:
             train = _median_ms(lambda x=x, y=y: model.train_on_batch(x, y), args.repeats, args.warmup) / b
-        graph = _median_ms(lambda x=x: infer(x).numpy(), args.repeats, args.warmup) / b
+        graph = _median_ms(lambda x=x: infer(x), args.repeats, args.warmup) / b
         pred = _median_ms(lambda x=x, b=b: model.predict(x, batch_size=b, verbose=0), args.repeats, args.warmup) / b
         print(f"{b:>5} {train:>15.1f} {graph:>21.1f} {pred:>17.1f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (CPU shared with other processes inflates timings)")

@@ -34,7 +34,7 @@ from classseg.models.loading import load_model
 from classseg.runtime import available_cores, onnx_session
 
 __all__ = ["ExportResult", "ParityError", "available_cores", "check_savedmodel", "export_onnx",
-           "export_savedmodel", "load_model", "onnx_predict_fn", "onnx_session", "parity"]
+           "export_savedmodel", "load_model", "onnx_session", "parity"]
 
 #: Keras augmentation layers (identity at inference) that never belong in an exported model.
 _AUGMENTATION_NAMES = ("AugMix", "CutMix", "MixUp", "RandAugment", "Solarization", "GaussianNoise",
@@ -487,15 +487,3 @@ def check_savedmodel(model_or_path: Any, saved_dir: str | Path, parity_inputs: A
                           output_names=tuple(sorted(got)), stripped_layers=tuple(find_augmentation_layers(original)),
                           parity_shape=tuple(first.shape), notes=_saturation_notes(reference))
     return _finish(result, raise_on_failure)
-
-
-def onnx_predict_fn(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """``fn(x) -> {output name: array}`` running an exported single-input ONNX model on float32 0..255 pixels."""
-    session = onnx_session(path, threads)
-    name = session.get_inputs()[0].name
-    outputs = [o.name for o in session.get_outputs()]
-
-    def predict(x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(outputs, session.run(None, {name: np.asarray(x, dtype=np.float32)}), strict=True))
-
-    return predict

@@ -62,7 +62,8 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | Path, title: st
     import matplotlib.pyplot as plt
     from sklearn.metrics import RocCurveDisplay
 
-    from classseg.evaluation.classification import _labels, tumor_probability
+    from classseg.evaluation.classification import _labels
+    from classseg.models.predict import tumor_probability
 
     y_true = _labels(y_true)
     prob = tumor_probability(y_prob)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classseg.evaluation.classification import (
-    classification_metrics,
-    threshold_for_sensitivity,
-    tumor_probability,
-)
+from classseg.evaluation.classification import classification_metrics, threshold_for_sensitivity
+from classseg.models.predict import tumor_probability
 from classseg.plotting import plot_confusion_matrix, plot_roc
 
 # 10 slices: tn=3, fp=1, fn=2, tp=4 at threshold 0.5

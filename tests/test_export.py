@@ -75,7 +75,9 @@ def test_two_outputs_keep_names(tmp_path, pixels):
     result = export.export_onnx(model, tmp_path / "joint.onnx", parity_inputs=pixels)
     assert set(result.output_names) == {"mask", "class"}
     assert set(result.per_output) == {"mask", "class"} and result.max_abs_diff < 1e-4
-    out = export.onnx_predict_fn(result.path)(pixels)
+    from classseg.models.predict import OnnxRunner, predict
+
+    out = predict(OnnxRunner(result.path), pixels)  # the pipeline's ONNX path, outputs by role
     assert out["mask"].shape == (3, SIZE, SIZE, 1) and out["class"].shape == (3, 2)
     mask, cls = model(pixels, training=False)
     np.testing.assert_allclose(out["mask"], np.asarray(mask), atol=1e-5)

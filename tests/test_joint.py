@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from conftest import write_patient
 
+from classseg.models.predict import predict, tumor_probability
 from classseg.postprocess import PostprocessConfig
-from classseg.training.joint import JointConfig, evaluate_joint, predict_joint, train_joint
+from classseg.training.joint import JointConfig, evaluate_joint, train_joint
 
 RESNET50_NOTOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
 
@@ -48,7 +49,8 @@ def test_joint_model_64_multiscale_predicts() -> None:
     model = build_joint_model((64, 64, 3), weights=None, multiscale_head=True)
     assert model.get_layer("class_gap_concat").output.shape == (None, 256 + 512 + 1024 + 2048)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
-    tumor_prob, mask_prob = predict_joint(model, images, batch_size=2)
+    out = predict(model, images, batch_size=2)
+    tumor_prob, mask_prob = tumor_probability(out["class"]), out["mask"][..., 0]
     assert tumor_prob.shape == (3,) and mask_prob.shape == (3, 64, 64)
     assert np.all((tumor_prob >= 0) & (tumor_prob <= 1)) and np.all((mask_prob >= 0) & (mask_prob <= 1))
     probs = np.asarray(model(images.astype(np.float32), training=False)["class"])

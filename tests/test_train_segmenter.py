@@ -10,8 +10,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from classseg.models.predict import predict  # noqa: E402
 from classseg.postprocess import PostprocessConfig  # noqa: E402
-from classseg.training.segmenter import SegmenterConfig, _select, evaluate_segmenter, predict_masks  # noqa: E402
+from classseg.training.segmenter import SegmenterConfig, _select, evaluate_segmenter  # noqa: E402
 
 
 def _write_dataset(root, n_patients=4, n_slices=4, size=32):
@@ -87,7 +88,7 @@ def test_saved_model_reloads_and_predicts(run):
     arrays = load_arrays(discover(data).head(3), img_size=32, progress=False)
     from classseg.training.segmenter import model_inputs
 
-    probs = predict_masks(model, model_inputs(arrays, "raw"), batch_size=2)
+    probs = predict(model, model_inputs(arrays, "raw"), batch_size=2)["mask"]
     assert probs.shape == (3, 32, 32, 1) and probs.dtype == np.float32
     assert np.all((probs >= 0) & (probs <= 1))
 

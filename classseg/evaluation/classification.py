@@ -24,13 +24,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-
-def tumor_probability(y_prob: np.ndarray) -> np.ndarray:
-    """``p(tumor)`` as a 1-D float array from (n,) probabilities or (n, 2) softmax outputs."""
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    if y_prob.ndim == 2:
-        y_prob = y_prob[:, 1]
-    return y_prob.reshape(-1)
+from classseg.models.predict import tumor_probability
 
 
 def _labels(y_true: np.ndarray) -> np.ndarray:

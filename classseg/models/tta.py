@@ -2,8 +2,9 @@
 
 Mask outputs are flipped back before averaging; class outputs are averaged as they are (a flip does
 not move the verdict). Flips are exact (no interpolation), so the averaged map is aligned with the
-input. Used on the validation split to decide whether to use it (:mod:`classseg.training.selection`),
-and by the pipeline when the model card says so.
+input. Models are run with it through :func:`classseg.models.predict.predict` (``tta=``): on the
+validation split to decide whether to use it (:mod:`classseg.training.selection`), and by the pipeline
+when the model card says so.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Phase 3 of Class-Seg: gate every MRI slice, outline the tumor, write the results (a package by job).
 
-* :mod:`~classseg.pipeline.runners`: Keras / ONNX Runtime batch runners, output picking.
-* :mod:`~classseg.pipeline.models`: a runner plus its model card (input size, normalisation), and the
-  gate-threshold sidecars of models without a card.
+* :mod:`~classseg.pipeline.models`: a runner (:mod:`classseg.models.predict`) plus its model card (input
+  size, normalisation), and the gate-threshold sidecars of models without a card.
 * :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, post-process, gate rule).
 * :mod:`~classseg.pipeline.inputs`: the slices of a test folder (:mod:`classseg.data.walk`).
 * :mod:`~classseg.pipeline.outputs`: predictions.csv columns, mask / overlay PNGs, metrics.md.
@@ -18,6 +17,7 @@ Command line::
         [--no-overlays] [--overwrite]
 """
 
+from classseg.models.predict import BACKENDS, KerasRunner, OnnxRunner, make_runner
 from classseg.paths import MODELS_ENV, default_models_dir
 from classseg.pipeline.cli import add_arguments, build_parser, main, run
 from classseg.pipeline.core import DEFAULT_THRESHOLD, BatchResult, ClassSegPipeline, SlicePrediction
@@ -33,7 +33,6 @@ from classseg.pipeline.folder import (
 from classseg.pipeline.inputs import InputSlice, find_inputs, natural_key, output_names
 from classseg.pipeline.models import PipelineModel, model_info, resize_to, sidecar_candidates, sidecar_threshold
 from classseg.pipeline.outputs import PREDICTION_COLUMNS, draw_overlay, metrics_markdown
-from classseg.pipeline.runners import BACKENDS, KerasRunner, OnnxRunner, make_runner
 
 __all__ = [
     "BACKENDS", "DEFAULT_THRESHOLD", "MODELS_ENV", "PREDICTION_COLUMNS", "TRAIN_HINT", "BatchResult",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from classseg.commands.options import default_of
+from classseg.models.predict import BACKENDS
 from classseg.pipeline.folder import (
     OUTPUT_ENTRIES,
     TRAIN_HINT,
@@ -24,7 +25,6 @@ from classseg.pipeline.folder import (
     evaluate_variants,
     predict_folder,
 )
-from classseg.pipeline.runners import BACKENDS
 
 __all__ = ["OUTPUT_ENTRIES", "TRAIN_HINT", "add_arguments", "build_parser", "config_from_args", "evaluate_variants",
            "main", "run"]

@@ -21,7 +21,7 @@ patients; a slice whose mask the 3D filter emptied says so in its ``notes``.
 The segmenter's sigmoid output is post-processed (:mod:`classseg.postprocess`) at the model's
 resolution and resized back to each slice's original size with nearest-neighbour interpolation.
 Slices are processed in batches through a compiled call or an ONNX Runtime session
-(:mod:`classseg.pipeline.runners`); inputs are prepared as each model's card says
+(:mod:`classseg.models.predict`); inputs are prepared as each model's card says
 (:class:`classseg.pipeline.models.PipelineModel`), a patient's slices standardised together.
 """
 
@@ -37,8 +37,8 @@ import numpy as np
 
 from classseg.evaluation.delivered import deliver_masks
 from classseg.modelcard import GATE_RULES, ModelCard
+from classseg.models.predict import ModelLike, OnnxRunner, tumor_probability
 from classseg.pipeline.models import PipelineModel, sidecar_threshold
-from classseg.pipeline.runners import ModelLike, OnnxRunner, pick_output, tumor_probability
 from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 
 DEFAULT_THRESHOLD = 0.5
@@ -273,19 +273,19 @@ class ClassSegPipeline:
         timings["resize"] += time.perf_counter() - t
         t = time.perf_counter()
         outputs = gate.run(x, self.batch_size)
-        prob = tumor_probability(pick_output(outputs, "class"))
+        prob = tumor_probability(outputs["class"])
         timings["classify"] += time.perf_counter() - t
         passed = prob >= self.threshold
         todo = np.arange(n) if segment_all or self.gate_rule == "mask" else np.flatnonzero(passed)
         if self.is_joint:
-            mask_probs = pick_output(outputs, "mask")[todo]
+            mask_probs = outputs["mask"][todo]
         else:
             seg = self.mask_model
             t = time.perf_counter()
             xs = seg.prepare(images, groups, cache)[todo]  # statistics over all of the patient's slices
             timings["resize"] += time.perf_counter() - t
             t = time.perf_counter()
-            mask_probs = pick_output(seg.run(xs, self.batch_size), "mask") if len(todo) \
+            mask_probs = seg.run(xs, self.batch_size)["mask"] if len(todo) \
                 else np.zeros((0, *seg.input_size, 1), np.float32)
             timings["segment"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -322,7 +322,7 @@ class ClassSegPipeline:
         images = [images[i] for i in index]
         timings["resize"] = time.perf_counter() - t
         t = time.perf_counter()
-        probs = pick_output(seg.run(x, self.batch_size), "mask")
+        probs = seg.run(x, self.batch_size)["mask"]
         timings["segment"] = time.perf_counter() - t
         t = time.perf_counter()
         masks, _ = self._masks_from_probs(probs, [im.shape[:2] for im in images],

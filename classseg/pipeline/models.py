@@ -21,8 +21,7 @@ from classseg.data.standardize import prepare_input
 from classseg.jsonio import read_json
 from classseg.modelcard import CardMismatchError, ModelCard, check_card, read_card
 from classseg.modelcheck import ModelCheckError, load_checked
-from classseg.models.tta import tta_predict
-from classseg.pipeline.runners import KerasRunner, ModelLike, OnnxRunner, make_runner, run_batched
+from classseg.models.predict import ModelLike, Runner, make_runner, predict
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -45,7 +44,7 @@ def describe_source(model: ModelLike) -> str:
 class PipelineModel:
     """A runner plus the card that says how to feed it (None: raw pixels at the model's own size)."""
 
-    runner: KerasRunner | OnnxRunner
+    runner: Runner
     card: ModelCard | None
     source: str
 
@@ -101,8 +100,9 @@ class PipelineModel:
         return self.card.tta if self.card is not None else "none"
 
     def run(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-        """The runner's outputs on prepared inputs, averaged over the card's test-time flips."""
-        return tta_predict(lambda b: run_batched(self.runner, b, batch_size), x, self.tta)
+        """Outputs by role (``class`` / ``mask``) on prepared inputs, averaged over the card's test-time
+        flips (:func:`classseg.models.predict.predict`)."""
+        return predict(self.runner, x, batch_size, tta=self.tta)
 
     def prepare(self, images: Sequence[np.ndarray], groups: Sequence[Any] | None,
                 cache: dict[tuple, np.ndarray]) -> np.ndarray:

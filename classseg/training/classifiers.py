@@ -41,6 +41,7 @@ from classseg.modelcard import ModelCard, write_card
 from classseg.models.backbones import get_spec
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
 from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
+from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict, tumor_probability
 from classseg.plotting import plot_confusion_matrix, plot_roc
 from classseg.seeding import set_seed
 from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
@@ -125,22 +126,6 @@ def extract_features(model: keras.Model, images: np.ndarray, batch_size: int = 3
     feats = np.concatenate(out, axis=0)
     assert len(feats) == len(images)
     return feats
-
-
-def compiled_call(model: keras.Model) -> tf.types.experimental.PolymorphicFunction:
-    """``model(x, training=False)`` as a ``tf.function`` traced once for any batch size."""
-    spec = tf.TensorSpec((None,) + tuple(model.input.shape[1:]), tf.float32)
-    return tf.function(lambda t: model(t, training=False), input_signature=[spec])
-
-
-def inference_ms_per_slice(model: keras.Model, images: np.ndarray, batch_size: int = 16,
-                           min_seconds: float = 1.0, max_reps: int = 20, call=None) -> float:
-    """Mean latency (ms per slice) of the end-to-end model (:func:`classseg.runtime.ms_per_slice`).
-
-    ``call``: a :func:`compiled_call` of ``model`` to reuse."""
-    from classseg.runtime import ms_per_slice
-
-    return ms_per_slice(call or compiled_call(model), images, batch_size, min_seconds, max_reps)
 
 
 def _class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -279,11 +264,11 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
     for r in range(config.repeats):
         seed = config.seed + r
         res = _train_one(name, config, parts, seed, strategy, cache)
-        call = compiled_call(res["model"])
+        runner = KerasRunner(res["model"])
         if res["path"] == "cached-features":
             # The cached-feature head must equal the end-to-end model (tested); recorded as a check.
             n_check = min(len(parts["test"]), 8)
-            e2e = call(parts["test"].images[:n_check].astype(np.float32)).numpy()[:, 1]
+            e2e = tumor_probability(predict(runner, parts["test"].images[:n_check])["class"]).astype(np.float32)
             res["e2e_check_max_abs_diff"] = float(np.max(np.abs(e2e - res["prob"]["test"][:n_check])))
         histories.append(res["history"])
         runs.append({k: res[k] for k in ("seed", "path", "val", "test", "best_epoch", "epochs_run",
@@ -295,9 +280,8 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
             save_model(res["model"], run_dir / "classifier.keras")
             best = {k: v for k, v in res.items() if k != "model"}
             best["params"] = _param_counts(res["model"])
-            best["ms_per_slice"] = inference_ms_per_slice(res["model"], parts["test"].images,
-                                                                config.infer_batch, call=call)
-        del res, call
+            best["ms_per_slice"] = inference_ms_per_slice(runner, parts["test"].images, config.infer_batch)
+        del res, runner
         keras.backend.clear_session(free_memory=True)
     cache.clear()
 

@@ -148,8 +148,9 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
 
     from classseg import data as cdata
     from classseg.modelcard import ModelCard, read_card, write_card
+    from classseg.models.predict import KerasRunner, predict, tumor_probability
     from classseg.runinfo import read_json, write_json
-    from classseg.training.segmenter import model_inputs, predict_masks
+    from classseg.training.segmenter import model_inputs
     from classseg.training.selection import choose_gate, final_calls
 
     gate_path = Path(gate_path)
@@ -160,10 +161,11 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
     frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
     parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("val", "test")}
     best = keras.models.load_model(gate_path, compile=False)
-    probs, labels = {}, {}
+    probs, labels, runner = {}, {}, KerasRunner(best)
     for name, df in parts.items():
         arrays = cdata.load_arrays(df, config.img_size, progress=progress)
-        probs[name] = predict_masks(best, model_inputs(arrays, config.normalization), 64)[:, 1]
+        class_out = predict(runner, model_inputs(arrays, config.normalization), 64)["class"]
+        probs[name] = tumor_probability(class_out).astype(np.float32)
         labels[name] = arrays.labels
     masks_nonempty: dict[str, np.ndarray | None] = {"val": None, "test": None}
     if segmenter_path is not None:

@@ -254,37 +254,6 @@ def compile_joint(model: Any, config: JointConfig, steps_per_epoch: int) -> tupl
     return w_cls, w_seg
 
 
-def predict_joint(model: Any, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """``(tumor_prob (N,), mask_prob (N, H, W))`` float32 for model inputs (N, H, W, 3) (raw 0..255 pixels or
-    what :func:`joint_inputs` made of them), inference mode.
-
-    ``tumor_prob`` is the class softmax at index 1 (tumor); works for dict or list model outputs.
-    """
-    import tensorflow as tf
-
-    h, w = (int(d) for d in model.inputs[0].shape[1:3])
-    if len(images) == 0:
-        return np.zeros(0, np.float32), np.zeros((0, h, w), np.float32)
-    ds = (tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-          .map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE))
-    out = model.predict(ds, verbose=0)
-    if not isinstance(out, dict):
-        out = dict(zip(model.output_names, out, strict=True))
-    cls, mask = np.asarray(out["class"], np.float32), np.asarray(out["mask"], np.float32)
-    return cls[:, 1], mask.reshape(mask.shape[:3])
-
-
-def inference_ms_per_slice(model: Any, images: np.ndarray, batch_size: int = 16, min_seconds: float = 1.0,
-                           max_reps: int = 20) -> float:
-    """Mean latency (ms per slice) of the whole model, compiled ``model(x, training=False)``
-    (:func:`classseg.runtime.ms_per_slice`, the method of every stage)."""
-    import tensorflow as tf
-
-    from classseg.runtime import ms_per_slice
-
-    return ms_per_slice(tf.function(lambda t: model(t, training=False)), images, batch_size, min_seconds, max_reps)
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.ndarray, masks: np.ndarray,
                    patient_ids: np.ndarray, config: JointConfig, truths: list[np.ndarray] | None = None,
@@ -393,6 +362,7 @@ def train_joint(
     from classseg.jsonio import write_json
     from classseg.manifest import write_manifest
     from classseg.modelcard import ModelCard, write_card
+    from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict, tumor_probability
     from classseg.seeding import set_seed
     from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint, check_run_identity
     from classseg.training.schedules import LossWeightScheduler
@@ -470,7 +440,11 @@ def train_joint(
     best = keras.Model(model.input, model.output, name=model.name)  # same layers, no optimizer / loss
     save_model(best, out / MODEL_FILE)
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
-    preds = {name: predict_joint(model, inputs[name], config.batch_size) for name in ("val", "test")}
+    runner = KerasRunner(best)
+    preds = {}
+    for name in ("val", "test"):  # (P(tumor) (N,), mask probabilities (N, H, W)), float32
+        outputs = predict(runner, inputs[name], config.batch_size)
+        preds[name] = (tumor_probability(outputs["class"]).astype(np.float32), outputs["mask"][..., 0])
     gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
     if config.select_gate and len(config.tasks) == 2:
         from classseg.atomic import atomic_to_csv
@@ -494,7 +468,7 @@ def train_joint(
                              tumor_prob if "class" in config.tasks else None,
                              mask_prob if "mask" in config.tasks else None, arrays.frame["patient_id"],
                              arrays.frame["mask_path"].fillna("").astype(str), arrays.frame["image_path"])
-    ms = inference_ms_per_slice(best, inputs["test"], config.infer_batch)
+    ms = inference_ms_per_slice(runner, inputs["test"], config.infer_batch)
     split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
     metrics: dict[str, Any] = {
         "model": model_name(config),

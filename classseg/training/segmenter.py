@@ -103,25 +103,6 @@ def recipe_config(recipe: str = "fast", **overrides: Any) -> SegmenterConfig:
     return SegmenterConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
 
 
-def predict_masks(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Model outputs for inputs (N, H, W, 3) in inference mode: tumor probabilities (N, H, W, 1) for a
-    segmenter, class probabilities (N, 2) for a gate.
-
-    Backend-agnostic (plain NumPy batches), so it runs on TensorFlow, JAX or PyTorch Keras.
-    """
-    if len(images) == 0:
-        shape = tuple(int(d) for d in model.output.shape[1:])
-        return np.zeros((0, *shape), np.float32)
-    out = []
-    for i in range(0, len(images), batch_size):
-        batch = np.asarray(images[i:i + batch_size], np.float32)
-        n = len(batch)
-        if n < batch_size:  # pad: one input shape, so no retracing (TF) or recompiling (JAX)
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), np.float32)])
-        out.append(np.asarray(model.predict_on_batch(batch), np.float32)[:n])
-    return np.concatenate(out)
-
-
 def model_inputs(arrays: Any, normalization: str) -> np.ndarray:
     """What the model is fed for :class:`SliceArrays`: raw pixels (uint8, cast per batch) or float32
     per-patient z-scores (:func:`classseg.data.standardize.prepare_input`, the pipeline's function)."""
@@ -144,14 +125,14 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     from classseg import data as cdata
     from classseg.modelcard import read_card
     from classseg.models.loading import load_model
-    from classseg.models.tta import tta_predict
+    from classseg.models.predict import predict
 
     card = read_card(model_path)
     model = load_model(model_path)
     size = card.img_size if card else int(model.input_shape[1])
     arrays = cdata.load_arrays(frame, size, progress=progress)
     x = model_inputs(arrays, card.normalization if card else "raw")
-    probs = tta_predict(lambda b: predict_masks(model, b, batch_size), x, card.tta if card else "none")
+    probs = predict(model, x, batch_size, tta=card.tta if card else "none")["mask"]
     pp = (card.postprocess_config() if card else None) or PostprocessConfig()
     return arrays, probs, pp, card.postprocess_3d_config() if card else None
 
@@ -203,14 +184,15 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
     from classseg.data.standardize import prepare_input
     from classseg.evaluation.robustness import robustness_scores
     from classseg.evaluation.scores import read_truths
-    from classseg.models.tta import tta_predict
+    from classseg.models.predict import KerasRunner, predict
     from classseg.training.selection import choose_delivery
 
     select = config.select_postprocess if select is None else select
+    runner = KerasRunner(model)  # one compiled call for every set, flip and stress test
 
     def probs_of(images: np.ndarray, ids: np.ndarray, mode: str) -> np.ndarray:
         x = prepare_input(images, config.normalization, ids)
-        return tta_predict(lambda b: predict_masks(model, b, config.batch_size), x, mode)
+        return predict(runner, x, config.batch_size, tta=mode)["mask"]
 
     def parts(arrays: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         return (read_truths(arrays.frame["mask_path"]), arrays.frame["patient_id"].to_numpy(),
