@@ -247,7 +247,8 @@ def test_choose_postprocess_removes_small_false_positives():
 
 
 def test_choose_gate_must_beat_mask_nonempty():
-    from classseg.training.selection import choose_gate, final_calls
+    from classseg.delivery.rules import final_calls
+    from classseg.training.selection import choose_gate
 
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     mask = np.array([1, 1, 1, 0, 1, 0, 0, 0], bool)  # baseline: accuracy 0.75, sensitivity 0.75

@@ -50,6 +50,7 @@ import numpy as np
 from classseg.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
 from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
 from classseg.data.walk import grouping
+from classseg.delivery.rules import GATE_RULES
 from classseg.environment import environment_info
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
@@ -104,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="gate threshold on P(tumor) (default: the gate's model card, else gate_threshold in "
                              "its JSON sidecar, else 0.5)")
-    parser.add_argument("--gate-rule", choices=("gate", "gate_and_mask", "mask"), default=None,
+    parser.add_argument("--gate-rule", choices=GATE_RULES, default=None,
                         help="final call per slice: the gate's verdict, verdict and a non-empty mask, or mask "
                              "non-empty (default: the gate's model card, else gate)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per model call (default 16)")
@@ -308,7 +309,7 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
     result = pipe.infer(images, segment_all=has_truth and pipe.is_joint, groups=groups)
     t = result.timings
     stage_s = t["resize"] + t["classify"] + t["segment"] + t["postprocess"]
-    all_masks = list(result.masks)
+    all_masks = list(result.masks if result.all_masks is None else result.all_masks)
     delivered = result.delivered
     final = result.final_call
     extra_s = 0.0
@@ -351,7 +352,7 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
         if scores is not None:
             k = position[i]
             acc.gated.add_scores(scores[0], [items[i].patient], [float(result.tumor_probability[k])],
-                                 [bool(result.passed[k])])
+                                 [bool(result.passed[k])], calls=[bool(final[k])])
             acc.segment_all.add_scores(scores[1], [items[i].patient])
         if bar is not None:
             bar.update(1)
@@ -381,13 +382,14 @@ def _gating_report(tumor: np.ndarray, passed: np.ndarray, gated: Any, segment_al
 
 def evaluate_variants(truths: Sequence[np.ndarray], delivered: Sequence[np.ndarray], all_masks: Sequence[np.ndarray],
                       passed: Sequence[bool], prob: Sequence[float], patients: Sequence[str],
-                      threshold: float) -> dict[str, Any]:
-    """Delivered (``gated``: the masks written, with the gate's own figures) vs segment-every-slice
-    (``segment_all``) :class:`classseg.evaluation.Scores`, and the gating effect."""
+                      threshold: float, calls: Sequence[bool] | None = None) -> dict[str, Any]:
+    """Delivered (``gated``: the masks written, detection of the final ``calls``, with the gate's own
+    figures) vs segment-every-slice (``segment_all``) :class:`classseg.evaluation.Scores`, and the gating effect."""
     from classseg.evaluation import score_slices
 
     passed = np.asarray(passed, bool)
-    gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed)
+    gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed,
+                         calls=calls)
     segment_all = score_slices(truths, all_masks, patients)
     return _gating_report(np.array([t.any() for t in truths], bool), passed, gated, segment_all, len(all_masks))
 

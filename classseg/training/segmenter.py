@@ -173,16 +173,15 @@ def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.nda
     slices in ``order``), resized back to each slice's original size and scored there against
     ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the arrays were never resized).
     """
+    from classseg.delivery.rules import deliver
     from classseg.evaluation import score_slices, to_original_size
-    from classseg.evaluation.delivered import deliver_masks
 
     truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
     shapes = [t.shape[:2] for t in truths]
     raw = (probs[..., 0] >= config.threshold).astype(np.uint8)
-    processed, _ = deliver_masks(probs, shapes, PostprocessConfig(**{**asdict(config.postprocess),
-                                                                     "threshold": config.threshold}),
-                                 config_3d, patient_ids, order)
-    out = score_slices(truths, processed, patient_ids).to_dict()
+    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
+    delivery = deliver(probs, shapes, pp, rule="mask", config_3d=config_3d, groups=patient_ids, order=order)
+    out = score_slices(truths, delivery.delivered, patient_ids, calls=delivery.calls).to_dict()
     out["threshold_only"] = score_slices(truths, to_original_size(raw, shapes), patient_ids).to_dict(False)
     return out
 
@@ -563,7 +562,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     plot_training_curves(history, out / "training_curves.png")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
-        threshold=float(chosen.threshold), postprocess=asdict(chosen), tta=tta,
+        postprocess=asdict(chosen), tta=tta,  # the mask threshold is postprocess.threshold
         postprocess_3d=asdict(chosen_3d) if chosen_3d else None,
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
