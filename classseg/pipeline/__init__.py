@@ -3,7 +3,10 @@
 * :mod:`~classseg.pipeline.runners`: Keras / ONNX Runtime batch runners, output picking.
 * :mod:`~classseg.pipeline.models`: a runner plus its model card (input size, normalisation), and the
   gate-threshold sidecars of models without a card.
-* :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, post-process, gate rule).
+* :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, deliver). The gate rule, final
+  call and delivered mask are :mod:`classseg.delivery.rules`' (the function training and selection score
+  with: 2D post-processing, the 3D filter over the slices the rule segments, resize back, rule), so
+  ``metrics.json`` (``gated``), the ``final_call`` column and ``classseg evaluate`` count the same calls.
 * :mod:`~classseg.pipeline.inputs`: the slices of a test folder (:mod:`classseg.data.walk`).
 * :mod:`~classseg.pipeline.outputs`: predictions.csv columns, mask / overlay PNGs, metrics.md.
 * :mod:`~classseg.pipeline.cli`: ``python -m classseg.pipeline --test-dir DIR`` (``classseg predict``).
@@ -11,7 +14,8 @@
 Command line::
 
     python -m classseg.pipeline --test-dir DIR [--out OUT] [--classifier PATH] [--segmenter PATH]
-        [--joint PATH] [--threshold P] [--batch-size N] [--backend keras|onnx] [--no-overlays]
+        [--joint PATH] [--threshold P] [--gate-rule gate|gate_and_mask|mask] [--batch-size N]
+        [--backend keras|onnx] [--no-overlays]
 """
 
 from classseg.paths import MODELS_ENV, default_models_dir

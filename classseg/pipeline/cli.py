@@ -2,9 +2,10 @@
 
 Writes ``predictions.csv`` (:data:`classseg.pipeline.outputs.PREDICTION_COLUMNS`), ``masks/``,
 ``overlays/``, ``skipped.csv``, ``summary.json`` and, where ground truth exists, ``metrics.json`` /
-``metrics.md``: :class:`classseg.evaluation.Scores` of the delivered masks (``gated``) and of the
-segmenter on every slice (``segment_all``), the numbers of :func:`classseg.evaluation.score_slices`,
-the function ``classseg evaluate`` uses.
+``metrics.md``: :class:`classseg.evaluation.Scores` of the delivered masks (``gated``; detection counts
+the gate rule's final calls, the ``final_call`` column) and of the segmenter on every slice
+(``segment_all``), the numbers of :func:`classseg.evaluation.score_slices`, the function ``classseg
+evaluate`` uses.
 
 Streaming (issue 20): patients (folders) are processed one at a time. A patient's slices go through
 :meth:`ClassSegPipeline.infer` in one call when a card normalises per patient or asks for the 3D filter
