@@ -16,8 +16,8 @@ Two thresholds, named apart (issue 19): ``class_threshold`` cuts a gate's (or a 
 output's) P(tumor); the mask threshold is ``postprocess["threshold"]`` (:meth:`ModelCard.mask_threshold`).
 Cards written before carry one ``threshold`` instead, still read as before: the class threshold of a
 gate / classifier / joint card, and the mask threshold of a segmenter (or joint) card whose
-``postprocess`` has none. Writers write the new names only (:func:`write_card` leaves out a ``threshold``
-of None).
+``postprocess`` has none. Writers write the new names only (:func:`write_card` moves a ``threshold`` to them:
+:meth:`ModelCard.upgraded`).
 """
 
 from __future__ import annotations
@@ -122,6 +122,29 @@ class ModelCard:
             return float(self.postprocess["threshold"])
         return 0.5 if self.threshold is None else float(self.threshold)
 
+    def upgraded(self) -> ModelCard:
+        """This card with an older card's ``threshold`` moved to the new names (``class_threshold`` for a
+        gate / classifier / joint card; ``postprocess.threshold`` where ``postprocess`` has none), so that
+        :meth:`class_cut`, :meth:`mask_threshold` and :meth:`postprocess_config` read the same values
+        for the roles that use them. A card without ``threshold`` is returned as it is."""
+        if self.threshold is None:
+            return self
+        changes: dict[str, Any] = {"threshold": None}
+        if self.role in CARD_ROLES_FOR["classifier"] + CARD_ROLES_FOR["joint"] and self.class_threshold is None:
+            changes["class_threshold"] = float(self.threshold)
+        if self.postprocess is not None and "threshold" not in self.postprocess:
+            changes["postprocess"] = {**self.postprocess, "threshold": float(self.threshold)}
+        elif self.postprocess is None and self.role in ("segmenter", "joint") and float(self.threshold) != 0.5:
+            changes["postprocess"] = {"threshold": float(self.threshold)}  # the mask threshold it stood for
+        return replace(self, **changes)
+
+    def mask_postprocess(self) -> Any:
+        """The post-processing a user's masks get: :meth:`postprocess_config`, else the default
+        :class:`PostprocessConfig` at :meth:`mask_threshold` (the pipeline and training read this one)."""
+        from classseg.postprocess import PostprocessConfig
+
+        return self.postprocess_config() or PostprocessConfig(threshold=self.mask_threshold())
+
     def postprocess_config(self) -> Any:
         """The card's :class:`PostprocessConfig` (mask threshold = :meth:`mask_threshold`), or None when
         the card records no post-processing."""
@@ -222,15 +245,16 @@ def write_card(model_path: str | Path, card: ModelCard) -> Path:
     """Write the card beside ``model_path`` atomically; returns its path.
 
     When the model exists the card is bound to it (``model_sha256``, ``model_file``: :func:`model_sha256`),
-    so write the model first; a hash given in ``card`` is kept only while the model file is missing."""
+    so write the model first; a hash given in ``card`` is kept only while the model file is missing. An
+    older card's ``threshold`` is written under the new names (:meth:`ModelCard.upgraded`)."""
     from classseg.runinfo import write_json
 
     path = Path(model_path)
+    card = card.upgraded()
     if path.exists():
         card = replace(card, model_sha256=model_sha256(path), model_file=path.name)
     data = asdict(card)
-    if data["threshold"] is None:  # the pre-issue-19 name: written only where a card still carries it
-        del data["threshold"]
+    del data["threshold"]  # the pre-issue-19 name, read but never written
     return write_json(card_path(path), data)
 
 

@@ -268,3 +268,23 @@ def test_joint_card_with_a_gate_rule_and_3d_filter_delivers_what_is_scored(joint
                                 gate_prob=tumor_prob, gate_threshold=class_cut, rule=rule, config_3d=f3d,
                                 order=test.frame["slice"].to_numpy())
     _same_figures(expected, _pipeline_gated(model_path, test_dir, tmp_path / "out"))
+
+
+@pytest.mark.parametrize("data", [
+    {"role": "gate", "img_size": 32, "threshold": 0.7},
+    {"role": "segmenter", "img_size": 32, "threshold": 0.4, "postprocess": {"min_component_px": 4}},
+    {"role": "segmenter", "img_size": 32, "threshold": 0.3},
+    {"role": "joint", "img_size": 32, "threshold": 0.2, "postprocess": {"threshold": 0.6}},
+])
+def test_an_older_card_is_rewritten_under_the_new_names_reading_the_same(tmp_path: Path, data: dict) -> None:
+    from classseg.modelcard import read_card, write_card
+
+    (tmp_path / "m.card.json").write_text(json.dumps(data))
+    old = read_card(tmp_path / "m.keras")
+    write_card(tmp_path / "m.keras", old)
+    assert "threshold" not in json.loads((tmp_path / "m.card.json").read_text())
+    new = read_card(tmp_path / "m.keras")
+    if data["role"] != "gate":  # what the role uses is read the same
+        assert new.mask_threshold() == old.mask_threshold() and new.mask_postprocess() == old.mask_postprocess()
+    if data["role"] != "segmenter":
+        assert new.class_cut() == old.class_cut() == data["threshold"]

@@ -270,7 +270,8 @@ def test_model_card_round_trip_and_validation(tmp_path):
     write_card(model, card)
     assert card_path(model).name == "segmenter.card.json"
     back = read_card(model)
-    assert back == card
+    assert back == card.upgraded() and back.threshold is None  # written under the new names (issue 19)
+    assert back.postprocess["threshold"] == 0.4
     pp = back.postprocess_config()
     assert pp.threshold == 0.4 and pp.min_component_px == 48 and not pp.closing
     assert read_card(tmp_path / "other.keras") is None

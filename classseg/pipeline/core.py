@@ -160,8 +160,7 @@ class ClassSegPipeline:
         if postprocess is not None:
             self.postprocess_config = postprocess
         elif seg.card is not None:
-            self.postprocess_config = (seg.card.postprocess_config()
-                                       or PostprocessConfig(threshold=seg.card.mask_threshold()))
+            self.postprocess_config = seg.card.mask_postprocess()
         else:
             self.postprocess_config = PostprocessConfig()
         if postprocess_3d is not None:

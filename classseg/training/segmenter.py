@@ -139,7 +139,7 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     Returns the :class:`classseg.data.SliceArrays` at the card's size, the mask probabilities (inputs
     normalised per patient and averaged over the card's flips) and the card's delivery: 2D
     :class:`PostprocessConfig` and per-patient 3D filter (or None), for
-    :func:`classseg.evaluation.delivered.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
+    :func:`classseg.delivery.rules.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
     pixels at the model's input size, default post-processing."""
     from classseg import data as cdata
     from classseg.modelcard import read_card
@@ -152,7 +152,7 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     arrays = cdata.load_arrays(frame, size, progress=progress)
     x = model_inputs(arrays, card.normalization if card else "raw")
     probs = tta_predict(lambda b: predict_masks(model, b, batch_size), x, card.tta if card else "none")
-    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
+    pp = card.mask_postprocess() if card else PostprocessConfig()
     return arrays, probs, pp, card.postprocess_3d_config() if card else None
 
 
