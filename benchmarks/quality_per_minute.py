@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
     from classseg.data.standardize import prepare_input
+    from classseg.delivery.rules import deliver_masks
     from classseg.evaluation import score_slices
-    from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
     from classseg.models.predict import predict
     from classseg.postprocess import PostprocessConfig

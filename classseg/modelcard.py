@@ -1,7 +1,7 @@
 """Model cards: the JSON file beside a model that says how to feed it and how to read its output.
 
 ``segmenter.keras`` is described by ``segmenter.card.json``. The pipeline applies exactly what the
-card states (input size and normalisation, probability threshold, post-processing, gate rule), so what
+card states (input size and normalisation, class and mask thresholds, post-processing, gate rule), so what
 was chosen on validation travels with the model instead of living in command-line defaults.
 nnU-Net's ``plans.json`` plays the same role there. Paths inside a card are relative to the card.
 
@@ -11,6 +11,13 @@ sits beside (:func:`model_sha256`; for a SavedModel folder, of its files), fille
 model). :func:`check_card` compares role, input size and hash when a model is loaded: a card of
 another model is refused in one line; a card without a hash (older cards) and a model without a
 card are warnings. Every field is validated, types included, with a one-line error naming it.
+
+Two thresholds, named apart (issue 19): ``class_threshold`` cuts a gate's (or a joint model's class
+output's) P(tumor); the mask threshold is ``postprocess["threshold"]`` (:meth:`ModelCard.mask_threshold`).
+Cards written before carry one ``threshold`` instead, still read as before: the class threshold of a
+gate / classifier / joint card, and the mask threshold of a segmenter (or joint) card whose
+``postprocess`` has none. Writers write the new names only (:func:`write_card` moves a ``threshold`` to them:
+:meth:`ModelCard.upgraded`).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from classseg.data.standardize import NORMALIZATIONS
+from classseg.delivery.rules import GATE_RULES
 
 ROLES = ("segmenter", "gate", "joint", "classifier")
-#: How the final per-slice call combines the gate verdict with the (post-processed) mask.
-GATE_RULES = ("gate", "gate_and_mask", "mask")
+__all__ = ["GATE_RULES", "ROLES", "ModelCard", "bind_card", "card_path", "check_card", "model_sha256", "read_card",
+           "write_card"]
 
 
 @dataclass
@@ -36,10 +44,14 @@ class ModelCard:
     - ``role``: segmenter | gate | joint | classifier.
     - ``img_size``: square input side in pixels; ``normalization``: ``raw`` (0..255, the model carries
       its own scaling) or ``patient_zscore`` (:mod:`classseg.data.standardize`).
-    - ``threshold``: probability cut (mask pixels for a segmenter, tumor class for a gate).
-    - ``postprocess``: :class:`classseg.postprocess.PostprocessConfig` fields (segmenter / joint).
-    - ``gate_rule``: final call of a slice (gate): ``gate`` = the gate's verdict; ``gate_and_mask`` =
-      verdict and a non-empty mask; ``mask`` = mask non-empty (gate ignored).
+    - ``class_threshold``: P(tumor) cut of a gate / classifier / joint class output (None: not given).
+    - ``postprocess``: :class:`classseg.postprocess.PostprocessConfig` fields (segmenter / joint); its
+      ``threshold`` is the mask threshold (:meth:`mask_threshold`).
+    - ``threshold``: older cards only (before issue 19), read as before (:meth:`class_cut`,
+      :meth:`mask_threshold`); new cards leave it None.
+    - ``gate_rule``: final call of a slice (:data:`classseg.delivery.rules.GATE_RULES`): ``gate`` = the
+      gate's verdict; ``gate_and_mask`` = verdict and a non-empty mask; ``mask`` = mask non-empty (gate
+      ignored).
     - ``tta``: test-time flips averaged on the mask output (:data:`classseg.models.tta.TTA_MODES`:
       ``none``, ``hflip``, ``flips``), chosen on val.
     - ``postprocess_3d``: :class:`classseg.postprocess.Postprocess3DConfig` fields (per-patient 3D
@@ -55,7 +67,7 @@ class ModelCard:
     role: str
     img_size: int
     normalization: str = "raw"
-    threshold: float = 0.5
+    threshold: float | None = None
     postprocess: dict[str, Any] | None = None
     gate_rule: str | None = None
     tta: str = "none"
@@ -64,6 +76,7 @@ class ModelCard:
     model_sha256: str | None = None
     model_file: str | None = None
     exports: dict[str, str] | None = None
+    class_threshold: float | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -71,8 +84,10 @@ class ModelCard:
             raise ValueError(f"model card: role {self.role!r} is not one of {ROLES}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"model card: normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"model card: threshold {self.threshold} is outside [0, 1]")
+        for name in ("threshold", "class_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"model card: {name} {value} is outside [0, 1]")
         if self.gate_rule is not None and self.gate_rule not in GATE_RULES:
             raise ValueError(f"model card: gate_rule {self.gate_rule!r} is not one of {GATE_RULES}")
         from classseg.models.tta import TTA_MODES
@@ -94,21 +109,52 @@ class ModelCard:
             raise ValueError(f"model card: postprocess_3d {self.postprocess_3d!r}: {err}") from None
         return config if config.min_fraction > 0 else None
 
-    def postprocess_config(self) -> Any:
-        """The card's :class:`PostprocessConfig`, or None.
+    def class_cut(self) -> float | None:
+        """The P(tumor) cut: ``class_threshold``, else (older cards) ``threshold``; None when neither."""
+        value = self.class_threshold if self.class_threshold is not None else self.threshold
+        return None if value is None else float(value)
 
-        The mask threshold is ``postprocess["threshold"]`` where the card records one, else the card's
-        ``threshold``. A joint model's card holds two: ``threshold`` is its class (gate) threshold and
-        ``postprocess.threshold`` the mask threshold its figures were scored with (issue 19: the class
-        threshold used to replace the mask threshold, so ``--joint`` drew other masks than the run scored)."""
+    def mask_threshold(self) -> float:
+        """The mask threshold: ``postprocess["threshold"]``, else (older cards) ``threshold``, else 0.5.
+        Never ``class_threshold`` (issue 19: the class threshold used to replace the mask threshold, so
+        ``--joint`` drew other masks than the run scored)."""
+        if self.postprocess and "threshold" in self.postprocess:
+            return float(self.postprocess["threshold"])
+        return 0.5 if self.threshold is None else float(self.threshold)
+
+    def upgraded(self) -> ModelCard:
+        """This card with an older card's ``threshold`` moved to the new names (``class_threshold`` for a
+        gate / classifier / joint card; ``postprocess.threshold`` where ``postprocess`` has none), so that
+        :meth:`class_cut`, :meth:`mask_threshold` and :meth:`postprocess_config` read the same values
+        for the roles that use them. A card without ``threshold`` is returned as it is."""
+        if self.threshold is None:
+            return self
+        changes: dict[str, Any] = {"threshold": None}
+        if self.role in CARD_ROLES_FOR["classifier"] + CARD_ROLES_FOR["joint"] and self.class_threshold is None:
+            changes["class_threshold"] = float(self.threshold)
+        if self.postprocess is not None and "threshold" not in self.postprocess:
+            changes["postprocess"] = {**self.postprocess, "threshold": float(self.threshold)}
+        elif self.postprocess is None and self.role in ("segmenter", "joint") and float(self.threshold) != 0.5:
+            changes["postprocess"] = {"threshold": float(self.threshold)}  # the mask threshold it stood for
+        return replace(self, **changes)
+
+    def mask_postprocess(self) -> Any:
+        """The post-processing a user's masks get: :meth:`postprocess_config`, else the default
+        :class:`PostprocessConfig` at :meth:`mask_threshold` (the pipeline and training read this one)."""
+        from classseg.postprocess import PostprocessConfig
+
+        return self.postprocess_config() or PostprocessConfig(threshold=self.mask_threshold())
+
+    def postprocess_config(self) -> Any:
+        """The card's :class:`PostprocessConfig` (mask threshold = :meth:`mask_threshold`), or None when
+        the card records no post-processing."""
         from classseg.postprocess import PostprocessConfig
 
         if self.postprocess is None:
             return None
         known = {f.name for f in fields(PostprocessConfig)}
-        mask_threshold = self.postprocess.get("threshold", self.threshold)
         return PostprocessConfig(**{k: v for k, v in self.postprocess.items() if k in known and k != "threshold"},
-                                 threshold=float(mask_threshold))
+                                 threshold=self.mask_threshold())
 
 
 def _is_number(value: Any) -> bool:
@@ -136,8 +182,10 @@ def _check_types(card: ModelCard) -> None:
         raise _type_error("img_size", card.img_size, "a whole number of pixels")
     if not 8 <= card.img_size <= 8192:
         raise ValueError(f"model card: img_size {card.img_size} is outside 8..8192 pixels")
-    if not _is_number(card.threshold) or not math.isfinite(card.threshold):
-        raise _type_error("threshold", card.threshold, "a number in [0, 1]")
+    for name in ("threshold", "class_threshold"):
+        value = getattr(card, name)
+        if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            raise _type_error(name, value, "a number in [0, 1] or null")
     if card.gate_rule is not None and not isinstance(card.gate_rule, str):
         raise _type_error("gate_rule", card.gate_rule, "a string or null")
     for name in ("postprocess", "postprocess_3d"):
@@ -197,13 +245,17 @@ def write_card(model_path: str | Path, card: ModelCard) -> Path:
     """Write the card beside ``model_path`` atomically; returns its path.
 
     When the model exists the card is bound to it (``model_sha256``, ``model_file``: :func:`model_sha256`),
-    so write the model first; a hash given in ``card`` is kept only while the model file is missing."""
+    so write the model first; a hash given in ``card`` is kept only while the model file is missing. An
+    older card's ``threshold`` is written under the new names (:meth:`ModelCard.upgraded`)."""
     from classseg.runinfo import write_json
 
     path = Path(model_path)
+    card = card.upgraded()
     if path.exists():
         card = replace(card, model_sha256=model_sha256(path), model_file=path.name)
-    return write_json(card_path(path), asdict(card))
+    data = asdict(card)
+    del data["threshold"]  # the pre-issue-19 name, read but never written
+    return write_json(card_path(path), data)
 
 
 def bind_card(model_path: str | Path, card: ModelCard | None = None, **changes: Any) -> ModelCard:

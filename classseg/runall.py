@@ -352,7 +352,7 @@ def choose_phase3_gate(gate_path: Path, segmenter_path: Path, data_dir: Path, sp
 
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
-    from classseg.training.gate import segmenter_masks_nonempty
+    from classseg.training.gate import segmenter_delivery
     from classseg.training.selection import choose_gate
 
     probs = pd.read_csv(gate_path.parent / "predictions.csv")
@@ -363,8 +363,8 @@ def choose_phase3_gate(gate_path: Path, segmenter_path: Path, data_dir: Path, sp
                     validate="one_to_one")
     if val["p_tumor"].isna().any():
         raise ValueError(f"{gate_path.parent / 'predictions.csv'} lacks val slices of {split_file}")
-    nonempty = segmenter_masks_nonempty(segmenter_path, val)[0]
-    choice, table = choose_gate(val["tumor"].astype(int).to_numpy(), val["p_tumor"].to_numpy(), nonempty)
+    maps = segmenter_delivery(segmenter_path, val)  # the rule's own delivery per threshold (3D filter included)
+    choice, table = choose_gate(val["tumor"].astype(int).to_numpy(), val["p_tumor"].to_numpy(), maps)
     atomic_to_csv(table, folder / "gate_selection.csv", index=False)
     write_json(folder / "gate_selection.json", {"gate": str(gate_path), "segmenter": str(segmenter_path), **choice})
     return choice

@@ -243,7 +243,7 @@ def test_export_writes_the_card_beside_the_onnx_bound_to_it(tmp_path, capsys):
     assert export_cmd.run(_args(model_path, out)) == 0
     card = read_card(out)
     assert card_path(out).name == "model.card.json" and card.model_file == "model.onnx"
-    assert card.model_sha256 == model_sha256(out) and (card.threshold, card.gate_rule) == (0.3, "mask")
+    assert card.model_sha256 == model_sha256(out) and (card.class_cut(), card.gate_rule) == (0.3, "mask")
     assert card.provenance["exported_from"]["sha256"] == model_sha256(model_path)
     assert check_card(card, "classifier", out, (SIZE, SIZE)) == []  # what the pipeline checks at load
     assert "model card:" in capsys.readouterr().out

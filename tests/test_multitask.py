@@ -92,7 +92,11 @@ def test_two_stage_from_saved_predictions_equals_the_gated_masks(tmp_path: Path)
     pp = PostprocessConfig(closing=False, fill_holes=False)
     combined = two_stage_scores(cls, seg, truths, pp)
     assert combined == delivered_scores(truths, seg["mask_prob"], ids, pp, gate_prob=gate)
-    assert (combined["tp"], combined["fn"], combined["fp"], combined["tn"]) == (1, 1, 0, 2)
+    # rule gate (default) counts the gate's verdict: slice 2 passes with an empty mask, a false positive call
+    assert (combined["tp"], combined["fn"], combined["fp"], combined["tn"]) == (1, 1, 1, 1)
+    anded = two_stage_scores(cls, seg, truths, pp, rule="gate_and_mask")  # verdict and a non-empty mask
+    assert (anded["tp"], anded["fn"], anded["fp"], anded["tn"]) == (1, 1, 0, 2)
+    assert anded["dice_tumor_slices"] == combined["dice_tumor_slices"]  # same delivered masks
     assert combined["segment_all"]["fp"] == 1  # the false positive exists before gating
     assert combined["dice_tumor_slices"] == pytest.approx(0.5)  # slice 0 exact (6x6 -> 12x12), slice 1 missed
     other = {**cls, "image_path": np.array(paths[::-1])}

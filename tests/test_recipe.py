@@ -247,7 +247,8 @@ def test_choose_postprocess_removes_small_false_positives():
 
 
 def test_choose_gate_must_beat_mask_nonempty():
-    from classseg.training.selection import choose_gate, final_calls
+    from classseg.delivery.rules import final_calls
+    from classseg.training.selection import choose_gate
 
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     mask = np.array([1, 1, 1, 0, 1, 0, 0, 0], bool)  # baseline: accuracy 0.75, sensitivity 0.75
@@ -269,7 +270,8 @@ def test_model_card_round_trip_and_validation(tmp_path):
     write_card(model, card)
     assert card_path(model).name == "segmenter.card.json"
     back = read_card(model)
-    assert back == card
+    assert back == card.upgraded() and back.threshold is None  # written under the new names (issue 19)
+    assert back.postprocess["threshold"] == 0.4
     pp = back.postprocess_config()
     assert pp.threshold == 0.4 and pp.min_component_px == 48 and not pp.closing
     assert read_card(tmp_path / "other.keras") is None

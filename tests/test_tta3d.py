@@ -103,8 +103,8 @@ def test_choose_delivery_prefers_the_filter_only_when_val_says_so() -> None:
 
 
 def test_card_round_trips_tta_and_3d(tmp_path) -> None:
-    card = ModelCard(role="segmenter", img_size=128, normalization="patient_percentile", threshold=0.4,
-                     postprocess={"min_component_px": 12}, tta="flips",
+    card = ModelCard(role="segmenter", img_size=128, normalization="patient_percentile",
+                     postprocess={"threshold": 0.4, "min_component_px": 12}, tta="flips",
                      postprocess_3d={"min_fraction": 0.2, "connectivity": 26})
     path = tmp_path / "segmenter.keras"
     write_card(path, card)

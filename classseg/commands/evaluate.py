@@ -99,4 +99,5 @@ def run(args: argparse.Namespace) -> int:
                       digits=4))
     print(f"{result['n_slices']} slices with ground truth scored ({result['n_tumor_slices']} tumor), "
           f"{result['slices_without_ground_truth']} without ground truth, {result['slices_not_ok']} not ok.")
+    print(f"detection counts the {result['detection_source']}.")
     return 0

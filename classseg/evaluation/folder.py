@@ -3,7 +3,7 @@
 A predictions folder is what ``python -m classseg.pipeline`` writes (any tool may write one):
 ``predictions.csv`` with at least ``image`` (path relative to the test folder) and ``mask_path``
 (PNG relative to the predictions folder; 0 / 255 or 0 / 1), optionally ``status`` (rows other than
-``ok`` are left out), ``patient``, ``gate_prob`` and ``gate_verdict``. The ground truth of
+``ok`` are left out), ``patient``, ``gate_prob``, ``gate_verdict`` and ``final_call``. The ground truth of
 ``TRUTH/<image>`` is ``TRUTH/<stem>_mask.<ext>``, paired by the walker's rule
 (:func:`classseg.data.walk.pair_mask`: one mask beside two images of the same stem belongs to the
 image of its own extension only); images without one are counted, not scored.
@@ -15,6 +15,11 @@ in bounded memory); nnU-Net's ``evaluate_folder`` is the model. Masks, predicted
 rule of every command (:data:`classseg.data.io.MASK_RULE`): a mask that breaks it is refused in one line
 naming it, never left out of the figures. Patients without a ``patient`` column are the truth folder's
 patient folders by their relative path (:func:`classseg.data.walk.patient_of`).
+
+Detection counts the slice's final call (issue 19): the ``final_call`` column (``tumor`` /
+``no_tumor``, the gate rule's call: :func:`classseg.delivery.rules.final_calls`) when every scored row
+has one, which is what the pipeline's ``metrics.json`` counts; a folder without it falls back to "the
+predicted mask is non-empty" and says so (``detection_source`` in the output).
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ import numpy as np
 from classseg.data.io import ImageReadError, read_mask
 from classseg.data.walk import pair_mask, patient_of
 from classseg.evaluation.scores import ScoreAccumulator
+
+#: What the detection figures counted (``detection_source`` of :func:`evaluate_folder`).
+DETECTION_FROM_CALLS = "final_call column (the gate rule's final call)"
+DETECTION_FROM_MASKS = "predicted mask non-empty (no final_call column in predictions.csv)"
 
 
 def _read_predictions(pred_dir: Path) -> list[dict[str, str]]:
@@ -67,7 +76,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
         raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
     rows = _read_predictions(pred_dir)
     acc = ScoreAccumulator(hd95_pooling=hd95_pooling)
-    images, probs, verdicts = [], [], []
+    images, probs, verdicts, finals = [], [], [], []
     skipped = {"not_ok": 0, "no_ground_truth": 0}
     for row in rows:
         if row.get("status", "ok") not in ("ok", ""):
@@ -87,20 +96,27 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
         images.append(image.as_posix())
         probs.append(float(row["gate_prob"]) if row.get("gate_prob") not in (None, "") else np.nan)
         verdicts.append(row.get("gate_verdict", ""))
+        finals.append(row.get("final_call") or "")
     if not len(acc):
         raise ValueError(f"{pred_dir}: no predicted slice has ground truth under {truth_dir}")
     has_gate = not np.isnan(probs).any() and all(v in ("tumor", "no_tumor") for v in verdicts)
+    has_calls = all(v in ("tumor", "no_tumor") for v in finals)
     per = acc.slice_scores()
     patients = acc.patient_ids
     scored = ScoreAccumulator(hd95_pooling=hd95_pooling)  # the same numbers, with the gate where there was one
     scored.add_scores(per, patients, probs if has_gate else None,
-                      [v == "tumor" for v in verdicts] if has_gate else None)
+                      [v == "tumor" for v in verdicts] if has_gate else None,
+                      [v == "tumor" for v in finals] if has_calls else None)
     scores = scored.scores(_gate_threshold(pred_dir))
-    per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "dice": float(d),
+    called = per.predicted if not has_calls else np.array([v == "tumor" for v in finals], bool)
+    per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "called": bool(c),
+                  "dice": float(d),
                   "iou": float(j), "hd95_px": None if np.isnan(h) else float(h), "truth_px": int(tp),
                   "pred_px": int(pp)}
-                 for name, pid, t, p, d, j, h, tp, pp in zip(images, patients, per.tumor, per.predicted, per.dice,
-                                                              per.iou, per.hd95, per.truth_px, per.pred_px,
-                                                              strict=True)]
-    return {**scores.to_dict(), "per_slice": per_slice, "pred_dir": str(pred_dir), "truth_dir": str(truth_dir),
+                 for name, pid, t, p, c, d, j, h, tp, pp in zip(images, patients, per.tumor, per.predicted, called,
+                                                                 per.dice, per.iou, per.hd95, per.truth_px,
+                                                                 per.pred_px, strict=True)]
+    source = DETECTION_FROM_CALLS if has_calls else DETECTION_FROM_MASKS
+    return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice, "pred_dir": str(pred_dir),
+            "truth_dir": str(truth_dir),
             "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"]}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from classseg.evaluation.delivered import deliver_masks
+from classseg.delivery.rules import deliver_masks
 from classseg.evaluation.scores import score_slices
 from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 

@@ -6,9 +6,14 @@ P(tumor). The same names mean the same thing in every ``metrics.json``, ``result
 ``classseg compare`` / ``classseg report`` table and in ``classseg evaluate --json``:
 
 * Detection, ``tp`` ``fp`` ``tn`` ``fn`` ``accuracy`` ``sensitivity`` ``specificity`` ``precision``
-  ``f1_macro``: the slice's final call as delivered: "the delivered mask is non-empty" for anything
-  that outputs masks (segmenter, pipeline, joint model); the verdict ``P(tumor) >= threshold`` for a
-  classifier alone. ``precision == tp / (tp + fp)`` always (a slice figure, never pixels).
+  ``f1_macro``: the slice's final call (``calls=``, :func:`classseg.delivery.rules.final_calls`) under
+  the gate rule that delivered the masks: for rules ``mask`` and ``gate_and_mask`` (and anything
+  without a gate: a segmenter) this is "the delivered mask is non-empty"; for rule ``gate`` it is the
+  gate's verdict (a passed slice with an empty mask is called tumor). Without ``calls`` (a folder
+  written without a ``final_call`` column) it is "the delivered mask is non-empty". A classifier alone:
+  the verdict ``P(tumor) >= threshold``. ``precision == tp / (tp + fp)`` always (a slice figure, never
+  pixels). The pipeline's ``metrics.json``, ``classseg evaluate``, the training runs and the gate
+  selection (:func:`classseg.training.selection.choose_gate`) all count these same calls.
 * Gate, ``gate_*`` (same definitions): the gate's own verdict, reported beside the delivered masks'
   figures; ``gate_auc`` is the AUC of its P(tumor). Absent (None) when no gate took part.
 * Segmentation (:func:`classseg.evaluation.segmentation.segmentation_figures`): at the slice's original
@@ -128,9 +133,12 @@ DEFINITIONS = ("Detection figures (accuracy, sensitivity, specificity, precision
 
 def score_slices(truths: Sequence[np.ndarray], masks: Sequence[np.ndarray], patient_ids: Sequence[str],
                  gate_prob: Sequence[float] | np.ndarray | None = None, gate_threshold: float | None = None,
-                 gate_verdict: Sequence[bool] | np.ndarray | None = None, hd95_pooling: str = "pooled") -> Scores:
+                 gate_verdict: Sequence[bool] | np.ndarray | None = None, hd95_pooling: str = "pooled",
+                 calls: Sequence[bool] | np.ndarray | None = None) -> Scores:
     """Score delivered ``masks`` against ``truths`` (both at the slice's original size, (H_i, W_i)).
 
+    ``calls``: each slice's final call under the gate rule (:func:`classseg.delivery.rules.final_calls`);
+    the detection figures count them (None: "the delivered mask is non-empty").
     ``gate_prob`` / ``gate_threshold``: the gate's P(tumor) and threshold when a gate took part
     (``gate_*`` figures; the verdict is ``gate_prob >= gate_threshold`` unless ``gate_verdict`` gives it).
     This is the one scoring function behind the pipeline's ``metrics.json``,
@@ -142,7 +150,9 @@ def score_slices(truths: Sequence[np.ndarray], masks: Sequence[np.ndarray], pati
         raise ValueError(f"length mismatch: {len(truths)} truths, {len(masks)} masks, {len(patient_ids)} ids")
     seg = segmentation_figures(masks, truths, patient_ids, hd95_pooling=hd95_pooling)
     y_true = np.array([bool((t >= 0.5).any()) for t in truths], bool)
-    called = np.array([bool((m >= 0.5).any()) for m in masks], bool)
+    called = np.array([bool((m >= 0.5).any()) for m in masks], bool) if calls is None else np.asarray(calls, bool)
+    if len(called) != len(truths):
+        raise ValueError(f"length mismatch: {len(called)} calls for {len(truths)} slices")
     det = detection(y_true, called)
     values: dict[str, Any] = {k: v for k, v in {**det, **seg}.items() if k in SCORE_FIELDS}
     values["resolution"] = RESOLUTION
@@ -193,10 +203,11 @@ class ScoreAccumulator:
     """:func:`score_slices` fed a patient (or a slice) at a time, holding no mask.
 
     :meth:`add` scores the slices given (Dice, IoU, HD95, pixel counts: :func:`slice_scores`) and keeps
-    only those numbers, the patient and the gate's P(tumor) / verdict per slice (about 80 bytes a slice
-    in typed arrays); :meth:`scores` gives the :class:`Scores` that :func:`score_slices` gives on all the
-    slices at once, to the last bit (same values, same order, same NumPy reductions). What the pipeline
-    and ``classseg evaluate`` use, so memory does not grow with the masks of a folder.
+    only those numbers, the patient, the final call (``calls=``) and the gate's P(tumor) / verdict per
+    slice (about 80 bytes a slice in typed arrays); :meth:`scores` gives the :class:`Scores` that
+    :func:`score_slices` gives on all the slices at once, to the last bit (same values, same order, same
+    NumPy reductions). What the pipeline and ``classseg evaluate`` use,
+    so memory does not grow with the masks of a folder.
     """
 
     _FIELDS = ("dice", "iou", "hd95", "inter", "pred_px", "truth_px", "diagonal")
@@ -211,31 +222,41 @@ class ScoreAccumulator:
         self._names: dict[str, int] = {}
         self._prob, self._verdict = array("d"), array("b")
         self._gate: bool | None = None
+        self._calls = array("b")
+        self._has_calls: bool | None = None
 
     def __len__(self) -> int:
         return len(self._tumor)
 
     def add(self, truths: Sequence[np.ndarray], masks: Sequence[np.ndarray], patient_ids: Sequence[str],
-            gate_prob: Sequence[float] | None = None, gate_verdict: Sequence[bool] | None = None) -> Any:
+            gate_prob: Sequence[float] | None = None, gate_verdict: Sequence[bool] | None = None,
+            calls: Sequence[bool] | None = None) -> Any:
         """Score ``masks`` against ``truths`` (lists of (H_i, W_i) arrays) and keep the per-slice numbers;
-        returns their :class:`~classseg.evaluation.segmentation.SliceScores`."""
+        returns their :class:`~classseg.evaluation.segmentation.SliceScores`. ``calls``: the final calls
+        (as in :func:`score_slices`), for every slice added or for none."""
         from classseg.evaluation.segmentation import slice_scores
 
         s = slice_scores(list(masks), list(truths), hd95_pooling=self.hd95_pooling)
-        self.add_scores(s, patient_ids, gate_prob, gate_verdict)
+        self.add_scores(s, patient_ids, gate_prob, gate_verdict, calls)
         return s
 
     def add_scores(self, s: Any, patient_ids: Sequence[str], gate_prob: Sequence[float] | None = None,
-                   gate_verdict: Sequence[bool] | None = None) -> None:
+                   gate_verdict: Sequence[bool] | None = None, calls: Sequence[bool] | None = None) -> None:
         """Keep per-slice figures computed elsewhere (same order as the slices are meant to be scored)."""
         n = len(s.dice)
-        if len(patient_ids) != n:
-            raise ValueError(f"length mismatch: {n} slices but {len(patient_ids)} patient ids")
+        if len(patient_ids) != n or (calls is not None and len(calls) != n):
+            raise ValueError(f"length mismatch: {n} slices but {len(patient_ids)} patient ids"
+                             + ("" if calls is None else f" and {len(calls)} calls"))
         gate = gate_prob is not None or gate_verdict is not None
         if n and self._gate is not None and gate != self._gate:
             raise ValueError("gate figures given for some slices only")
+        if n and self._has_calls is not None and (calls is not None) != self._has_calls:
+            raise ValueError("final calls given for some slices only")
         if n:
             self._gate = gate
+            self._has_calls = calls is not None
+        if calls is not None:
+            self._calls.extend(np.asarray(calls, bool).astype(int).tolist())
         for k in self._FIELDS:
             self._values[k].extend(np.asarray(getattr(s, k), np.float64).tolist())
         self._tumor.extend(np.asarray(s.tumor, bool).astype(int).tolist())
@@ -257,6 +278,11 @@ class ScoreAccumulator:
         return [names[c] for c in self._codes]
 
     @property
+    def calls(self) -> np.ndarray | None:
+        """The final calls given (None when none were)."""
+        return np.asarray(self._calls, np.int8).astype(bool) if self._has_calls else None
+
+    @property
     def gate_verdicts(self) -> np.ndarray | None:
         """The gate verdicts given (None when no gate took part)."""
         return np.asarray(self._verdict, np.int8).astype(bool) if self._gate else None
@@ -274,7 +300,8 @@ class ScoreAccumulator:
         """The :class:`Scores` of every slice added, as :func:`score_slices` computes them."""
         s = self.slice_scores()
         seg = figures_from_slice_scores(s, self.patient_ids, self.hd95_pooling)
-        det = detection(s.tumor, s.predicted)
+        calls = self.calls
+        det = detection(s.tumor, s.predicted if calls is None else calls)
         values: dict[str, Any] = {k: v for k, v in {**det, **seg}.items() if k in SCORE_FIELDS}
         values["resolution"] = RESOLUTION
         if self._gate:

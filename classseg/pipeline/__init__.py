@@ -2,7 +2,10 @@
 
 * :mod:`~classseg.pipeline.models`: a runner (:mod:`classseg.models.predict`) plus its model card (input
   size, normalisation), and the gate-threshold sidecars of models without a card.
-* :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, post-process, gate rule).
+* :mod:`~classseg.pipeline.core`: :class:`ClassSegPipeline` (gate, segment, deliver). The gate rule, final
+  call and delivered mask are :mod:`classseg.delivery.rules`' (the function training and selection score
+  with: 2D post-processing, the 3D filter over the slices the rule segments, resize back, rule), so
+  ``metrics.json`` (``gated``), the ``final_call`` column and ``classseg evaluate`` count the same calls.
 * :mod:`~classseg.pipeline.inputs`: the slices of a test folder (:mod:`classseg.data.walk`).
 * :mod:`~classseg.pipeline.outputs`: predictions.csv columns, mask / overlay PNGs, metrics.md.
 * :mod:`~classseg.pipeline.folder`: :func:`predict_folder` (a :class:`FolderPredictionConfig` in, a

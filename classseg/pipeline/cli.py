@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from classseg.commands.options import default_of
+from classseg.delivery.rules import GATE_RULES
 from classseg.models.predict import BACKENDS
 from classseg.pipeline.folder import (
     OUTPUT_ENTRIES,
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="gate threshold on P(tumor) (default: the gate's model card, else gate_threshold in "
                              "its JSON sidecar, else 0.5)")
-    parser.add_argument("--gate-rule", choices=("gate", "gate_and_mask", "mask"), default=None,
+    parser.add_argument("--gate-rule", choices=GATE_RULES, default=None,
                         help="final call per slice: the gate's verdict, verdict and a non-empty mask, or mask "
                              "non-empty (default: the gate's model card, else gate)")
     parser.add_argument("--batch-size", type=int, default=default_of(FolderPredictionConfig, "batch_size"),

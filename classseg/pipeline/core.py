@@ -6,8 +6,9 @@ Duong-Trung et al. (seed 002), Algorithm 1, phase 3::
         if model 1 (classifier) predicts i as non-defect: continue
         else: model 2 (segmenter) segments the defect region
 
-"Predicts tumor" means ``P(tumor) >= threshold`` on the gate's 2-class softmax (index 1 = tumor).
-The final call of a slice follows the gate card's ``gate_rule`` (:data:`classseg.modelcard.GATE_RULES`):
+"Predicts tumor" means ``P(tumor) >= class threshold`` on the gate's 2-class softmax (index 1 = tumor).
+The final call of a slice follows the gate card's ``gate_rule``, defined once in
+:mod:`classseg.delivery.rules` (:data:`~classseg.delivery.rules.GATE_RULES`):
 
 * ``gate`` (default): the gate's verdict; the segmenter runs on the slices the gate passes.
 * ``gate_and_mask``: verdict AND a non-empty post-processed mask.
@@ -18,8 +19,12 @@ per-patient 3D component filter (``postprocess_3d``: the slices of one patient, 
 volume; components under a fraction of the largest removed). Both were chosen on the validation
 patients; a slice whose mask the 3D filter emptied says so in its ``notes``.
 
-The segmenter's sigmoid output is post-processed (:mod:`classseg.postprocess`) at the model's
-resolution and resized back to each slice's original size with nearest-neighbour interpolation.
+Delivery (:func:`classseg.delivery.rules.deliver`, the same function training and selection score
+with): the segmenter's sigmoid output is post-processed in 2D (:mod:`classseg.postprocess`) at the
+model's resolution, the 3D filter runs over each patient's slices that the rule segments (never over
+slices segmented only for evaluation: ``infer(segment_all=True)`` computes those apart, in
+``BatchResult.all_masks``), masks are resized back to each slice's original size (nearest
+neighbour), then the rule gives the final call and the delivered mask.
 Slices are processed in batches through a compiled call or an ONNX Runtime session
 (:mod:`classseg.models.predict`); inputs are prepared as each model's card says
 (:class:`classseg.pipeline.models.PipelineModel`), a patient's slices standardised together.
@@ -35,8 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from classseg.evaluation.delivered import deliver_masks
-from classseg.modelcard import GATE_RULES, ModelCard
+from classseg.delivery.rules import (
+    GATE_RULES,
+    MaskDelivery,
+    calls_from_verdicts,
+    deliver_masks,
+    delivered_masks,
+    segmented_slices,
+)
+from classseg.modelcard import ModelCard
 from classseg.models.predict import ModelLike, OnnxRunner, tumor_probability
 from classseg.pipeline.models import PipelineModel, sidecar_threshold
 from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
@@ -68,31 +80,27 @@ class BatchResult:
     timings: dict[str, float] = field(default_factory=dict)
     gate_rule: str = "gate"
     notes: list[str] = field(default_factory=list)  # per slice: what normalisation / 3D filtering did to it
+    all_masks: list[np.ndarray] | None = None  # infer(segment_all=True): every slice's mask (3D filter over all)
 
     @property
     def delivered(self) -> list[np.ndarray]:
-        """The masks a user receives: the computed mask where the rule delivers one, else empty."""
-        if self.gate_rule == "mask":
-            return list(self.masks)
-        return [m if ok else np.zeros_like(m) for m, ok in zip(self.masks, self.passed, strict=True)]
+        """The masks a user receives (:func:`classseg.delivery.rules.delivered_masks`)."""
+        return delivered_masks(self.masks, self.passed, self.gate_rule)
 
     @property
     def final_call(self) -> np.ndarray:
-        """(N,) bool: the slice's call under the gate rule."""
-        non_empty = np.array([bool(m.any()) for m in self.masks], bool)
-        if self.gate_rule == "mask":
-            return non_empty
-        if self.gate_rule == "gate_and_mask":
-            return self.passed & non_empty
-        return self.passed.copy()
+        """(N,) bool: the slice's call under the gate rule (:func:`classseg.delivery.rules.calls_from_verdicts`)."""
+        return calls_from_verdicts(self.passed, [bool(m.any()) for m in self.masks], self.gate_rule)
 
     def slice_predictions(self) -> list[SlicePrediction]:
-        """One :class:`SlicePrediction` per slice."""
+        """One :class:`SlicePrediction` per slice (``mask``: the segment-all mask where :attr:`all_masks` is set)."""
         final = self.final_call
+        masks = self.masks if self.all_masks is None else self.all_masks
+        segmented = self.segmented if self.all_masks is None else np.ones(len(masks), bool)
         return [SlicePrediction(float(p), "tumor" if ok else "no_tumor", bool(seg), mask, int(mask.sum()),
                                 "tumor" if call else "no_tumor", delivered)
-                for p, ok, seg, mask, call, delivered in zip(self.tumor_probability, self.passed, self.segmented,
-                                                             self.masks, final, self.delivered, strict=True)]
+                for p, ok, seg, mask, call, delivered in zip(self.tumor_probability, self.passed, segmented,
+                                                             masks, final, self.delivered, strict=True)]
 
 
 def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -139,8 +147,8 @@ class ClassSegPipeline:
         gate, seg = self.gate_model, self.mask_model
         if threshold is not None:
             self.threshold_source = "argument"
-        elif gate.card is not None:
-            threshold, self.threshold_source = gate.card.threshold, "model card"
+        elif gate.card is not None and gate.card.class_cut() is not None:
+            threshold, self.threshold_source = gate.card.class_cut(), "model card"
         else:
             gate_src = joint if joint is not None else classifier
             found, where = sidecar_threshold(gate_src) if isinstance(gate_src, (str, Path)) else (None, None)
@@ -152,7 +160,7 @@ class ClassSegPipeline:
         if postprocess is not None:
             self.postprocess_config = postprocess
         elif seg.card is not None:
-            self.postprocess_config = seg.card.postprocess_config() or PostprocessConfig(threshold=seg.card.threshold)
+            self.postprocess_config = seg.card.mask_postprocess()
         else:
             self.postprocess_config = PostprocessConfig()
         if postprocess_3d is not None:
@@ -252,7 +260,10 @@ class ClassSegPipeline:
 
     def infer(self, images: Sequence[np.ndarray], segment_all: bool = False,
               groups: Sequence[Any] | None = None) -> BatchResult:
-        """Gate every slice; segment those the rule needs (all with ``segment_all`` or rule ``mask``).
+        """Gate every slice; segment those the rule needs (:func:`classseg.delivery.rules.segmented_slices`)
+        and deliver (:func:`classseg.delivery.rules.deliver`'s order). ``segment_all``: also segment the
+        other slices, for evaluation, into ``all_masks`` (3D filter over every slice); the delivered masks,
+        calls and notes are the same as without it.
 
         ``groups``: each slice's patient (slices of one patient are standardised together when a
         card asks for ``patient_zscore``); None = each slice on its own. Timings (seconds): ``resize``
@@ -276,7 +287,8 @@ class ClassSegPipeline:
         prob = tumor_probability(outputs["class"])
         timings["classify"] += time.perf_counter() - t
         passed = prob >= self.threshold
-        todo = np.arange(n) if segment_all or self.gate_rule == "mask" else np.flatnonzero(passed)
+        rule_todo = segmented_slices(passed, self.gate_rule)
+        todo = np.arange(n) if segment_all else np.flatnonzero(rule_todo)
         if self.is_joint:
             mask_probs = outputs["mask"][todo]
         else:
@@ -289,18 +301,12 @@ class ClassSegPipeline:
                 else np.zeros((0, *seg.input_size, 1), np.float32)
             timings["segment"] += time.perf_counter() - t
         t = time.perf_counter()
-        computed, removed_todo = self._masks_from_probs(mask_probs, [shapes[i] for i in todo],
-                                                        None if groups is None else [groups[i] for i in todo])
-        masks = [np.zeros(shape, np.uint8) for shape in shapes]
-        for i, mask in zip(todo, computed, strict=True):
-            masks[i] = mask
-        removed = np.zeros(n, bool)
-        removed[todo] = removed_todo
+        maps = MaskDelivery(mask_probs, shapes, self.postprocess_config, self.postprocess_3d, groups, index=todo)
+        delivery = maps.deliver(rule=self.gate_rule, passed=passed)  # 3D filter over the rule's slices only
+        all_masks = maps.masks(np.ones(n, bool))[0] if segment_all else None
         timings["postprocess"] += time.perf_counter() - t
-        segmented = np.zeros(n, bool)
-        segmented[todo] = True
-        return BatchResult(prob, passed, segmented, masks, timings, self.gate_rule,
-                           self._slice_notes(groups, n, removed))
+        return BatchResult(prob, passed, delivery.segmented, delivery.masks, timings, self.gate_rule,
+                           self._slice_notes(groups, n, delivery.removed_3d), all_masks)
 
     def predict(self, images: Sequence[np.ndarray], segment_all: bool = False,
                 groups: Sequence[Any] | None = None) -> list[SlicePrediction]:

@@ -4,7 +4,8 @@ its results; ``python -m classseg.pipeline`` (:mod:`classseg.pipeline.cli`, ``cl
 
 Writes ``predictions.csv`` (:data:`classseg.pipeline.outputs.PREDICTION_COLUMNS`), ``masks/``,
 ``overlays/``, ``skipped.csv``, ``summary.json`` and, where ground truth exists, ``metrics.json`` /
-``metrics.md``: :class:`classseg.evaluation.Scores` of the delivered masks (``gated``) and of the
+``metrics.md``: :class:`classseg.evaluation.Scores` of the delivered masks (``gated``; detection counts
+the gate rule's final calls, the ``final_call`` column) and of the
 segmenter on every slice (``segment_all``), the numbers of :func:`classseg.evaluation.score_slices`,
 the function ``classseg evaluate`` uses.
 
@@ -55,6 +56,7 @@ import numpy as np
 from classseg.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
 from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
 from classseg.data.walk import grouping
+from classseg.delivery.rules import segmented_slices
 from classseg.environment import environment_info
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
@@ -317,7 +319,8 @@ def _finish_slice(pipe: ClassSegPipeline, item: InputSlice, shape: tuple[int, in
     row = dict.fromkeys(PREDICTION_COLUMNS, "")
     row.update(image=item.relative.as_posix(), patient=item.patient, status="ok", error=item.note,
                gate_prob=f"{prob:.6f}", gate_verdict="tumor" if verdict else "no_tumor",
-               segmented="yes" if verdict or pipe.gate_rule == "mask" else "no", mask_area_px=int(mask.sum()),
+               segmented="yes" if segmented_slices([verdict], pipe.gate_rule)[0] else "no",
+               mask_area_px=int(mask.sum()),
                final_call="tumor" if final else "no_tumor", mask_path=(Path("masks") / mask_name).as_posix(),
                note="; ".join(filter(None, (prediction_note(verdict, bool(mask.any())), note))))
     truth, refused = None, ""
@@ -379,7 +382,7 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
     result = pipe.infer(images, segment_all=has_truth and pipe.is_joint, groups=groups)
     t = result.timings
     stage_s = t["resize"] + t["classify"] + t["segment"] + t["postprocess"]
-    all_masks = list(result.masks)
+    all_masks = list(result.masks if result.all_masks is None else result.all_masks)
     delivered = result.delivered
     final = result.final_call
     extra_s = 0.0
@@ -422,7 +425,7 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
         if scores is not None:
             k = position[i]
             acc.gated.add_scores(scores[0], [items[i].patient], [float(result.tumor_probability[k])],
-                                 [bool(result.passed[k])])
+                                 [bool(result.passed[k])], calls=[bool(final[k])])
             acc.segment_all.add_scores(scores[1], [items[i].patient])
         if bar is not None:
             bar.update(1)
@@ -452,13 +455,14 @@ def _gating_report(tumor: np.ndarray, passed: np.ndarray, gated: Any, segment_al
 
 def evaluate_variants(truths: Sequence[np.ndarray], delivered: Sequence[np.ndarray], all_masks: Sequence[np.ndarray],
                       passed: Sequence[bool], prob: Sequence[float], patients: Sequence[str],
-                      threshold: float) -> dict[str, Any]:
-    """Delivered (``gated``: the masks written, with the gate's own figures) vs segment-every-slice
-    (``segment_all``) :class:`classseg.evaluation.Scores`, and the gating effect."""
+                      threshold: float, calls: Sequence[bool] | None = None) -> dict[str, Any]:
+    """Delivered (``gated``: the masks written, detection of the final ``calls``, with the gate's own
+    figures) vs segment-every-slice (``segment_all``) :class:`classseg.evaluation.Scores`, and the gating effect."""
     from classseg.evaluation import score_slices
 
     passed = np.asarray(passed, bool)
-    gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed)
+    gated = score_slices(truths, delivered, patients, gate_prob=prob, gate_threshold=threshold, gate_verdict=passed,
+                         calls=calls)
     segment_all = score_slices(truths, all_masks, patients)
     return _gating_report(np.array([t.any() for t in truths], bool), passed, gated, segment_all, len(all_masks))
 

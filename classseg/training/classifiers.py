@@ -392,6 +392,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
         if norm != "raw":  # phase 3's pipeline reads how to feed the gate from its card
             write_card(out / key / "classifier.keras", ModelCard(
                 role="classifier", img_size=config.img_size, normalization=norm,
+                class_threshold=0.5,  # the pipeline's default cut; run-all passes the gate's chosen --threshold
                 provenance={"split_file": str(splits_path), "backbone": key, "weights": str(config.weights)}))
     results = pd.DataFrame([s["row"] for s in summaries.values()])
     per_patient_inputs = any(n != "raw" for n in norms.values())

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.delivery.rules import MaskDelivery
 from classseg.evaluation.classification import classification_metrics
 
 
@@ -44,19 +45,26 @@ class GateConfig:
     workers: int = 2
 
 
-def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
-                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's delivered mask at the
-    slice's original size, fed, flipped (``tta``) and post-processed (2D, then the per-patient 3D filter)
-    exactly as its model card says and as the pipeline does (:func:`classseg.evaluation.delivered.deliver_masks`)."""
-    from classseg.evaluation.delivered import deliver_masks
+def segmenter_delivery(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
+                       progress: bool = False) -> MaskDelivery:
+    """The segmenter's masks on the slices of ``frame``, fed, flipped (``tta``) and post-processed exactly
+    as its model card says and as the pipeline does: a :class:`classseg.delivery.rules.MaskDelivery`
+    (2D post-processing done; the per-patient 3D filter runs over the slices a gate rule segments)."""
+    from classseg.delivery.rules import MaskDelivery
     from classseg.evaluation.scores import read_truths
     from classseg.training.segmenter import predict_with_card
 
     arrays, probs, pp, pp3d = predict_with_card(segmenter_path, frame, batch_size, progress)
     shapes = [t.shape for t in read_truths(arrays.frame["mask_path"])]
-    masks, _ = deliver_masks(probs, shapes, pp, pp3d, arrays.frame["patient_id"].to_numpy(),
-                             arrays.frame["slice"].to_numpy())
+    return MaskDelivery(probs, shapes, pp, pp3d, arrays.frame["patient_id"].to_numpy(),
+                        arrays.frame["slice"].to_numpy())
+
+
+def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
+                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's mask at the slice's
+    original size with every slice segmented (rule ``mask``: :func:`segmenter_delivery`)."""
+    masks, _ = segmenter_delivery(segmenter_path, frame, batch_size, progress).masks()
     areas = np.array([int(m.sum()) for m in masks])
     return areas > 0, areas
 
@@ -143,15 +151,17 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
 def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | Path | None = None,
                 segmenter_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Choose the gate's threshold and rule on val against ``segmenter_path``'s "mask non-empty",
-    report val and test, and (re)write ``gate.card.json`` and ``metrics.json`` beside the gate."""
+    report val and test (the final calls of :func:`classseg.delivery.rules.deliver`, those the rule was
+    chosen by), and (re)write ``gate.card.json`` (``class_threshold``) and ``metrics.json`` beside the gate."""
     import keras
 
     from classseg import data as cdata
+    from classseg.atomic import atomic_to_csv
     from classseg.modelcard import ModelCard, read_card, write_card
     from classseg.models.predict import KerasRunner, predict, tumor_probability
     from classseg.runinfo import read_json, write_json
     from classseg.training.segmenter import model_inputs
-    from classseg.training.selection import choose_gate, final_calls
+    from classseg.training.selection import choose_gate
 
     gate_path = Path(gate_path)
     out = gate_path.parent
@@ -167,20 +177,20 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
         class_out = predict(runner, model_inputs(arrays, config.normalization), 64)["class"]
         probs[name] = tumor_probability(class_out).astype(np.float32)
         labels[name] = arrays.labels
-    masks_nonempty: dict[str, np.ndarray | None] = {"val": None, "test": None}
+    maps: dict[str, MaskDelivery | None] = {"val": None, "test": None}
     if segmenter_path is not None:
         for name in ("val", "test"):
-            masks_nonempty[name] = segmenter_masks_nonempty(segmenter_path, parts[name])[0]
-    choice, table = choose_gate(labels["val"], probs["val"], masks_nonempty["val"])
-    table.to_csv(out / "gate_selection.csv", index=False)
+            maps[name] = segmenter_delivery(segmenter_path, parts[name])
+    choice, table = choose_gate(labels["val"], probs["val"], maps["val"])
+    atomic_to_csv(table, out / "gate_selection.csv", index=False)
     threshold = choice["threshold"] if choice["threshold"] is not None else 0.5
 
     def report(name: str) -> dict[str, Any]:
-        y, p, m = labels[name], probs[name], masks_nonempty[name]
+        y, p, m = labels[name], probs[name], maps[name]
         rep: dict[str, Any] = {"gate_alone": classification_metrics(y, p, threshold)}
         if m is not None:
-            rep["mask_nonempty"] = classification_metrics(y, m.astype(float), 0.5)
-            rep["final_call"] = classification_metrics(y, final_calls(p, m, threshold, choice["rule"]).astype(float),
+            rep["mask_nonempty"] = classification_metrics(y, m.deliver(rule="mask").calls.astype(float), 0.5)
+            rep["final_call"] = classification_metrics(y, m.deliver(p, threshold, choice["rule"]).calls.astype(float),
                                                        0.5)
         return rep
 
@@ -189,7 +199,7 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
     write_json(out / "metrics.json", metrics)
     provenance = {k: training.get(k) for k in ("split_file", "epochs_run", "best_epoch", "train_minutes", "machine")}
     write_card(gate_path, ModelCard(
-        role="gate", img_size=config.img_size, normalization=config.normalization, threshold=float(threshold),
+        role="gate", img_size=config.img_size, normalization=config.normalization, class_threshold=float(threshold),
         gate_rule=choice["rule"], provenance={**(old.provenance if old else {}), **provenance, "selection": choice,
                                               "baseline_segmenter": str(segmenter_path)}))
     return metrics

@@ -23,11 +23,14 @@ Implementation choices (where the seeds are silent or differ from this project):
   scheduled ``val_loss`` changes meaning from epoch to epoch. A zero base weight trains one task only
   (the single-task arms); ``val_fixed_loss`` is then that task's loss.
 * Cosine decay is per step (``keras.optimizers.schedules.CosineDecay`` over all training steps).
-* Evaluation is phase 3's (:func:`classseg.evaluation.score_slices`): the masks the pipeline would
-  deliver with this model (threshold 0.5, closing, hole filling: the project's ``PostprocessConfig``
-  default; seed 000 states closing only; emptied where P(tumor) = softmax[:, 1] < 0.5), resized back
-  to the slice's original size, with the class output's own figures as ``gate_*``; ``select_gate``
-  chooses the threshold and gate rule on val instead (the two-stage gate's rule).
+* Evaluation is phase 3's (:func:`classseg.evaluation.score_slices`): what the pipeline would deliver
+  with this model (:func:`classseg.delivery.rules.deliver`: mask threshold 0.5, closing, hole filling:
+  the project's ``PostprocessConfig`` default; seed 000 states closing only; gate rule ``gate`` on
+  P(tumor) = softmax[:, 1] >= 0.5), resized back to the slice's original size, detection counting the
+  rule's final calls, with the class output's own figures as ``gate_*``; ``select_gate`` chooses the
+  class threshold and gate rule on val instead (the two-stage gate's rule, same calls). The card
+  records the class threshold (``class_threshold``) apart from the mask threshold
+  (``postprocess.threshold``), so ``python -m classseg.pipeline --joint`` delivers what was scored.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import pandas as pd
 
 from classseg.atomic import atomic_write_text, save_model
 from classseg.plotting import plot_history
-from classseg.postprocess import PostprocessConfig, postprocess
+from classseg.postprocess import PostprocessConfig
 from classseg.training.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -260,14 +263,16 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
                    gate_threshold: float | None = None, gate_rule: str = "gate") -> dict[str, Any]:
     """:class:`classseg.evaluation.Scores` of one set, as the pipeline would deliver it with this model.
 
-    Both tasks trained: the delivered masks (post-processed, emptied where ``tumor_prob < threshold``)
-    with the class output's own figures as ``gate_*``; ``segment_all``: the mask head alone on every
-    slice (:func:`classseg.evaluation.delivered.delivered_scores`). Mask only (``lambda_cls = 0``): the
-    mask head alone, its verdict "mask non-empty". Class only (``lambda_seg = 0``): the class output's
-    figures (:func:`classseg.evaluation.classifier_scores`). Masks are resized back to each slice's
-    original size and scored against ``truths`` (``masks`` when None, i.e. never resized). ``labels``
-    must agree with the masks (1 = mask non-empty). ``gate_threshold`` (default ``config.threshold``) cuts
-    P(tumor); ``gate_rule="mask"`` leaves the masks ungated (the class output is still scored).
+    Both tasks trained: what gate rule ``gate_rule`` delivers (:func:`classseg.delivery.rules.deliver`;
+    detection = its final calls) with the class output's own figures as ``gate_*``; ``segment_all``:
+    the mask head alone on every slice (:func:`classseg.evaluation.delivered.delivered_scores`). Mask
+    only (``lambda_cls = 0``): the mask head alone, its verdict "mask non-empty". Class only
+    (``lambda_seg = 0``): the class output's figures (:func:`classseg.evaluation.classifier_scores`).
+    Masks are resized back to each slice's original size and scored against ``truths`` (``masks``
+    when None, i.e. never resized). ``labels`` must agree with the masks (1 = mask non-empty).
+    ``gate_threshold`` (default ``config.threshold``) is the class threshold on P(tumor); the mask
+    threshold is ``config.threshold``; ``gate_rule="mask"`` leaves the masks ungated (the class output
+    is still scored).
     """
     from classseg.evaluation import classifier_scores
     from classseg.evaluation.delivered import delivered_scores
@@ -281,7 +286,7 @@ def evaluate_joint(tumor_prob: np.ndarray, mask_prob: np.ndarray, labels: np.nda
     pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
     gate = tumor_prob if "class" in config.tasks else None
     return delivered_scores(truths, mask_prob, patient_ids, pp, gate_prob=gate, gate_threshold=cut,
-                            apply_gate=gate_rule != "mask")
+                            rule=gate_rule if gate is not None else "mask")
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -307,9 +312,9 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
         f"{metrics['n_slices']} test slices",
         f"parameters {metrics['params']:,}; inference {format_value(metrics['ms_per_slice'], 4) or 'n/a'} ms/slice "
         f"(batch {metrics['infer_batch']}, {metrics['device']}); training {metrics['train_seconds']} s",
-        f"class threshold {metrics['threshold']} on P(tumor); masks thresholded at {metrics['threshold']} then "
-        f"post-processed ({metrics['postprocess_config']}); 'delivered' = masks emptied where the class output "
-        "says no tumor; 'mask head alone' = every slice segmented",
+        f"class threshold {metrics.get('class_threshold', metrics['threshold'])} on P(tumor), gate rule "
+        f"{metrics.get('gate_rule')}; masks post-processed ({metrics['postprocess_config']}); 'delivered' = what "
+        "the rule delivers (detection = its final calls); 'mask head alone' = every slice segmented",
     ]
     sections = {"test, delivered": metrics, "test, mask head alone": metrics.get("segment_all", {}),
                 "val, delivered": val, "val, mask head alone": val.get("segment_all", {})}
@@ -448,11 +453,12 @@ def train_joint(
     gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
     if config.select_gate and len(config.tasks) == 2:
         from classseg.atomic import atomic_to_csv
+        from classseg.delivery.rules import MaskDelivery
         from classseg.training.selection import choose_gate
 
         val_prob, val_masks = preds["val"]
-        nonempty = postprocess(val_masks, pp).reshape(len(val_masks), -1).any(axis=1)
-        gate_choice, table = choose_gate(val.labels, val_prob, nonempty)
+        val_shapes = [t.shape for t in read_truths(val.frame["mask_path"], [(config.img_size,) * 2] * len(val))]
+        gate_choice, table = choose_gate(val.labels, val_prob, MaskDelivery(val_masks, val_shapes, pp))
         atomic_to_csv(table, out / "gate_selection.csv", index=False)
         gate_rule = gate_choice["rule"]
         gate_threshold = gate_choice["threshold"] if gate_choice["threshold"] is not None else config.threshold
@@ -514,7 +520,7 @@ def train_joint(
     write_metrics_md(metrics, out / "metrics.md")
     plot_training_curves(history, out / "training_curves.png")
     write_card(out / MODEL_FILE, ModelCard(
-        role="joint", img_size=config.img_size, normalization=norm, threshold=float(gate_threshold),
+        role="joint", img_size=config.img_size, normalization=norm, class_threshold=float(gate_threshold),
         postprocess=asdict(pp), gate_rule=gate_rule,
         provenance={"model": metrics["model"], "weights": metrics["weights"], "split_file": split_label,
                     "epochs": config.epochs, "best_epoch": best_epoch, "schedule": config.schedule,

@@ -136,10 +136,11 @@ def val_gated_run(out: str | Path, arm: str, seed: int) -> Path | None:
     predictions (:func:`classseg.training.selection.choose_gate`, the pipeline's selection: the class output
     gates only where it beats "mask non-empty" on val), scored on test. ``arm``: a joint arm (its own class
     output and mask) or ``two_stage`` (``cls_only`` gating ``seg_only``). None until the runs exist."""
+    from classseg.delivery.rules import MaskDelivery
     from classseg.evaluation.delivered import delivered_scores, read_predictions
     from classseg.evaluation.scores import read_truths
     from classseg.jsonio import read_json, write_json
-    from classseg.postprocess import PostprocessConfig, postprocess
+    from classseg.postprocess import PostprocessConfig
     from classseg.training.selection import choose_gate
 
     pair = (("cls_only", "seg_only") if arm == TWO_STAGE else (arm, arm))
@@ -150,13 +151,13 @@ def val_gated_run(out: str | Path, arm: str, seed: int) -> Path | None:
     pp = PostprocessConfig(**seg_m["postprocess_config"])
     preds = {split: [read_predictions(d / f"predictions_{split}.npz") for d in dirs] for split in ("val", "test")}
     (cls_val, seg_val), (cls_test, seg_test) = preds["val"], preds["test"]
-    val_truth_nonempty = [t.any() for t in read_truths(list(seg_val["mask_path"]))]
-    nonempty = postprocess(seg_val["mask_prob"], pp).reshape(len(seg_val["mask_prob"]), -1).any(axis=1)
-    choice, _ = choose_gate(val_truth_nonempty, cls_val["tumor_prob"], nonempty)
+    val_truths = read_truths(list(seg_val["mask_path"]))
+    maps = MaskDelivery(seg_val["mask_prob"], [t.shape for t in val_truths], pp)  # the rule's delivery per cut
+    choice, _ = choose_gate([t.any() for t in val_truths], cls_val["tumor_prob"], maps)
     threshold = choice["threshold"] if choice["threshold"] is not None else 0.5
     scores = delivered_scores(read_truths(list(seg_test["mask_path"])), seg_test["mask_prob"],
                               seg_test["patient_id"], pp, gate_prob=cls_test["tumor_prob"], gate_threshold=threshold,
-                              apply_gate=choice["rule"] != "mask")
+                              rule=choice["rule"])
     source = read_json(run_dir(out, TWO_STAGE, seed) / "metrics.json") if arm == TWO_STAGE else seg_m
     folder = run_dir(out, f"{arm}_valgate", seed)
     labels = {k: source[k] for k in ("img_size", "epochs", "seed", "split_file", "weights", "train_minutes", "params")}

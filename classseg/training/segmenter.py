@@ -120,7 +120,7 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     Returns the :class:`classseg.data.SliceArrays` at the card's size, the mask probabilities (inputs
     normalised per patient and averaged over the card's flips) and the card's delivery: 2D
     :class:`PostprocessConfig` and per-patient 3D filter (or None), for
-    :func:`classseg.evaluation.delivered.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
+    :func:`classseg.delivery.rules.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
     pixels at the model's input size, default post-processing."""
     from classseg import data as cdata
     from classseg.modelcard import read_card
@@ -133,7 +133,7 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     arrays = cdata.load_arrays(frame, size, progress=progress)
     x = model_inputs(arrays, card.normalization if card else "raw")
     probs = predict(model, x, batch_size, tta=card.tta if card else "none")["mask"]
-    pp = (card.postprocess_config() if card else None) or PostprocessConfig()
+    pp = card.mask_postprocess() if card else PostprocessConfig()
     return arrays, probs, pp, card.postprocess_3d_config() if card else None
 
 
@@ -154,16 +154,15 @@ def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.nda
     slices in ``order``), resized back to each slice's original size and scored there against
     ``truths`` (original-size ground truth; ``masks`` when None, i.e. when the arrays were never resized).
     """
+    from classseg.delivery.rules import deliver
     from classseg.evaluation import score_slices, to_original_size
-    from classseg.evaluation.delivered import deliver_masks
 
     truths = truths if truths is not None else list(masks.reshape(masks.shape[:3]))
     shapes = [t.shape[:2] for t in truths]
     raw = (probs[..., 0] >= config.threshold).astype(np.uint8)
-    processed, _ = deliver_masks(probs, shapes, PostprocessConfig(**{**asdict(config.postprocess),
-                                                                     "threshold": config.threshold}),
-                                 config_3d, patient_ids, order)
-    out = score_slices(truths, processed, patient_ids).to_dict()
+    pp = PostprocessConfig(**{**asdict(config.postprocess), "threshold": config.threshold})
+    delivery = deliver(probs, shapes, pp, rule="mask", config_3d=config_3d, groups=patient_ids, order=order)
+    out = score_slices(truths, delivery.delivered, patient_ids, calls=delivery.calls).to_dict()
     out["threshold_only"] = score_slices(truths, to_original_size(raw, shapes), patient_ids).to_dict(False)
     return out
 
@@ -545,7 +544,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     plot_training_curves(history, out / "training_curves.png")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
-        threshold=float(chosen.threshold), postprocess=asdict(chosen), tta=tta,
+        postprocess=asdict(chosen), tta=tta,  # the mask threshold is postprocess.threshold
         postprocess_3d=asdict(chosen_3d) if chosen_3d else None,
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],

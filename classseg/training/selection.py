@@ -13,8 +13,8 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
+from classseg.delivery.rules import MaskDelivery, deliver_masks, final_calls
 from classseg.evaluation.classification import detection
-from classseg.evaluation.delivered import deliver_masks
 from classseg.evaluation.segmentation import per_patient_dice, to_original_size
 from classseg.postprocess import Postprocess3DConfig, PostprocessConfig, postprocess
 
@@ -73,23 +73,15 @@ def choose_postprocess(probs: np.ndarray, truths: Sequence[np.ndarray] | np.ndar
     return chosen, table
 
 
-def final_calls(gate_prob: np.ndarray, mask_nonempty: np.ndarray, threshold: float, rule: str) -> np.ndarray:
-    """The pipeline's per-slice call: ``gate`` = p >= t; ``gate_and_mask`` = p >= t and a non-empty mask;
-    ``mask`` = non-empty mask (gate ignored). Same definitions as :data:`classseg.modelcard.GATE_RULES`."""
-    verdict = np.asarray(gate_prob) >= threshold
-    mask = np.asarray(mask_nonempty, bool)
-    if rule == "gate":
-        return verdict
-    if rule == "gate_and_mask":
-        return verdict & mask
-    if rule == "mask":
-        return mask
-    raise ValueError(f"unknown gate rule {rule!r}")
-
-
-def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.ndarray | None,
+def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.ndarray | MaskDelivery | None,
                 thresholds: Sequence[float] | None = None) -> tuple[dict, pd.DataFrame]:
     """Choose the gate threshold and rule on validation slices.
+
+    Each (rule, threshold) is scored by the calls the pipeline makes and the runs report
+    (:func:`classseg.delivery.rules.final_calls`), so the figures reported are those the rule was chosen
+    by. ``mask_nonempty``: the delivered mask non-empty per slice, or (exact with a 3D filter, which
+    sees only the slices the rule segments) the :class:`~classseg.delivery.rules.MaskDelivery` of the
+    segmenter's val probabilities, delivered again per threshold.
 
     Rule: among (rule, threshold) pairs whose sensitivity is at least that of "mask non-empty" (the
     baseline a gate must beat, issue 10), take the highest accuracy; ties go to the higher
@@ -105,16 +97,21 @@ def choose_gate(y_true: np.ndarray, gate_prob: np.ndarray, mask_nonempty: np.nda
         return tuple(float("nan") if found[k] is None else float(found[k])  # type: ignore[return-value]
                      for k in ("accuracy", "sensitivity", "specificity"))
 
+    def calls(t: float, rule: str) -> np.ndarray:
+        if isinstance(mask_nonempty, MaskDelivery):
+            return mask_nonempty.deliver(gate_prob, t, rule).calls
+        return final_calls(gate_prob, mask_nonempty if mask_nonempty is not None else y, t, rule)
+
     rows = []
     rules = ("gate",) if mask_nonempty is None else ("gate", "gate_and_mask")
     for rule in rules:
         for t in grid:
-            acc, sens, spec = score(final_calls(gate_prob, mask_nonempty if mask_nonempty is not None else y, t, rule))
+            acc, sens, spec = score(calls(float(t), rule))
             rows.append({"rule": rule, "threshold": float(t), "accuracy": acc, "sensitivity": sens,
                          "specificity": spec})
     floor = 0.0
     if mask_nonempty is not None:
-        acc, sens, spec = score(np.asarray(mask_nonempty, bool))
+        acc, sens, spec = score(calls(0.5, "mask"))
         rows.append({"rule": "mask", "threshold": float("nan"), "accuracy": acc, "sensitivity": sens,
                      "specificity": spec})
         floor = sens
