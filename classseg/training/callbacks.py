@@ -106,8 +106,9 @@ class ResumableBestCheckpoint(AtomicModelCheckpoint):
     """Atomic ``save_best_only`` checkpoint whose best value and epoch live in a :class:`RunState`, so a
     resumed run does not overwrite a better model with a worse one (Keras' own forgets ``best``)."""
 
-    def __init__(self, path: str | Path, state: RunState, monitor: str = "val_dice", mode: str = "max") -> None:
-        super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True)
+    def __init__(self, path: str | Path, state: RunState, monitor: str = "val_dice", mode: str = "max",
+                 weights_only: bool = False) -> None:
+        super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=weights_only)
         self.state = state
         if state.values.get("best") is not None:
             self.best = float(state.values["best"])
@@ -129,6 +130,23 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         save_weights(self.model, self._weights_path)
         atomic_write_text(self._training_metadata_path,
                           json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class ElapsedTime(keras.callbacks.Callback):
+    """Training seconds so far in ``state["elapsed_s"]`` after every epoch, those before a resume included
+    (what :class:`TimeBudget` records for a budgeted run; this one for a run without a budget)."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__()
+        self.state = state
+        self._start = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter() - float(self.state.values.get("elapsed_s", 0.0))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.values["elapsed_s"] = time.perf_counter() - self._start
+        self.state.save()
 
 
 class TimeBudget(keras.callbacks.Callback):
