@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
     from classseg.data.standardize import prepare_input
+    from classseg.environment import environment_info
     from classseg.evaluation import score_slices
     from classseg.evaluation.delivered import deliver_masks
     from classseg.evaluation.scores import read_truths
+    from classseg.jsonio import read_json
     from classseg.postprocess import PostprocessConfig
-    from classseg.runinfo import environment_info, read_json
     from classseg.training.segmenter import _select, predict_masks
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -198,7 +198,7 @@ def write_card(model_path: str | Path, card: ModelCard) -> Path:
 
     When the model exists the card is bound to it (``model_sha256``, ``model_file``: :func:`model_sha256`),
     so write the model first; a hash given in ``card`` is kept only while the model file is missing."""
-    from classseg.runinfo import write_json
+    from classseg.jsonio import write_json
 
     path = Path(model_path)
     if path.exists():

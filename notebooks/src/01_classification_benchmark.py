@@ -66,7 +66,7 @@ print("classseg", classseg.__version__, "from", Path(classseg.__file__).parent)
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.runinfo import environment_info
+from classseg.environment import environment_info
 
 env = environment_info()
 print("GPUs:", ", ".join(env["gpus"]) or "none - running on the CPU: keep IMG_SIZE and EPOCHS small")
@@ -109,7 +109,7 @@ display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], li
 
 # %%
 # Phase 1: every backbone frozen (features cached once), head trained; gate chosen on validation
-from classseg.runinfo import read_json
+from classseg.jsonio import read_json
 from classseg.training.classifiers import ClassifierConfig, train_classifiers
 
 weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation

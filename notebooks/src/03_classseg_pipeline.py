@@ -74,7 +74,7 @@ print("classseg", classseg.__version__, "from", Path(classseg.__file__).parent)
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.runinfo import environment_info
+from classseg.environment import environment_info
 
 env = environment_info()
 print("GPUs:", ", ".join(env["gpus"]) or "none - running on the CPU: keep IMG_SIZE and EPOCHS small")
