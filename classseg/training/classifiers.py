@@ -408,7 +408,9 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     ``results.md`` (one row per backbone, test metrics; mean and ``*_std`` over repeats),
     ``results.json`` (rows + ``gate``: best backbone by val AUC then val accuracy, its model
     path and the val threshold reaching ``config.target_sensitivity``), ``splits.csv`` and
-    ``manifest.json``. Returns the results table.
+    ``manifest.json``. Returns the results table. Resumable: rerun the same call on an interrupted run
+    folder and the backbones that finished (their ``run.json``) are kept, the others trained; other settings
+    are refused (:func:`classseg.training.run.open_run`).
     """
     for name in config.backbones:
         get_spec(name)  # fail fast on a typo, before loading any data

@@ -368,7 +368,10 @@ def train_joint(
 
     Writes ``joint.keras`` (best epoch) and its card ``joint.card.json`` (what the pipeline's
     ``--joint`` reads), ``history.csv``, ``metrics.json``, ``metrics.md``, ``training_curves.png``,
-    ``splits.csv``, ``manifest.json`` and ``predictions_{val,test}.npz`` into ``out_dir``.
+    ``splits.csv``, ``manifest.json``, ``run.json`` (:class:`classseg.training.run.RunRecord`) and
+    ``predictions_{val,test}.npz`` into ``out_dir``. Resumable like
+    :func:`classseg.training.segmenter.train_segmenter`: rerun the same call on an interrupted run folder and
+    it goes on at the next epoch (``backup/``, ``train_state.json``); other settings are refused.
     ``strategy``: a ``tf.distribute`` strategy (default strategy when None). Raises
     ``FileNotFoundError`` / ``ValueError`` for bad data folders, split files or empty splits,
     ``RuntimeError`` when ImageNet weights cannot be fetched.
