@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
 from classseg.atomic import atomic_to_csv, atomic_write_text, save_model
-from classseg.data import SliceArrays, load_arrays
+from classseg.data import SliceArrays
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
 from classseg.data.skipped import skipped_files
@@ -378,12 +378,7 @@ def finished_backbone(run_dir: Path) -> dict | None:
 # the benchmark
 
 
-def _split_parts(arrays: SliceArrays) -> dict[str, SliceArrays]:
-    split = arrays.frame["split"].to_numpy()
-    parts = {s: arrays.subset(split == s) for s in ("train", "val", "test")}
-    empty = [s for s, p in parts.items() if len(p) == 0]
-    if empty:
-        raise ValueError(f"split(s) {empty} have no slices; use more patients or another split file")
+def _check_classes(parts: dict[str, SliceArrays]) -> dict[str, SliceArrays]:
     if len(np.unique(parts["train"].labels)) < 2:
         raise ValueError("the train split has only one class; cannot train a classifier")
     return parts
@@ -427,7 +422,7 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     strategy = strategy or tf.distribute.get_strategy()
     df = run.resolve_split(require_masks=True)
     run.save_split()
-    parts = _split_parts(load_arrays(df, config.img_size, progress=config.progress))
+    parts = _check_classes(run.arrays(config.img_size, config.progress))
     write_manifest(out, command="train-classifiers", kind="classifier", config=asdict(config),
                    data_dir=str(run.data_dir), **run.split_fields(), weights=config.weights,
                    img_size=config.img_size, epochs=config.epochs,

@@ -184,11 +184,12 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
         gate_rule=choice["rule"], provenance={**(old.provenance if old else {}), **provenance, "selection": choice,
                                               "baseline_segmenter": str(segmenter_path)}))
     if training:  # trained here (not a gate from elsewhere): end the run with its record, curves and manifest
-        _finish_gate_run(out, training, config, metrics)
+        _finish_gate_run(out, training, config, metrics, data_dir)
     return metrics
 
 
-def _finish_gate_run(out: Path, training: dict[str, Any], config: GateConfig, metrics: dict[str, Any]) -> None:
+def _finish_gate_run(out: Path, training: dict[str, Any], config: GateConfig, metrics: dict[str, Any],
+                     data_dir: str | Path) -> None:
     """``run.json``, ``training_curves.png`` and ``manifest.json`` of a gate run (the delivered call: the
     chosen rule's final call when a segmenter took part, else the gate alone at its chosen threshold)."""
     from dataclasses import replace
@@ -199,7 +200,7 @@ def _finish_gate_run(out: Path, training: dict[str, Any], config: GateConfig, me
     def delivered(name: str) -> dict[str, Any]:
         return metrics[name].get("final_call") or metrics[name]["gate_alone"]
 
-    run = TrainingRun(out=out, command="train-gate", data_dir=Path(training.get("data_dir") or "."),
+    run = TrainingRun(out=out, command="train-gate", data_dir=Path(training.get("data_dir") or data_dir),
                       splits_path=None, seed=config.seed)
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").is_file() else None
     record = run.record(kind="gate", model="gate_cnn", weights=training["weights"], img_size=config.img_size,
