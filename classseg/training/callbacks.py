@@ -260,7 +260,8 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
     """The callbacks of a resumable run, in order: the best checkpoint on ``monitor`` (max); an
     epoch-wise learning-rate schedule (:func:`scheduled_lr`, by time spent when ``minutes`` is set;
     none for ``schedule="plateau"``, whose ``ReduceLROnPlateau`` comes in ``extra``); ``extra``; the
-    :class:`TimeBudget`; the atomic ``history.csv``; :class:`AtomicBackupAndRestore` in ``out/backup``."""
+    :class:`TimeBudget` (:class:`ElapsedTime` without ``minutes``); the atomic ``history.csv``;
+    :class:`AtomicBackupAndRestore` in ``out/backup``."""
     callbacks: list[keras.callbacks.Callback] = [ResumableBestCheckpoint(model_path, state, monitor=monitor,
                                                                          mode="max")]
     if schedule != "plateau":
@@ -270,8 +271,8 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
 
         callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
     callbacks += list(extra)
-    if minutes is not None:
-        callbacks.append(TimeBudget(minutes, epochs, state))
+    # seconds spent so far in train_state.json, those before a resume included (train_minutes of the run record)
+    callbacks.append(TimeBudget(minutes, epochs, state) if minutes is not None else ElapsedTime(state))
     if snapshots:  # after TimeBudget: its elapsed time is the snapshot's
         callbacks.append(EpochSnapshots(out / "snapshots", state))
     callbacks += [AtomicCSVLogger(out / "history.csv", append=True), AtomicBackupAndRestore(str(out / "backup"))]
