@@ -158,12 +158,14 @@ def classifier_run(classifier_data: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def joint_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A 2-epoch ResUNet joint model (32 px, width 0.25), Ctrl-C at the end of epoch 2, then resumed.
+    """A 2-epoch ResUNet joint model (32 px, width 0.25) initialised from a segmenter file (no card: fed raw
+    pixels), with augmentation, Ctrl-C at the end of epoch 2, then resumed.
 
-    Returns ``out``, ``metrics`` (of the resumed call), ``interrupted`` (what the folder held then),
+    Returns ``data``, ``out``, ``metrics`` (of the resumed call), ``interrupted`` (what the folder held then),
     ``resumed_epochs`` (epochs the resume trained) and ``refused`` (a resume with another seed)."""
     from dataclasses import replace
 
+    from classseg.models.resunet import build_resunet
     from classseg.training import callbacks
     from classseg.training.identity import RunIdentityError
     from classseg.training.joint import JointConfig, train_joint
@@ -171,10 +173,11 @@ def joint_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("joint")
     data = root / "kaggle_3m"
     for k in range(4):
-        write_patient(data, f"TCGA_JR_{k:04d}_20000101", n_slices=4, size=32, tumor_slices=(2, 3), seed=k)
+        write_patient(data, f"TCGA_AB_{k:04d}_20000101", n_slices=4, size=32, tumor_slices=(1, 2), seed=k)
+    build_resunet((32, 32, 3), width=0.25).save(root / "seg.keras")
     out = root / "run"
-    config = JointConfig(architecture="resunet", width=0.25, weights=None, normalization="raw", img_size=32,
-                         epochs=2, batch_size=8, run_eagerly=True, workers=1)
+    config = JointConfig(architecture="resunet", width=0.25, init=str(root / "seg.keras"), img_size=32, epochs=2,
+                         batch_size=4, infer_batch=4, augment=True, workers=1, run_eagerly=True)
     with pytest.MonkeyPatch.context() as mp:
         interrupt_on_call(mp, callbacks.AtomicCSVLogger, "on_epoch_end", n=2)
         with pytest.raises(KeyboardInterrupt):
@@ -191,5 +194,5 @@ def joint_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setattr(callbacks.AtomicCSVLogger, "on_epoch_end",
                    lambda self, epoch, logs=None: epochs.append(epoch) or real(self, epoch, logs))
         metrics = train_joint(config, data, out_dir=out, progress=False)
-    return {"out": out, "metrics": metrics, "interrupted": interrupted, "resumed_epochs": epochs,
+    return {"data": data, "out": out, "metrics": metrics, "interrupted": interrupted, "resumed_epochs": epochs,
             "refused": str(info.value)}
