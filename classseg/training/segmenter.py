@@ -476,7 +476,6 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     """
     import keras
 
-    from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
     from classseg.jsonio import read_json, write_json
     from classseg.modelcard import ModelCard, write_card
@@ -498,10 +497,12 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     best_epoch = int(state.values.get("best_epoch", int(np.argmax(history["val_dice"].to_numpy())) + 1))
     train_seconds = float(training["train_seconds"])
     model_path = out / "segmenter.keras"
-    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
-                                 fractions=config.fractions)
-    val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
-    test_all = cdata.load_arrays(_select(frame, "test", False), config.img_size, progress=progress)
+    # the run being scored (its split as it was trained on; run.json, curves and manifest at the end)
+    run = TrainingRun(out=out, command="train-segmenter", data_dir=Path(data_dir),
+                      splits_path=Path(splits_path) if splits_path else None, seed=config.seed)
+    run.resolve_split(config.fractions)
+    parts = run.arrays(config.img_size, progress, splits=("val", "test"), required=())
+    val_all, test_all = parts["val"], parts["test"]
     split_file = training.get("split_file")
 
     # ---- evaluate the best epoch in inference mode, at the slices' original size ----------------
@@ -576,8 +577,6 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
               f"Dice {dice_score(preds[k], test_all.masks[i]):.2f}" for k, i in enumerate(pick)]
     plot_examples(test_all.images[pick], test_all.masks[pick], preds, out / "examples.png", titles)
     # run.json, training curves and manifest.json (split / seed / weights fields from the one record)
-    run = TrainingRun(out=out, command="train-segmenter", data_dir=Path(data_dir),
-                      splits_path=Path(splits_path) if splits_path else None, seed=config.seed)
     record = replace(run.record(
         kind="segmenter", model="resunet", weights=weights_label(config), img_size=config.img_size,
         epochs=config.epochs, epochs_run=metrics["epochs_run"], best_epoch=best_epoch,
