@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from classseg.environment import environment_info  # noqa: E402
 from classseg.export import available_cores, export_onnx  # noqa: E402
 from classseg.models.predict import KerasRunner, OnnxRunner  # noqa: E402
-from classseg.runinfo import environment_info  # noqa: E402
 from classseg.tables import run_notes, to_markdown  # noqa: E402
 
 

@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from classseg.data import classification_dataset, discover, load_arrays
+    from classseg.environment import environment_info
+    from classseg.jsonio import write_json
     from classseg.models.classifier import build_classifier, head_of, split_head
-    from classseg.runinfo import environment_info, set_seed, write_json
+    from classseg.seeding import set_seed
     from classseg.training.classifiers import extract_features, feature_extractor
 
     env = environment_info()

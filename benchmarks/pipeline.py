@@ -37,10 +37,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from classseg.data import discover, read_image  # noqa: E402
+from classseg.environment import environment_info  # noqa: E402
 from classseg.models.predict import tumor_probability  # noqa: E402
 from classseg.pipeline import ClassSegPipeline, resize_to  # noqa: E402
 from classseg.postprocess import postprocess  # noqa: E402
-from classseg.runinfo import environment_info  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

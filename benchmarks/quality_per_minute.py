@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     from classseg.atomic import atomic_to_csv
     from classseg.data.standardize import prepare_input
     from classseg.delivery.rules import deliver_masks
+    from classseg.environment import environment_info
     from classseg.evaluation import score_slices
     from classseg.evaluation.scores import read_truths
+    from classseg.jsonio import read_json
     from classseg.models.predict import predict
     from classseg.postprocess import PostprocessConfig
-    from classseg.runinfo import environment_info, read_json
     from classseg.training.segmenter import _select
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

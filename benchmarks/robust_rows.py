@@ -31,7 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd  # noqa: E402
 
 from classseg.atomic import atomic_write_text  # noqa: E402
-from classseg.runinfo import environment_info, write_json  # noqa: E402
+from classseg.environment import environment_info  # noqa: E402
+from classseg.jsonio import write_json  # noqa: E402
 
 COLUMNS = ["row", "normalization", "tta", "3D filter", "val Dice (tumor slices)", "val Dice / patient",
            "val slice acc", "val x0.35 Dice / patient", "val x2.0 Dice / patient", "val FLAIR-only Dice / patient",

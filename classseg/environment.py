@@ -57,3 +57,9 @@ def machine_label(env: dict[str, Any]) -> str:
     except Exception:  # noqa: BLE001 - a label only
         pass
     return f"{env.get('cpu')} ({env.get('cpu_count')} cores)" + (f", GPU {gpus}" if gpus else "")
+
+
+def machine() -> str:
+    """The label of this machine (:func:`machine_label` of :func:`environment_info`): what every run record,
+    model card and manifest names as the machine a run trained on."""
+    return machine_label(environment_info())

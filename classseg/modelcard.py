@@ -247,7 +247,7 @@ def write_card(model_path: str | Path, card: ModelCard) -> Path:
     When the model exists the card is bound to it (``model_sha256``, ``model_file``: :func:`model_sha256`),
     so write the model first; a hash given in ``card`` is kept only while the model file is missing. An
     older card's ``threshold`` is written under the new names (:meth:`ModelCard.upgraded`)."""
-    from classseg.runinfo import write_json
+    from classseg.jsonio import write_json
 
     path = Path(model_path)
     card = card.upgraded()

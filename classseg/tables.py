@@ -36,7 +36,7 @@ LABEL_KEYS: dict[str, tuple[str, ...]] = {
     "img_size": ("img_size",),
     "epochs": ("epochs",),
     "seed": ("seed",),
-    "split_file": ("split_file", "splits"),
+    "split_file": ("split_file", "splits"),  # "splits": folders from before run.json (joint metrics.json)
 }
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -300,25 +300,54 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Fields of a run record (``run.json``, :class:`classseg.training.run.RunRecord`) that label a row; the
+#: record's ``extra`` adds the model properties among them.
+RECORD_LABELS = ("model", "kind", "weights", "img_size", "epochs", "seed", "split_file", "train_minutes",
+                 "params", "ms_per_slice")
+
+
+def _run_record(folder: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(labels, test figures) of a folder's ``run.json``; None for a folder without one (older runs)."""
+    path = folder / "run.json"
+    if not path.is_file():
+        return None
+    record = _read_json(path)
+    merged = {**(record.get("extra") or {}), **record}
+    labels = {k: merged[k] for k in RECORD_LABELS if k in merged and not _is_missing(merged[k])}
+    test = record.get("test") if isinstance(record.get("test"), Mapping) else {}
+    return labels, dict(test)
+
+
 def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     manifest = _read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
     labels = _label_sources(manifest)
     rows = []
-    if (run_dir / "results.csv").exists():  # phase 1: one row per backbone
+    if (run_dir / "results.csv").exists():  # phase 1: one row per backbone (figures: mean over repeats)
         table = pd.read_csv(run_dir / "results.csv")
         for record in table.to_dict("records"):
             record = {k: v for k, v in record.items() if not _is_missing(v)}
             name = str(_first([record], LABEL_KEYS["model"]) or run_dir.name)
             per_model = run_dir / name / "metrics.json"
             extra = _sections(_read_json(per_model))[::-1] if per_model.exists() else []  # test first
-            rows.append(_row([record, *extra], labels, model=name, kind="classifier"))
+            run_record = _run_record(run_dir / name)  # the backbone's run.json labels it when present
+            run_labels = [run_record[0]] if run_record else []
+            rows.append(_row([*run_labels, record, *extra], [*run_labels, *labels], model=name, kind="classifier"))
         return rows
     if not (run_dir / "metrics.json").exists():
         raise ValueError(f"{run_dir}: no results.csv or metrics.json (not a classseg run folder)")
     metrics = _read_json(run_dir / "metrics.json")
     shared = _sections(metrics)[::-1]  # a ``test`` sub-dict first, then the top level
+    run_record = _run_record(run_dir)
+    if run_record is not None:  # a training run: its record says what it is and what it delivered on test
+        run_labels, test = run_record
+        kind, model = str(run_labels.get("kind")), str(run_labels.get("model"))
+        rows.append(_row([run_labels, test, *shared], [run_labels, *labels], model=model, kind=kind))
+        if kind == "joint" and isinstance(metrics.get("segment_all"), Mapping):  # the mask head without its gate
+            rows.append(_row([metrics["segment_all"]], [run_labels, metrics, *labels],
+                             model=f"{model} (mask head alone)", kind=kind))
+        return rows
     if isinstance(metrics.get("gated"), Mapping):  # pipeline output folder
         for key, label in (("gated", "gated"), ("segment_all", "segment all")):
             if isinstance(metrics.get(key), Mapping):

@@ -15,7 +15,7 @@ import pytest
 
 from classseg.atomic import atomic_open, atomic_path, atomic_to_csv, atomic_write_bytes, atomic_write_text
 from classseg.data import load_splits, save_splits
-from classseg.runinfo import read_json, write_json
+from classseg.jsonio import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -103,24 +103,14 @@ def test_run_all_on_patients_the_shipped_models_trained_on_is_refused(tmp_path: 
     assert records[0]["checked"] and records[0]["new_val_test_patients"] == 1
 
 
-@pytest.fixture(scope="module")
-def segmenter_run(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A 1-epoch train-segmenter run at 32 px on a split file: test EV_0000, val EV_0001."""
-    from classseg.cli import main
-
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "kaggle_3m"
-    patients = [f"TCGA_EV_000{k}_20000101" for k in range(5)]
-    for k, patient in enumerate(patients):
-        write_patient(data, patient, n_slices=4, size=32, tumor_slices=(2, 3), seed=k)
-    given = root / "given.csv"
-    _splits(**{patients[0]: "test", patients[1]: "val", patients[2]: "train", patients[3]: "train",
-               patients[4]: "train"}).to_csv(given, index=False)
-    out = root / "run"
-    assert main(["train-segmenter", str(data), "--img-size", "32", "--epochs", "1", "--batch-size", "8",
-                 "--width", "0.5", "--splits", str(given), "--seed", "1", "--out", str(out), "--quiet",
-                 "--no-select-postprocess"]) == 0
-    return data, out, given
+@pytest.fixture
+def segmenter_run(segmenter_cli_run, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the shared 1-epoch train-segmenter run at 32 px (conftest) on a split file: test EV_0000,
+    val EV_0001 (these tests rewrite it with --evaluate-only)."""
+    data, out, given = segmenter_cli_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    return data, copy, given
 
 
 def test_evaluate_only_uses_the_runs_own_split(segmenter_run, tmp_path: Path) -> None:

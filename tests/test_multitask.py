@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_patient
 
 from classseg.postprocess import PostprocessConfig
 from classseg.training.joint import JointConfig, evaluate_joint, model_name
@@ -119,26 +118,13 @@ def test_aggregate_seeds_mean_and_sample_std() -> None:
     assert b["n_runs"] == 1 and pd.isna(b["accuracy_std"]) and pd.isna(b["dice_per_patient"])
 
 
-@pytest.fixture
-def tiny_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "kaggle_3m"
-    for k in range(4):
-        write_patient(root, f"TCGA_AB_{k:04d}_20000101", n_slices=4, size=32, tumor_slices=(1, 2), seed=k)
-    return root
-
-
-def test_train_resunet_joint_from_a_segmenter_then_pipeline_joint(tiny_tree: Path, tmp_path: Path) -> None:
-    """A resunet joint model initialised from a segmenter trains, writes a card and runs in --joint."""
-    from classseg.models.resunet import build_resunet
+def test_train_resunet_joint_from_a_segmenter_then_pipeline_joint(joint_run: dict, tmp_path: Path) -> None:
+    """A resunet joint model initialised from a segmenter trains, writes a card and runs in --joint (the shared
+    run of conftest: interrupted and resumed)."""
     from classseg.pipeline import build_parser
     from classseg.pipeline import run as run_pipeline
-    from classseg.training.joint import train_joint
 
-    build_resunet((32, 32, 3), width=0.25).save(tmp_path / "seg.keras")
-    out = tmp_path / "run"
-    config = JointConfig(architecture="resunet", width=0.25, init=str(tmp_path / "seg.keras"), img_size=32,
-                         epochs=1, batch_size=4, infer_batch=4, augment=True, workers=1)
-    m = train_joint(config, tiny_tree, out_dir=out, progress=False)
+    tiny_tree, out, m = joint_run["data"], joint_run["out"], joint_run["metrics"]
     assert m["model"] == "joint_resunet" and m["weights"].startswith("initialised from")
     card = json.loads((out / "joint.card.json").read_text())
     assert card["role"] == "joint" and card["gate_rule"] == "gate" and card["img_size"] == 32

@@ -9,35 +9,18 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from classseg.commands import train_classifiers as command  # noqa: E402
-from classseg.training.classifiers import ClassifierConfig, extract_features, train_classifiers  # noqa: E402
-
-PATIENTS = ["TCGA_CS_0001_20000101", "TCGA_CS_0002_20000101", "TCGA_DU_0003_20000101",
-            "TCGA_DU_0004_20000101"]
+from classseg.training.classifiers import extract_features  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """4 patients x 4 slices of 32x32 RGB TIFF; slices 3-4 have a bright tumor blob in the mask."""
-    root = tmp_path_factory.mktemp("kaggle_3m")
-    rng = np.random.default_rng(0)
-    for patient in PATIENTS:
-        folder = root / patient
-        folder.mkdir()
-        for k in range(1, 5):
-            image = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
-            mask = np.zeros((32, 32), np.uint8)
-            if k >= 3:
-                cv2.circle(mask, (16, 16), 6, 255, -1)
-                image[mask > 0] = 220
-            cv2.imwrite(str(folder / f"{patient}_{k}.tif"), image)
-            cv2.imwrite(str(folder / f"{patient}_{k}_mask.tif"), mask)
-    return root
+def data_dir(classifier_data):
+    """4 patients x 4 slices of 32x32 RGB TIFF; slices 3-4 have a bright tumor blob in the mask (conftest)."""
+    return classifier_data
 
 
 def _parser():
@@ -46,18 +29,14 @@ def _parser():
     return parser
 
 
-def test_train_classifiers_smoke(data_dir, tmp_path):
-    out = tmp_path / "run"
-    # ResNet50: randomly initialised MobileNetV2 features vanish (~1e-11), which would make the
-    # probability checks below trivially true.
-    config = ClassifierConfig(backbones=("resnet50",), weights=None, img_size=32, head="gap", epochs=1,
-                              batch_size=3, progress=False)
-    (data_dir / PATIENTS[0] / "notes.txt").write_text("not a slice")
-    results = train_classifiers(config, data_dir, out_dir=out)
+def test_train_classifiers_smoke(data_dir, classifier_run):
+    # The shared run (conftest): ResNet-50 (randomly initialised MobileNetV2 features vanish, ~1e-11, which
+    # would make the probability checks below trivially true) and the ResUNet encoder, interrupted and resumed.
+    out, results = classifier_run["out"], classifier_run["results"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [Path(s["path"]).name for s in manifest["skipped"]] == ["notes.txt"]  # issue 13: never silent
 
-    assert list(results["backbone"]) == ["resnet50"]
+    assert list(results["backbone"]) == ["resnet50", "resunet_encoder"]
     row = results.iloc[0]
     assert row["trainable_params"] == 2048 * 2 + 2 and row["params"] > row["trainable_params"]
     for col in ("accuracy", "f1_micro", "f1_macro", "sensitivity", "specificity", "auc", "train_time_s",
@@ -81,7 +60,7 @@ def test_train_classifiers_smoke(data_dir, tmp_path):
     assert len(pd.read_csv(run / "history.csv")) == 1
 
     gate = json.loads((out / "results.json").read_text())["gate"]
-    assert gate["backbone"] == "resnet50" and 0.0 <= gate["threshold"] <= 1.0
+    assert gate["backbone"] in ("resnet50", "resunet_encoder") and 0.0 <= gate["threshold"] <= 1.0
     assert gate["val_at_threshold"]["sensitivity"] >= 0.95
 
     # the saved end-to-end model reproduces the recorded test probabilities from raw pixels
@@ -164,3 +143,13 @@ def test_cli_names_and_defaults_match_the_library():
     args = _parser().parse_args(["train-classifiers"])
     assert command.config_from_args(args) == ClassifierConfig()  # every default is ClassifierConfig's
     assert args.backbones == ",".join(PAPER_BACKBONES) and str(args.weights) == "imagenet"
+
+
+def test_interrupted_run_resumes_at_the_next_backbone(classifier_run):
+    """Ctrl-C while the second backbone trained: the first (its run.json) is kept, a resume with other settings
+    is refused naming them, and the resume trains only the second."""
+    assert classifier_run["interrupted"] == {"first_done": True, "results_json": False}
+    assert "epochs: 1 (started with) vs 2 (this run)" in classifier_run["refused"]
+    assert classifier_run["resumed_calls"] == ["resunet_encoder"]
+    out = classifier_run["out"]
+    assert (out / "results.json").is_file() and (out / "resunet_encoder" / "run.json").is_file()

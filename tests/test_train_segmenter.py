@@ -5,7 +5,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -15,36 +14,11 @@ from classseg.postprocess import PostprocessConfig  # noqa: E402
 from classseg.training.segmenter import SegmenterConfig, _select, evaluate_segmenter  # noqa: E402
 
 
-def _write_dataset(root, n_patients=4, n_slices=4, size=32):
-    rng = np.random.default_rng(0)
-    for p in range(n_patients):
-        folder = root / f"TCGA_CS_{4900 + p}_2000010{p}"
-        folder.mkdir(parents=True)
-        for s in range(1, n_slices + 1):
-            mask = np.zeros((size, size), np.uint8)
-            if s in (2, 3):
-                cv2.circle(mask, (10 + 3 * p, 12 + 2 * s), 5 + s, 255, -1)
-            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            image[mask > 0] = 200
-            stem = folder / f"{folder.name}_{s}"
-            assert cv2.imwrite(f"{stem}.tif", image)
-            assert cv2.imwrite(f"{stem}_mask.tif", mask)
-    return root
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One 1-epoch CLI run at 32 px (width 0.5 to stay fast) with a given split file."""
-    from classseg.cli import main
-    from classseg.data import discover, save_splits, split_patients
-
-    data = _write_dataset(tmp_path_factory.mktemp("data") / "kaggle_3m")
-    out = tmp_path_factory.mktemp("run")
-    split_file = save_splits(split_patients(discover(data), seed=3), out.parent / "given_splits.csv")
-    rc = main(["train-segmenter", str(data), "--img-size", "32", "--epochs", "1", "--batch-size", "8",
-               "--width", "0.5", "--splits", str(split_file), "--seed", "1", "--out", str(out), "--quiet"])
-    assert rc == 0
-    return data, out, split_file
+def run(segmenter_cli_run):
+    """One 1-epoch CLI run at 32 px (width 0.5 to stay fast) with a given split file (shared, conftest):
+    five patients, one test, one val, three train."""
+    return segmenter_cli_run
 
 
 def test_outputs_and_metric_keys(run, capsys):
@@ -60,7 +34,7 @@ def test_outputs_and_metric_keys(run, capsys):
         assert key in saved, key
     assert saved["weights"] == "none (from scratch)" and saved["img_size"] == 32 and saved["epochs"] == 1
     assert saved["seed"] == 1 and saved["split_file"] == str(split_file)
-    assert saved["n_train_slices"] == 8  # fast recipe: every slice of the 2 train patients
+    assert saved["n_train_slices"] == 12  # fast recipe: every slice of the 3 train patients
     assert saved["recipe"] == "fast" and saved["normalization"] == "patient_percentile"
     assert saved["scored_at"] == "original slice size"
     assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
@@ -73,7 +47,7 @@ def test_outputs_and_metric_keys(run, capsys):
     splits = pd.read_csv(out / "splits.csv").sort_values("patient_id").reset_index(drop=True)
     given = pd.read_csv(split_file).sort_values("patient_id").reset_index(drop=True)
     assert splits.equals(given)  # the given split travels into the run folder unchanged
-    assert sorted(splits["split"].value_counts().to_dict().items()) == [("test", 1), ("train", 2), ("val", 1)]
+    assert sorted(splits["split"].value_counts().to_dict().items()) == [("test", 1), ("train", 3), ("val", 1)]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["weights"] == "none (from scratch)" and "environment" in manifest
 

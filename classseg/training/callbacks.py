@@ -106,8 +106,9 @@ class ResumableBestCheckpoint(AtomicModelCheckpoint):
     """Atomic ``save_best_only`` checkpoint whose best value and epoch live in a :class:`RunState`, so a
     resumed run does not overwrite a better model with a worse one (Keras' own forgets ``best``)."""
 
-    def __init__(self, path: str | Path, state: RunState, monitor: str = "val_dice", mode: str = "max") -> None:
-        super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True)
+    def __init__(self, path: str | Path, state: RunState, monitor: str = "val_dice", mode: str = "max",
+                 weights_only: bool = False) -> None:
+        super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=weights_only)
         self.state = state
         if state.values.get("best") is not None:
             self.best = float(state.values["best"])
@@ -129,6 +130,23 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         save_weights(self.model, self._weights_path)
         atomic_write_text(self._training_metadata_path,
                           json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class ElapsedTime(keras.callbacks.Callback):
+    """Training seconds so far in ``state["elapsed_s"]`` after every epoch, those before a resume included
+    (what :class:`TimeBudget` records for a budgeted run; this one for a run without a budget)."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__()
+        self.state = state
+        self._start = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter() - float(self.state.values.get("elapsed_s", 0.0))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.values["elapsed_s"] = time.perf_counter() - self._start
+        self.state.save()
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -242,7 +260,8 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
     """The callbacks of a resumable run, in order: the best checkpoint on ``monitor`` (max); an
     epoch-wise learning-rate schedule (:func:`scheduled_lr`, by time spent when ``minutes`` is set;
     none for ``schedule="plateau"``, whose ``ReduceLROnPlateau`` comes in ``extra``); ``extra``; the
-    :class:`TimeBudget`; the atomic ``history.csv``; :class:`AtomicBackupAndRestore` in ``out/backup``."""
+    :class:`TimeBudget` (:class:`ElapsedTime` without ``minutes``); the atomic ``history.csv``;
+    :class:`AtomicBackupAndRestore` in ``out/backup``."""
     callbacks: list[keras.callbacks.Callback] = [ResumableBestCheckpoint(model_path, state, monitor=monitor,
                                                                          mode="max")]
     if schedule != "plateau":
@@ -252,8 +271,8 @@ def resumable_callbacks(out: Path, state: RunState, model_path: Path, monitor: s
 
         callbacks.append(keras.callbacks.LearningRateScheduler(lr_at))
     callbacks += list(extra)
-    if minutes is not None:
-        callbacks.append(TimeBudget(minutes, epochs, state))
+    # seconds spent so far in train_state.json, those before a resume included (train_minutes of the run record)
+    callbacks.append(TimeBudget(minutes, epochs, state) if minutes is not None else ElapsedTime(state))
     if snapshots:  # after TimeBudget: its elapsed time is the snapshot's
         callbacks.append(EpochSnapshots(out / "snapshots", state))
     callbacks += [AtomicCSVLogger(out / "history.csv", append=True), AtomicBackupAndRestore(str(out / "backup"))]

@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
 from classseg.atomic import atomic_to_csv, atomic_write_text, save_model
-from classseg.data import SliceArrays, discover, load_arrays, resolve_splits, save_splits
+from classseg.data import SliceArrays
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
 from classseg.data.skipped import skipped_files
@@ -45,6 +45,7 @@ from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict
 from classseg.plotting import plot_confusion_matrix, plot_roc
 from classseg.seeding import set_seed
 from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
+from classseg.training.run import RUN_FILE, TrainingRun, open_run
 
 #: Scalar metrics aggregated over repeats (mean, std) and reported in results.csv.
 SCALAR_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc")
@@ -251,12 +252,16 @@ def _predictions_frame(parts: dict[str, SliceArrays], prob: dict[str, np.ndarray
 
 
 def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceArrays], run_dir: Path,
-                   strategy: tf.distribute.Strategy | None = None) -> dict:
+                   strategy: tf.distribute.Strategy | None = None, run: TrainingRun | None = None,
+                   card: ModelCard | None = None) -> dict:
     """Train ``config.repeats`` classifiers on one backbone; write its run folder; return a summary.
 
     Writes ``classifier.keras`` (the repeat best on validation), ``history.csv`` (all repeats),
     ``metrics.json`` / ``metrics.md``, ``predictions.csv`` (val + test p(tumor)),
-    ``confusion_matrix.png`` and ``roc.png`` (test split).
+    ``confusion_matrix.png`` and ``roc.png`` (test split); with ``run`` (the :class:`TrainingRun` of
+    :func:`train_classifiers`) also its ``run.json`` and ``manifest.json``, written last (after ``card``, the
+    model card to bind to ``classifier.keras``, when given): a backbone
+    folder with ``run.json`` is finished, and a resumed :func:`train_classifiers` keeps it.
     """
     strategy = strategy or tf.distribute.get_strategy()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -284,6 +289,8 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
         del res, runner
         keras.backend.clear_session(free_memory=True)
     cache.clear()
+    if card is not None:
+        write_card(run_dir / "classifier.keras", card)
 
     atomic_to_csv(pd.concat(histories, ignore_index=True), run_dir / "history.csv", index=False)
     atomic_to_csv(_predictions_frame(parts, best["prob"]), run_dir / "predictions.csv", index=False)
@@ -325,19 +332,37 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
         row["train_time_s_std"] = train_time_std
         for m in SCALAR_METRICS:
             row[f"{m}_std"] = agg["test"][f"{m}_std"]
+    if run is not None:
+        record = run.record(
+            kind="classifier", model=name, weights=config.weights or "none", img_size=config.img_size,
+            epochs=config.epochs, epochs_run=best["epochs_run"], best_epoch=best["best_epoch"],
+            train_minutes=sum(r["train_time_s"] for r in runs) / 60.0,
+            normalization=config.input_normalization.get(name, "raw"), val=best["val"], test=best["test"],
+            head=config.head, repeats=config.repeats, selected_seed=best["seed"], path=best["path"], params=total,
+            threshold=best["test"]["threshold"], row=row, val_mean=agg["val"])
+        run.finish(record, folder=run_dir, config=asdict(config))
     return {"row": row, "val_prob": best["prob"]["val"], "val_mean": agg["val"], "metrics": metrics}
+
+
+def finished_backbone(run_dir: Path) -> dict | None:
+    """The summary :func:`train_backbone` returned for a finished backbone folder (its ``run.json``,
+    ``metrics.json`` and the val probabilities of ``predictions.csv``); None when it has not finished."""
+    from classseg.jsonio import read_json
+    from classseg.training.run import RUN_FILE, read_run_record
+
+    if not (run_dir / RUN_FILE).is_file() or not (run_dir / "metrics.json").is_file():
+        return None
+    record = read_run_record(run_dir)
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    return {"row": record.extra["row"], "val_prob": preds.loc[preds["split"] == "val", "p_tumor"].to_numpy(),
+            "val_mean": record.extra["val_mean"], "metrics": read_json(run_dir / "metrics.json")}
 
 
 # --------------------------------------------------------------------------------------------
 # the benchmark
 
 
-def _split_parts(arrays: SliceArrays) -> dict[str, SliceArrays]:
-    split = arrays.frame["split"].to_numpy()
-    parts = {s: arrays.subset(split == s) for s in ("train", "val", "test")}
-    empty = [s for s, p in parts.items() if len(p) == 0]
-    if empty:
-        raise ValueError(f"split(s) {empty} have no slices; use more patients or another split file")
+def _check_classes(parts: dict[str, SliceArrays]) -> dict[str, SliceArrays]:
     if len(np.unique(parts["train"].labels)) < 2:
         raise ValueError("the train split has only one class; cannot train a classifier")
     return parts
@@ -362,22 +387,29 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     ``results.md`` (one row per backbone, test metrics; mean and ``*_std`` over repeats),
     ``results.json`` (rows + ``gate``: best backbone by val AUC then val accuracy, its model
     path and the val threshold reaching ``config.target_sensitivity``), ``splits.csv`` and
-    ``manifest.json``. Returns the results table.
+    ``manifest.json``. Returns the results table. Resumable: rerun the same call on an interrupted run
+    folder and the backbones that finished (their ``run.json``) are kept, the others trained; other settings
+    are refused (:func:`classseg.training.run.open_run`).
     """
     for name in config.backbones:
         get_spec(name)  # fail fast on a typo, before loading any data
+    # Resumable by backbone: an interrupted run keeps every backbone folder that finished (its run.json) and
+    # trains the others; a resume with other settings is refused (run identity), a finished run starts afresh.
+    keys = [get_spec(name).name for name in config.backbones]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    finished = (out / "results.json").is_file()
+    evidence = () if finished else tuple(f"{key}/{RUN_FILE}" for key in keys)
+    run = open_run(out, "train-classifiers", data_dir, splits_path, config, config.seed, evidence, run_state=False)
+    if finished:
+        for key in keys:  # an earlier run's backbones are not this run's
+            (out / key / RUN_FILE).unlink(missing_ok=True)
     strategy = strategy or tf.distribute.get_strategy()
-    set_seed(config.seed)
-    df = resolve_splits(discover(data_dir, require_masks=True), splits_path, seed=config.seed)
-    splits_file = save_splits(df[["patient_id", "split"]].drop_duplicates().reset_index(drop=True),
-                              out / "splits.csv")
-    parts = _split_parts(load_arrays(df, config.img_size, progress=config.progress))
-    write_manifest(out, command="train-classifiers", config=asdict(config), data_dir=str(data_dir),
-                   splits_file=str(splits_file), splits_source=str(splits_path) if splits_path
-                   else f"computed: split_patients(seed={config.seed})", seed=config.seed,
-                   weights=config.weights, img_size=config.img_size, epochs=config.epochs,
+    df = run.resolve_split(require_masks=True)
+    run.save_split()
+    parts = _check_classes(run.arrays(config.img_size, config.progress))
+    write_manifest(out, command="train-classifiers", kind="classifier", config=asdict(config),
+                   data_dir=str(run.data_dir), **run.split_fields(), weights=config.weights,
+                   img_size=config.img_size, epochs=config.epochs,
                    slices={s: len(p) for s, p in parts.items()},
                    tumor_slices={s: int(p.labels.sum()) for s, p in parts.items()},
                    strategy=type(strategy).__name__, skipped=skipped_files(df))
@@ -385,15 +417,18 @@ def train_classifiers(config: ClassifierConfig, data_dir: str | Path, splits_pat
     summaries = {}
     norms = {get_spec(name).name: config.input_normalization.get(name, "raw") for name in config.backbones}
     for key, norm in norms.items():
+        done = finished_backbone(out / key)
+        if done is not None:
+            summaries[key] = done
+            continue
         fed = parts if norm == "raw" else {  # each patient normalised as the backbone's source model expects
             split: replace(p, images=prepare_input(p.images, norm, p.frame["patient_id"].to_numpy()))
             for split, p in parts.items()}
-        summaries[key] = train_backbone(key, config, fed, out / key, strategy)
-        if norm != "raw":  # phase 3's pipeline reads how to feed the gate from its card
-            write_card(out / key / "classifier.keras", ModelCard(
-                role="classifier", img_size=config.img_size, normalization=norm,
-                class_threshold=0.5,  # the pipeline's default cut; run-all passes the gate's chosen --threshold
-                provenance={"split_file": str(splits_path), "backbone": key, "weights": str(config.weights)}))
+        card = None if norm == "raw" else ModelCard(  # phase 3's pipeline reads how to feed the gate from its card
+            role="classifier", img_size=config.img_size, normalization=norm,
+            class_threshold=0.5,  # the pipeline's default cut; run-all passes the gate's chosen --threshold
+            provenance={"split_file": str(splits_path), "backbone": key, "weights": str(config.weights)})
+        summaries[key] = train_backbone(key, config, fed, out / key, strategy, run, card)
     results = pd.DataFrame([s["row"] for s in summaries.values()])
     per_patient_inputs = any(n != "raw" for n in norms.values())
     if per_patient_inputs:

@@ -60,15 +60,6 @@ def segmenter_delivery(segmenter_path: str | Path, frame: pd.DataFrame, batch_si
                         arrays.frame["slice"].to_numpy())
 
 
-def segmenter_masks_nonempty(segmenter_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
-                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice of ``frame``: (mask non-empty, mask area px) of the segmenter's mask at the slice's
-    original size with every slice segmented (rule ``mask``: :func:`segmenter_delivery`)."""
-    masks, _ = segmenter_delivery(segmenter_path, frame, batch_size, progress).masks()
-    areas = np.array([int(m.sum()) for m in masks])
-    return areas > 0, areas
-
-
 def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = None,
                splits_path: str | Path | None = None, out_dir: str | Path = "runs/gate",
                segmenter_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
@@ -85,31 +76,26 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
-    from classseg.environment import environment_info, machine_label
+    from classseg.environment import machine
     from classseg.guards import check_start_models
+    from classseg.jsonio import write_json
     from classseg.models.resunet import build_gate_cnn
-    from classseg.runinfo import set_seed, write_json, write_manifest
-    from classseg.training.callbacks import check_run_identity, open_run_state, resumable_callbacks
+    from classseg.training.callbacks import resumable_callbacks
+    from classseg.training.run import open_run
     from classseg.training.segmenter import init_from, model_inputs
 
     config = config or GateConfig()
-    data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(config.seed)
-    check_run_identity(out, "train-gate", data_dir, splits_path, config)  # refuse a resume with other settings
-    state = open_run_state(out)
+    # folder, identity (a resume with other settings is refused), seed, resumable state
+    run = open_run(out_dir, "train-gate", data_dir, splits_path, config, config.seed)
+    out, data_dir, state = run.out, run.data_dir, run.state
 
-    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed)
+    frame = run.resolve_split()
     # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
     # (val may stay val: fine-tuning on the starting weights' own split chooses on the same val patients)
     leakage = check_start_models(cdata.split_table(frame), [config.init], val_may_stay_val=True) \
         if config.init else []
-    cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
-    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
-    if parts["train"].empty or parts["val"].empty:
-        raise ValueError(f"{data_dir}: the split leaves no slices in {'train' if parts['train'].empty else 'val'}")
-    arrays = {name: cdata.load_arrays(df, config.img_size, progress=progress) for name, df in parts.items()}
+    run.save_split()
+    arrays = run.arrays(config.img_size, progress, required=("train", "val"))
     inputs = {name: model_inputs(a, config.normalization) for name, a in arrays.items()}
 
     make_aug = partial(build_augmenter, AUGMENT_PROFILES[config.augment_profile],
@@ -129,22 +115,19 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
 
     callbacks = resumable_callbacks(out, state, model_path, "val_auc", config.lr, config.schedule, config.epochs,
                                     config.warmup_epochs, config.minutes)
-    start = time.perf_counter()
+    run.started = time.perf_counter()
     model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
               verbose=1 if progress else 2)
-    seconds = float(state.values.get("elapsed_s", time.perf_counter() - start))
+    seconds = run.train_seconds()
 
     best = keras.models.load_model(model_path, compile=False)
     weights = f"initialised from {config.init} (in-domain)" if config.init else "none (from scratch)"
     metrics = {"model": "gate_cnn", "weights": weights, "params": int(best.count_params()),
                "config": asdict(config), "epochs_run": int(len(pd.read_csv(out / "history.csv"))),
                "best_epoch": state.values.get("best_epoch"), "train_minutes": round(seconds / 60, 2),
-               "machine": machine_label(environment_info()),
-               "split_file": str(splits_path) if splits_path else "computed", "leakage_check": leakage}
-    write_json(out / "training.json", metrics)
-    write_manifest(out, command="train-gate", config=asdict(config), data_dir=str(data_dir),
-                   split_file=metrics["split_file"], seed=config.seed, weights=weights,
-                   img_size=config.img_size, train_minutes=metrics["train_minutes"], backend=keras.backend.backend())
+               "machine": machine(), "data_dir": str(data_dir), "backend": keras.backend.backend(),
+               **run.split_fields(), "leakage_check": leakage}
+    write_json(out / "training.json", metrics)  # select_gate ends the run: run.json, curves, manifest
     return select_gate(model_path, data_dir, splits_path, segmenter_path, progress=progress)
 
 
@@ -157,9 +140,9 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
 
     from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
+    from classseg.jsonio import read_json, write_json
     from classseg.modelcard import ModelCard, read_card, write_card
     from classseg.models.predict import KerasRunner, predict, tumor_probability
-    from classseg.runinfo import read_json, write_json
     from classseg.training.segmenter import model_inputs
     from classseg.training.selection import choose_gate
 
@@ -202,4 +185,32 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
         role="gate", img_size=config.img_size, normalization=config.normalization, class_threshold=float(threshold),
         gate_rule=choice["rule"], provenance={**(old.provenance if old else {}), **provenance, "selection": choice,
                                               "baseline_segmenter": str(segmenter_path)}))
+    if training:  # trained here (not a gate from elsewhere): end the run with its record, curves and manifest
+        _finish_gate_run(out, training, config, metrics, data_dir)
     return metrics
+
+
+def _finish_gate_run(out: Path, training: dict[str, Any], config: GateConfig, metrics: dict[str, Any],
+                     data_dir: str | Path) -> None:
+    """``run.json``, ``training_curves.png`` and ``manifest.json`` of a gate run (the delivered call: the
+    chosen rule's final call when a segmenter took part, else the gate alone at its chosen threshold)."""
+    from dataclasses import replace
+
+    from classseg.plotting import plot_history
+    from classseg.training.run import TrainingRun, finish_run
+
+    def delivered(name: str) -> dict[str, Any]:
+        return metrics[name].get("final_call") or metrics[name]["gate_alone"]
+
+    run = TrainingRun(out=out, command="train-gate", data_dir=Path(training.get("data_dir") or data_dir),
+                      splits_path=None, seed=config.seed)
+    history = pd.read_csv(out / "history.csv") if (out / "history.csv").is_file() else None
+    record = run.record(kind="gate", model="gate_cnn", weights=training["weights"], img_size=config.img_size,
+                        epochs=config.epochs, epochs_run=training["epochs_run"], best_epoch=training["best_epoch"],
+                        train_minutes=training["train_minutes"], normalization=config.normalization,
+                        val=delivered("val"), test=delivered("test"), machine=training.get("machine"),
+                        params=training.get("params"), gate_rule=metrics["choice"]["rule"],
+                        threshold=metrics["choice"]["threshold"], baseline_segmenter=metrics["segmenter"])
+    record = replace(record, split_file=training.get("split_file") or record.split_file)
+    finish_run(out, record, history, lambda h, path: plot_history(h, [("loss", "loss"), ("auc", "AUC")], path),
+               config=asdict(config), backend=training.get("backend"), leakage_check=training.get("leakage_check"))

@@ -28,7 +28,7 @@ from classseg.atomic import sha256_file
 
 IDENTITY_FILE = "run_identity.json"
 #: Config fields that do not change what a run learns (threads, figures, latency measurement, debugging).
-NOT_IDENTITY = frozenset({"workers", "n_examples", "infer_batch", "run_eagerly"})
+NOT_IDENTITY = frozenset({"workers", "n_examples", "infer_batch", "run_eagerly", "progress"})
 #: What an interrupted run leaves that a rerun would resume from (segmenter, gate: Keras' backup folder).
 DEFAULT_EVIDENCE = ("backup",)
 

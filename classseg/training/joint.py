@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 CLASS_LOSSES = ("ce", "focal")
 MODEL_FILE = "joint.keras"
 CHECKPOINT_FILE = "best.weights.h5"  # during training only
+#: What an interrupted run leaves to resume from: Keras' backup of the last epoch, the best epoch's weights.
+RESUME_EVIDENCE = ("backup", CHECKPOINT_FILE)
 
 
 ARCHITECTURES = ("resnet50_unet", "resunet")
@@ -328,13 +330,6 @@ def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _device_label() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU x{len(gpus)}" if gpus else "CPU"
-
-
 def train_joint(
     config: JointConfig | None = None,
     data_dir: str | Path | None = None,
@@ -347,7 +342,10 @@ def train_joint(
 
     Writes ``joint.keras`` (best epoch) and its card ``joint.card.json`` (what the pipeline's
     ``--joint`` reads), ``history.csv``, ``metrics.json``, ``metrics.md``, ``training_curves.png``,
-    ``splits.csv``, ``manifest.json`` and ``predictions_{val,test}.npz`` into ``out_dir``.
+    ``splits.csv``, ``manifest.json``, ``run.json`` (:class:`classseg.training.run.RunRecord`) and
+    ``predictions_{val,test}.npz`` into ``out_dir``. Resumable like
+    :func:`classseg.training.segmenter.train_segmenter`: rerun the same call on an interrupted run folder and
+    it goes on at the next epoch (``backup/``, ``train_state.json``); other settings are refused.
     ``strategy``: a ``tf.distribute`` strategy (default strategy when None). Raises
     ``FileNotFoundError`` / ``ValueError`` for bad data folders, split files or empty splits,
     ``RuntimeError`` when ImageNet weights cannot be fetched.
@@ -361,25 +359,28 @@ def train_joint(
     from classseg.data.augment import RECIPE_AUGMENT, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.skipped import skipped_files
+    from classseg.environment import machine
     from classseg.evaluation.delivered import save_predictions
     from classseg.evaluation.scores import read_truths
     from classseg.guards import check_start_models
     from classseg.jsonio import write_json
-    from classseg.manifest import write_manifest
     from classseg.modelcard import ModelCard, write_card
     from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict, tumor_probability
-    from classseg.seeding import set_seed
-    from classseg.training.callbacks import AtomicCSVLogger, AtomicModelCheckpoint, check_run_identity
+    from classseg.training.callbacks import (
+        AtomicBackupAndRestore,
+        AtomicCSVLogger,
+        ElapsedTime,
+        ResumableBestCheckpoint,
+    )
+    from classseg.training.run import open_run
     from classseg.training.schedules import LossWeightScheduler
 
     config = config or JointConfig()
     config = replace(config, normalization=input_normalization(config))  # the init model's card's when not given
     norm = config.normalization
-    data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out, "train-joint", data_dir, splits_path, config, (CHECKPOINT_FILE,))  # no mixed runs
-    set_seed(config.seed)
+    # folder, identity (a resume with other settings is refused), seed, resumable state (backup/)
+    run = open_run(out_dir, "train-joint", data_dir, splits_path, config, config.seed, RESUME_EVIDENCE)
+    out, data_dir, state = run.out, run.data_dir, run.state
 
     # ---- model first, so a missing ImageNet file fails before the data is loaded ----------------
     strategy = strategy or tf.distribute.get_strategy()
@@ -387,7 +388,7 @@ def train_joint(
         model = build_model(config)
 
     # ---- data: every slice, patient-level split -------------------------------------------------
-    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed, fractions=config.fractions)
+    frame = run.resolve_split(config.fractions)
     # the leakage guard (issue 18): no val/test patient may be a train/val patient of the init model
     leakage = check_start_models(cdata.split_table(frame), [config.init] if config.init else [],
                                  hint="pass --splits FILE whose val and test patients the --init model never "
@@ -395,13 +396,8 @@ def train_joint(
     for record in leakage:
         if not record["checked"]:
             log.warning("leakage NOT checked for %s: %s", record["model"], record["why"])
-    split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
-    parts = {}
-    for split in ("train", "val", "test"):
-        rows = frame[frame["split"] == split].reset_index(drop=True)
-        if rows.empty:
-            raise ValueError(f"{data_dir}: the split leaves no slices in {split!r}; use more patients or another split")
-        parts[split] = cdata.load_arrays(rows, config.img_size, progress=progress)
+    run.save_split()
+    parts = run.arrays(config.img_size, progress)
     train, val, test = parts["train"], parts["val"], parts["test"]
     # the segmenter recipe's augmentation (issue 10); the class target is the *augmented* mask non-empty
     inputs = {name: joint_inputs(arrays, norm) for name, arrays in parts.items()}  # as the card will say
@@ -420,20 +416,23 @@ def train_joint(
 
     # The checkpoint holds weights only (the optimizer state would triple the file); the best epoch is
     # then saved as an uncompiled inference model, joint.keras (~120 MB at 224 px for ResNet-50).
+    # Resumable like the segmenter: the best epoch's weights (min val_fixed_loss, remembered in train_state.json),
+    # the history appended to, Keras' backup of the last epoch in backup/.
     checkpoint = out / CHECKPOINT_FILE
     callbacks = [
         LossWeightScheduler(config.schedule, config.epochs, w_cls, w_seg, base=(config.lambda_cls, config.lambda_seg)),
         keras.callbacks.LambdaCallback(on_epoch_end=log_lr),
-        AtomicModelCheckpoint(checkpoint, monitor="val_fixed_loss", mode="min", save_best_only=True,
-                              save_weights_only=True),
-        AtomicCSVLogger(out / "history.csv"),
+        ElapsedTime(state),
+        ResumableBestCheckpoint(checkpoint, state, monitor="val_fixed_loss", mode="min", weights_only=True),
+        AtomicCSVLogger(out / "history.csv", append=True),
+        AtomicBackupAndRestore(str(out / "backup")),
     ]
-    start = time.perf_counter()
-    fit = model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
-                    verbose=1 if progress else 0)
-    train_seconds = time.perf_counter() - start
-    history = pd.DataFrame(fit.history)
-    val_fixed = history["val_fixed_loss"].to_numpy(dtype=float)
+    run.started = time.perf_counter()
+    model.fit(train_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
+              verbose=1 if progress else 0)
+    train_seconds = run.train_seconds()
+    history = pd.read_csv(out / "history.csv")  # every epoch, also those before a resume
+    val_fixed = pd.to_numeric(history["val_fixed_loss"], errors="coerce").to_numpy(dtype=float)
     best_epoch = int(np.nanargmin(val_fixed)) + 1 if np.isfinite(val_fixed).any() else None
 
     # ---- save and evaluate the best epoch in inference mode -------------------------------------
@@ -475,7 +474,7 @@ def train_joint(
                              mask_prob if "mask" in config.tasks else None, arrays.frame["patient_id"],
                              arrays.frame["mask_path"].fillna("").astype(str), arrays.frame["image_path"])
     ms = inference_ms_per_slice(runner, inputs["test"], config.infer_batch)
-    split_label = str(splits_path) if splits_path else f"{split_file} (computed, seed {config.seed})"
+    split_label = run.split_fields()["split_file"]
     metrics: dict[str, Any] = {
         "model": model_name(config),
         "kind": "joint" if len(config.tasks) == 2 else ("segmenter" if config.tasks == ("mask",) else "classifier"),
@@ -503,7 +502,7 @@ def train_joint(
         "params": int(best.count_params()),
         "ms_per_slice": ms,
         "infer_batch": config.infer_batch,
-        "device": _device_label(),
+        "device": machine(),
         "train_seconds": round(train_seconds, 2),
         "train_minutes": round(train_seconds / 60.0, 2),
         "threshold": config.threshold,
@@ -518,7 +517,6 @@ def train_joint(
     }
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")
-    plot_training_curves(history, out / "training_curves.png")
     write_card(out / MODEL_FILE, ModelCard(
         role="joint", img_size=config.img_size, normalization=norm, class_threshold=float(gate_threshold),
         postprocess=asdict(pp), gate_rule=gate_rule,
@@ -526,8 +524,14 @@ def train_joint(
                     "epochs": config.epochs, "best_epoch": best_epoch, "schedule": config.schedule,
                     "train_minutes": metrics["train_minutes"], "device": metrics["device"],
                     "val": {k: results["val"].get(k) for k in ("accuracy", "dice_per_patient", "dice_tumor_slices")}}))
-    write_manifest(out, command="train-joint", kind=metrics["kind"], config=asdict(config), data_dir=str(data_dir),
-                   split_file=split_label, seed=config.seed, weights=metrics["weights"], img_size=config.img_size,
-                   epochs=config.epochs, strategy=type(strategy).__name__,
-                   replicas=int(strategy.num_replicas_in_sync), skipped=skipped_files(frame))
+    # run.json, training curves and manifest.json (split / seed / weights fields from the one record)
+    record = run.record(kind=metrics["kind"], model=metrics["model"], weights=metrics["weights"],
+                        img_size=config.img_size, epochs=config.epochs, epochs_run=len(history), best_epoch=best_epoch,
+                        train_minutes=metrics["train_minutes"], normalization=norm, val=results["val"],
+                        test=results["test"], machine=metrics["device"], architecture=config.architecture,
+                        tasks=list(config.tasks), params=metrics["params"], gate_rule=gate_rule,
+                        class_threshold=gate_threshold, schedule=config.schedule)
+    run.finish(record, history=history, curves=plot_training_curves, config=asdict(config),
+               strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync),
+               skipped=skipped_files(frame))
     return metrics

@@ -378,33 +378,29 @@ def train_segmenter(
     from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
-    from classseg.environment import environment_info, machine_label
+    from classseg.environment import machine
     from classseg.guards import check_start_models
+    from classseg.jsonio import write_json
     from classseg.losses import get_loss
     from classseg.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
-    from classseg.runinfo import set_seed, write_json
-    from classseg.training.callbacks import check_run_identity, open_run_state
+    from classseg.training.run import open_run
 
     config = config or SegmenterConfig()
-    data_dir = Path(data_dir) if data_dir is not None else Path(cdata.DEFAULT_DATA_DIR)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(config.seed)
     if config.batch_size < 8:
         log.warning("batch size %d < 8: BatchNorm batch statistics will be noisy", config.batch_size)
-    check_run_identity(out, "train-segmenter", data_dir, splits_path, config)  # refuse a resume with other settings
-    state = open_run_state(out)
+    # folder, identity (a resume with other settings is refused), seed, resumable state
+    run = open_run(out_dir, "train-segmenter", data_dir, splits_path, config, config.seed)
+    out, data_dir, state = run.out, run.data_dir, run.state
 
     # ---- data: discover, patient-level split, arrays, normalisation ------------------------------
-    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
-                                 fractions=config.fractions)
+    frame = run.resolve_split(config.fractions)
     skipped = list(frame.attrs.get("skipped", []))
     # a starting model must not have trained on this run's val / test patients (issue 18; LeakageError)
     # (val may stay val: fine-tuning on the starting weights' own split chooses on the same val patients)
     leakage = check_start_models(cdata.split_table(frame), [config.init], val_may_stay_val=True) \
         if config.init else []
-    split_file = cdata.save_splits(cdata.split_table(frame), out / "splits.csv")
+    run.save_split()
     train_df = _select(frame, "train", config.tumor_only)
     val_fit_df = _select(frame, "val", config.tumor_only)  # monitored during training
     if train_df.empty or val_fit_df.empty:
@@ -436,16 +432,16 @@ def train_segmenter(
                       metrics=segmentation_metrics(config.threshold))
     model_path = out / "segmenter.keras"
     max_epochs = config.epochs
-    start = time.perf_counter()
+    run.started = time.perf_counter()
     model.fit(train_seq, validation_data=val_seq, epochs=max_epochs,
               callbacks=_callbacks(config, out, state, model_path), verbose=1 if progress else 2)
-    train_seconds = float(state.values.get("elapsed_s", time.perf_counter() - start))
+    train_seconds = run.train_seconds()
     write_json(out / "training.json", {
         "config": asdict(config), "data_dir": str(data_dir), "n_train_slices": len(train),
         "n_val_slices_monitored": len(fit_idx), "train_seconds": round(train_seconds, 2),
-        "machine": machine_label(environment_info()), "backend": keras.backend.backend(),
-        "skipped_files": skipped, "leakage_check": leakage, "split_file": str(splits_path) if splits_path else
-        f"{split_file} (computed, seed {config.seed})", "strategy": type(strategy).__name__ if strategy else "none"})
+        "machine": machine(), "backend": keras.backend.backend(),
+        "skipped_files": skipped, "leakage_check": leakage, "split_file": run.split_fields()["split_file"],
+        "strategy": type(strategy).__name__ if strategy else "none"})
     del train_seq, val_seq, train_x
     return evaluate_segmenter_run(out, data_dir, splits_path, config, progress=progress)
 
@@ -461,11 +457,11 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     """
     import keras
 
-    from classseg import data as cdata
     from classseg.atomic import atomic_to_csv
+    from classseg.jsonio import read_json, write_json
     from classseg.modelcard import ModelCard, write_card
-    from classseg.runinfo import read_json, write_json, write_manifest
     from classseg.training.callbacks import RunState
+    from classseg.training.run import TrainingRun, finish_run
 
     out = Path(out_dir)
     training = read_json(out / "training.json")
@@ -482,10 +478,12 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     best_epoch = int(state.values.get("best_epoch", int(np.argmax(history["val_dice"].to_numpy())) + 1))
     train_seconds = float(training["train_seconds"])
     model_path = out / "segmenter.keras"
-    frame = cdata.resolve_splits(cdata.discover(data_dir), splits_path, seed=config.seed,
-                                 fractions=config.fractions)
-    val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
-    test_all = cdata.load_arrays(_select(frame, "test", False), config.img_size, progress=progress)
+    # the run being scored (its split as it was trained on; run.json, curves and manifest at the end)
+    run = TrainingRun(out=out, command="train-segmenter", data_dir=Path(data_dir),
+                      splits_path=Path(splits_path) if splits_path else None, seed=config.seed)
+    run.resolve_split(config.fractions)
+    parts = run.arrays(config.img_size, progress, splits=("val", "test"), required=())
+    val_all, test_all = parts["val"], parts["test"]
     split_file = training.get("split_file")
 
     # ---- evaluate the best epoch in inference mode, at the slices' original size ----------------
@@ -541,7 +539,6 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     metrics["val"]["tversky_soft"] = _soft_tversky(scored["val_probs"][val_tumor], val_all.masks[val_tumor])
     write_json(out / "metrics.json", metrics)
     write_metrics_md(metrics, out / "metrics.md")
-    plot_training_curves(history, out / "training_curves.png")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
         postprocess=asdict(chosen), tta=tta,  # the mask threshold is postprocess.threshold
@@ -560,10 +557,16 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     titles = [f"{test_all.frame['patient_id'].iloc[i]} #{test_all.frame['slice'].iloc[i]}\n"
               f"Dice {dice_score(preds[k], test_all.masks[i]):.2f}" for k, i in enumerate(pick)]
     plot_examples(test_all.images[pick], test_all.masks[pick], preds, out / "examples.png", titles)
-    write_manifest(out, command="train-segmenter", config=asdict(config), data_dir=str(data_dir),
-                   trained_on=training.get("data_dir"), split_file=metrics["split_file"], seed=config.seed,
-                   weights=weights_label(config), img_size=config.img_size, epochs=config.epochs,
-                   epochs_run=metrics["epochs_run"], train_minutes=metrics["train_minutes"],
-                   skipped_files=metrics["skipped_files"], strategy=training.get("strategy"),
-                   training_backend=training.get("backend"), evaluation_backend=keras.backend.backend())
+    # run.json, training curves and manifest.json (split / seed / weights fields from the one record)
+    record = replace(run.record(
+        kind="segmenter", model="resunet", weights=weights_label(config), img_size=config.img_size,
+        epochs=config.epochs, epochs_run=metrics["epochs_run"], best_epoch=best_epoch,
+        train_minutes=metrics["train_minutes"], normalization=config.normalization, val=scored["val"],
+        test=scored["test"], machine=training["machine"], recipe=config.recipe, params=metrics["params"],
+        trained_on=training.get("data_dir"), threshold=chosen.threshold, tta=tta),
+        split_file=metrics["split_file"] or run.split_fields()["split_file"])
+    finish_run(out, record, history, plot_training_curves, config=asdict(config),
+               trained_on=training.get("data_dir"), skipped_files=metrics["skipped_files"],
+               strategy=training.get("strategy"), training_backend=training.get("backend"),
+               evaluation_backend=keras.backend.backend())
     return metrics

@@ -68,7 +68,7 @@ OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 
 # %%
 # Phase 1: every backbone frozen (features cached once), head trained; gate chosen on validation
-from classseg.runinfo import read_json
+from classseg.jsonio import read_json
 from classseg.training.classifiers import ClassifierConfig, train_classifiers
 
 weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation
