@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from classseg.data import AugmentConfig, build_augmenter, discover, load_arrays, segmentation_dataset  # noqa: E402
-from classseg.environment import environment_info  # noqa: E402
+from classseg.utils.environment import environment_info  # noqa: E402
 
 
 def keras_pipeline(images: np.ndarray, masks: np.ndarray, batch: int, seed: int) -> tf.data.Dataset:

@@ -1,7 +1,7 @@
 """CPU inference speed: Keras (compiled ``model(x, training=False)`` in a tf.function) vs ONNX Runtime.
 
 For each model (weights=None, random init: speed does not depend on weight values) the script
-builds it, exports it with ``classseg.export.export_onnx`` (parity checked), then times batches of
+builds it, exports it with ``classseg.models.export.export_onnx`` (parity checked), then times batches of
 random 0..255 pixels at batch 1 and 16, alternating Keras and ONNX calls so that both see the
 same machine load. Both sides return NumPy arrays (host copy included).
 Reports the median ms/slice over ``--repeats`` timed calls after warm-up, the speedup
@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from classseg.environment import environment_info  # noqa: E402
-from classseg.export import available_cores, export_onnx  # noqa: E402
+from classseg.models.export import available_cores, export_onnx  # noqa: E402
 from classseg.models.predict import KerasRunner, OnnxRunner  # noqa: E402
-from classseg.tables import run_notes, to_markdown  # noqa: E402
+from classseg.reporting.tables import run_notes, to_markdown  # noqa: E402
+from classseg.utils.environment import environment_info  # noqa: E402
 
 
 def _classifier(backbone: str, head: str) -> Callable[[int], object]:

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from classseg.cli import main as cli
-    from classseg.environment import environment_info, machine_label
+    from classseg.utils.environment import environment_info, machine_label
 
     print(f"machine: {machine_label(environment_info())}; settings: {json.dumps(vars(args))}", flush=True)
     config = MultitaskConfig(arms=tuple(args.arms), seeds=tuple(args.seeds), img_size=args.img_size,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--aggregate", "--overwrite", "--caption", caption(config, args.splits), "--columns", COLUMNS])
     import pandas as pd
 
-    from classseg.plotting import plot_mean_std
+    from classseg.reporting.plotting import plot_mean_std
 
     table = pd.read_csv(f"{args.docs}.csv")
     table["class_auc"] = table["gate_auc"].fillna(table["auc"])  # a classifier's own AUC, or the gating output's

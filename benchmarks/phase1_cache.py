@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from classseg.data import classification_dataset, discover, load_arrays
-    from classseg.environment import environment_info
-    from classseg.jsonio import write_json
     from classseg.models.classifier import build_classifier, head_of, split_head
-    from classseg.seeding import set_seed
     from classseg.training.classifiers import extract_features, feature_extractor
+    from classseg.utils.environment import environment_info
+    from classseg.utils.jsonio import write_json
+    from classseg.utils.seeding import set_seed
 
     env = environment_info()
     load = os.getloadavg()

@@ -37,10 +37,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from classseg.data import discover, read_image  # noqa: E402
-from classseg.environment import environment_info  # noqa: E402
+from classseg.delivery.postprocess import postprocess  # noqa: E402
 from classseg.models.predict import tumor_probability  # noqa: E402
 from classseg.pipeline import ClassSegPipeline, resize_to  # noqa: E402
-from classseg.postprocess import postprocess  # noqa: E402
+from classseg.utils.environment import environment_info  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(images)
     classifier, segmenter, label = build_models(args)
     if not isinstance(classifier, keras.Model):
-        from classseg.export import load_model
+        from classseg.models.export import load_model
 
         classifier, segmenter = load_model(classifier), load_model(segmenter)
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     pipes = {"keras": keras_pipe} if "keras" in backends else {}
     if "onnx" in backends:
         try:
-            from classseg.export import export_onnx  # noqa: F401
+            from classseg.models.export import export_onnx  # noqa: F401
 
             tmp = Path(tempfile.mkdtemp(prefix="classseg_bench_onnx_"))
             print("exporting both models to ONNX (tf2onnx, parity-checked) ...", flush=True)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                              batch_size=args.batch_size, backend="onnx", onnx_dir=tmp)
             pipes["onnx"].warmup()
         except ImportError as err:
-            print(f"skipping the onnx backend: classseg.export is not available ({err})")
+            print(f"skipping the onnx backend: classseg.models.export is not available ({err})")
     if oracle is not None:
         for pipe in pipes.values():
             pipe._classifier = OracleGate(pipe._classifier, oracle)

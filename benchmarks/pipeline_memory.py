@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             for a, b in ((r["figures"][k], ref["figures"][k]) for k in ref["figures"]))  # means of k copies
         print(f"| {r['factor']}x | {r['slices']} | {r['peak_rss_mb']:.0f} | {r['ratio']:.2f} | {r['wall_s']:.0f} | "
               f"{'yes' if same else 'NO'} |")
-    from classseg.environment import environment_info
+    from classseg.utils.environment import environment_info
 
     env = environment_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 
 def plot(table: pd.DataFrame, args: argparse.Namespace) -> None:
     """``OUT.png``: the val figures against ``args.x`` minutes, with the aim line."""
-    from classseg.plotting import plot_quality_per_minute
+    from classseg.reporting.plotting import plot_quality_per_minute
 
     plot_quality_per_minute(table[args.x], {
         "val Dice per patient": table["val_dice_per_patient"],
@@ -39,16 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from classseg import data as cdata
-    from classseg.atomic import atomic_to_csv
     from classseg.data.standardize import prepare_input
+    from classseg.delivery.postprocess import PostprocessConfig
     from classseg.delivery.rules import deliver_masks
-    from classseg.environment import environment_info
     from classseg.evaluation import score_slices
     from classseg.evaluation.scores import read_truths
-    from classseg.jsonio import read_json
     from classseg.models.predict import predict
-    from classseg.postprocess import PostprocessConfig
     from classseg.training.segmenter import _select
+    from classseg.utils.atomic import atomic_to_csv
+    from classseg.utils.environment import environment_info
+    from classseg.utils.jsonio import read_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)

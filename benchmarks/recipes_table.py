@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from classseg.atomic import atomic_write_text
-from classseg.tables import to_markdown
+from classseg.reporting.tables import to_markdown
 from classseg.training.segmenter import RECIPES, recipe_config
+from classseg.utils.atomic import atomic_write_text
 
 FLAGS = {"img_size": "--img-size", "minutes": "--minutes", "batch_size": "--batch-size", "optimizer": "--optimizer",
          "lr": "--lr", "weight_decay": "--weight-decay", "adam_epsilon": "--adam-epsilon", "schedule": "--schedule",

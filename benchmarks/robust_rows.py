@@ -30,9 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pandas as pd  # noqa: E402
 
-from classseg.atomic import atomic_write_text  # noqa: E402
-from classseg.environment import environment_info  # noqa: E402
-from classseg.jsonio import write_json  # noqa: E402
+from classseg.utils.atomic import atomic_write_text  # noqa: E402
+from classseg.utils.environment import environment_info  # noqa: E402
+from classseg.utils.jsonio import write_json  # noqa: E402
 
 COLUMNS = ["row", "normalization", "tta", "3D filter", "val Dice (tumor slices)", "val Dice / patient",
            "val slice acc", "val x0.35 Dice / patient", "val x2.0 Dice / patient", "val FLAIR-only Dice / patient",
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "row": row, "splits": str(args.splits), "data": str(args.data), "img_size": args.img_size})
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    from classseg.tables import to_markdown
+    from classseg.reporting.tables import to_markdown
 
     text = to_markdown(table.round(3))
     print(text)

@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from classseg.environment import environment_info
-    from classseg.losses import FocalTverskyLoss
+    from classseg.models.losses import FocalTverskyLoss
     from classseg.models.predict import KerasRunner
     from classseg.models.resunet import build_resunet
+    from classseg.utils.environment import environment_info
 
     env = environment_info()
     print("machine: " + ", ".join(f"{k}={env[k]}" for k in ("cpu", "cpu_count", "platform", "python",

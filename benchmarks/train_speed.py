@@ -61,10 +61,10 @@ def main() -> None:
     from classseg import data as cdata
     from classseg.data.augment import RECIPE_AUGMENT, build_augmenter
     from classseg.data.sequence import ArraySequence
-    from classseg.environment import environment_info
-    from classseg.losses import get_loss
+    from classseg.models.losses import get_loss
     from classseg.models.resunet import build_resunet
     from classseg.training.segmenter import model_inputs
+    from classseg.utils.environment import environment_info
 
     frame = cdata.discover(args.data or cdata.DEFAULT_DATA_DIR).head(args.slices).reset_index(drop=True)
     arrays = cdata.load_arrays(frame, args.img_size, progress=False)

@@ -24,7 +24,7 @@ COMMANDS = (
 
 
 #: Commands whose ``--out`` is a folder they write for a long time: locked while they run
-#: (:class:`classseg.atomic.OutputLock`), so a second command into the same folder is refused in one line.
+#: (:class:`classseg.utils.atomic.OutputLock`), so a second command into the same folder is refused in one line.
 #: (The pipeline and ``evaluate`` lock their own ``--out``; ``data split`` and ``export`` write one file atomically.)
 LOCKED_COMMANDS = ("train-classifiers", "train-segmenter", "train-gate", "train-joint", "run-all", "compare",
                    "report")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = getattr(args, "out", None)
         if args.command in LOCKED_COMMANDS and out:
-            from classseg.atomic import OutputLock, OutputLockError
+            from classseg.utils.atomic import OutputLock, OutputLockError
 
             try:
                 lock = OutputLock(out, prog)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except OSError as err:  # an unwritable output, a folder given as a file, a full disk: one line
-        from classseg.guards import os_error_message
+        from classseg.utils.guards import os_error_message
 
         print(f"{prog}: {os_error_message(err)}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ cell, which CI overrides with tiny settings), ``# %% [markdown]`` a Markdown cel
 ``# ``-prefixed, and IPython magics are written as ``# %magic`` comments. Lines before the first
 ``# %%`` are a header for readers. ``# %% include: FILE`` puts the cells of ``src/FILE`` there: the install
 cell every notebook shares (``src/_install.py``; it runs before classseg can be imported, so it cannot be a
-call into the package like the rest of the shared setup, :mod:`classseg.notebook`). Run after editing a
+call into the package like the rest of the shared setup, :mod:`classseg.workflows.notebook`). Run after editing a
 source::
 
     python notebooks/build_notebooks.py           # (re)write notebooks/*.ipynb

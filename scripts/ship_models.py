@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from classseg.atomic import sha256_file
-from classseg.environment import environment_info
 from classseg.evaluation.scores import NUMERIC_FIELDS
-from classseg.jsonio import read_json, write_json
-from classseg.modelcard import read_card, write_card
+from classseg.models.card import read_card, write_card
+from classseg.utils.atomic import sha256_file
+from classseg.utils.environment import environment_info
+from classseg.utils.jsonio import read_json, write_json
 
 SEG_KEYS = (*NUMERIC_FIELDS, "resolution")  # the classseg.evaluation.Scores figures
 CLS_KEYS = ("accuracy", "precision", "sensitivity", "specificity", "auc", "confusion_matrix", "n", "threshold")

@@ -58,7 +58,7 @@ def interrupt_on_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str
 
 # ------------------------------------------------------------------------------------------------------
 # Tiny training runs shared by several test modules (session-scoped: each is trained once per test run).
-# Every one is a finished run folder with its run.json (tests/test_run_record.py reads all four).
+# Every one is a finished run folder with its run.json (tests/training/test_run_record.py reads all four).
 
 CLASSIFIER_PATIENTS = ["TCGA_CS_0001_20000101", "TCGA_CS_0002_20000101", "TCGA_DU_0003_20000101",
                        "TCGA_DU_0004_20000101"]

@@ -29,8 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table, write the three files and print the Markdown."""
-    from classseg.guards import OutputError, check_output_folder
-    from classseg.tables import aggregate_seeds, compare_runs, comparison_notes, write_per_run_rows, write_table
+    from classseg.reporting.tables import (
+        aggregate_seeds,
+        compare_runs,
+        comparison_notes,
+        write_per_run_rows,
+        write_table,
+    )
+    from classseg.utils.guards import OutputError, check_output_folder
 
     name = getattr(args, "name", "comparison")
     try:  # never replace an earlier table silently

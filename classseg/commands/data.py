@@ -74,7 +74,7 @@ def print_skipped(skipped: list[dict[str, str]], file=None) -> None:
 
 def run_split(args: argparse.Namespace) -> int:
     """Write the split CSV and print each split's size, tumor share and the skipped files."""
-    from classseg.guards import OutputError, check_output_file
+    from classseg.utils.guards import OutputError, check_output_file
 
     try:
         check_output_file(args.out, overwrite=getattr(args, "overwrite", False))

@@ -3,7 +3,7 @@ ground truth.
 
 ``--out`` follows the rules of every command that writes (issue 20): checked before the scoring starts;
 an existing ``evaluation.json`` or ``per_slice.csv`` there is replaced only with ``--overwrite``; the
-folder is locked while it is written (:class:`classseg.atomic.OutputLock`), so a second evaluation into
+folder is locked while it is written (:class:`classseg.utils.atomic.OutputLock`), so a second evaluation into
 it is refused in one line; it may not lie inside the ground-truth folder.
 """
 
@@ -43,7 +43,7 @@ OUT_FILES = ("evaluation.json", "per_slice.csv")
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    from classseg.guards import OutputError, check_can_create, check_not_inside
+    from classseg.utils.guards import OutputError, check_can_create, check_not_inside
 
     out = Path(args.out)
     try:
@@ -63,8 +63,8 @@ def _check_out(args: argparse.Namespace) -> None:
 def _write(args: argparse.Namespace, result: dict) -> None:
     import pandas as pd
 
-    from classseg.atomic import OutputLock, OutputLockError, atomic_to_csv
-    from classseg.jsonio import write_json
+    from classseg.utils.atomic import OutputLock, OutputLockError, atomic_to_csv
+    from classseg.utils.jsonio import write_json
 
     try:
         with OutputLock(args.out, "classseg evaluate"):
@@ -81,7 +81,7 @@ def _write(args: argparse.Namespace, result: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score, print, optionally write."""
     from classseg.evaluation.folder import evaluate_folder
-    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_frame, to_markdown
+    from classseg.reporting.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_frame, to_markdown
 
     if args.out is not None:
         _check_out(args)  # before the scoring: a refused --out costs nothing

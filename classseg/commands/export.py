@@ -1,7 +1,7 @@
 """``classseg export MODEL --format onnx|savedmodel --out PATH``: export a trained model and check parity.
 
 The model card travels with the export (issue 20): MODEL's card (``<stem>.card.json``) is checked against
-MODEL (:func:`classseg.modelcard.check_card`) and, once the parity check passes, written beside the
+MODEL (:func:`classseg.models.card.check_card`) and, once the parity check passes, written beside the
 export (``<out stem>.card.json``) bound to the exported file: its ``model_sha256`` is the SHA-256 of the
 ``.onnx`` file (of the SavedModel folder's files), and ``provenance.exported_from`` records the source
 model and its SHA-256. When the export's card path is MODEL's own (the default ``--out``, ``m.onnx``
@@ -45,7 +45,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _source_card(path: Path):
     """MODEL's card, checked against MODEL (one line on a card of another model); None without one."""
-    from classseg.modelcard import CardMismatchError, check_card, read_card
+    from classseg.models.card import CardMismatchError, check_card, read_card
 
     try:
         card = read_card(path)
@@ -62,7 +62,7 @@ def _write_export_card(card, source: Path, out: Path, result) -> None:
     share one card path, the source's card listing the export under ``exports``."""
     from dataclasses import replace
 
-    from classseg.modelcard import card_path, model_sha256, write_card
+    from classseg.models.card import card_path, model_sha256, write_card
 
     shared = card_path(out).resolve() == card_path(source).resolve()
     if card is None:
@@ -87,7 +87,7 @@ def _drop_export_card(card, source: Path, out: Path) -> None:
     """No card for an export that failed its parity check (a shared card only loses the export's entry)."""
     from dataclasses import replace
 
-    from classseg.modelcard import card_path, write_card
+    from classseg.models.card import card_path, write_card
 
     if card_path(out).resolve() != card_path(source).resolve():
         card_path(out).unlink(missing_ok=True)
@@ -97,7 +97,7 @@ def _drop_export_card(card, source: Path, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, print the parity result; 0 on success, 1 on parity failure."""
-    from classseg.export import (
+    from classseg.models.export import (
         ParityError,
         check_savedmodel,
         export_onnx,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         load_model,
         sample_inputs,
     )
-    from classseg.guards import OutputError, check_output_file, check_writable_dir
+    from classseg.utils.guards import OutputError, check_output_file, check_writable_dir
 
     path = Path(args.model)
     if not path.is_file():

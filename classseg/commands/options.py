@@ -1,6 +1,6 @@
 """Command-line options shared by the ``classseg`` commands, with their defaults taken from the config
 dataclasses (:class:`~classseg.training.classifiers.ClassifierConfig`, ``SegmenterConfig``, ``GateConfig``,
-``JointConfig``, :class:`~classseg.runall.RunAllProfile`,
+``JointConfig``, :class:`~classseg.workflows.runall.RunAllProfile`,
 :class:`~classseg.pipeline.folder.FolderPredictionConfig`), so a default is written once.
 
 No TensorFlow import here: ``classseg --help`` stays fast.
@@ -97,8 +97,8 @@ def add_run_options(parser: argparse.ArgumentParser, out: str, seed: int, strate
 
 def check_run_inputs(prog: str, args: argparse.Namespace, finished: Sequence[str] | None) -> None:
     """Refuse (one line, ``prog: ...``) a missing ``--splits`` file or an ``--out`` that holds a finished run
-    (one of ``finished``) without ``--overwrite`` (:func:`classseg.guards.check_run_out`)."""
-    from classseg.guards import OutputError, check_run_out
+    (one of ``finished``) without ``--overwrite`` (:func:`classseg.utils.guards.check_run_out`)."""
+    from classseg.utils.guards import OutputError, check_run_out
 
     if getattr(args, "splits", None) and not Path(args.splits).is_file():
         raise SystemExit(f"{prog}: split file not found: {args.splits}")

@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     """Write the report and list the files."""
     from pathlib import Path
 
-    from classseg.guards import OutputError, check_output_folder
-    from classseg.report import write_report
+    from classseg.reporting.report import write_report
+    from classseg.utils.guards import OutputError, check_output_folder
 
     out = args.out or str(Path(args.run_dir) / "report")
     try:  # never replace an earlier report silently (run-all rewrites its own report on purpose)

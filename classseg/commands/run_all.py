@@ -13,7 +13,7 @@ from classseg.data import DEFAULT_DATA_DIR
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``run-all``."""
-    from classseg.runall import PROFILES, RunAllProfile
+    from classseg.workflows.runall import PROFILES, RunAllProfile
 
     p = subparsers.add_parser("run-all", help="split -> phase 1 -> phase 2 -> phase 3 -> joint -> report")
     p.add_argument("data_dir", nargs="?", default=str(DEFAULT_DATA_DIR), help="kaggle_3m-style folder")
@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the options into a profile and run every stage."""
-    from classseg.runall import get_profile, run_all
+    from classseg.workflows.runall import get_profile, run_all
 
     weights = args.weights
     overrides = {
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def interrupted_message(out: Path) -> str:
     """One line after Ctrl-C: the stages finished (kept), the one interrupted, how to resume."""
-    from classseg.runall import STAGES
+    from classseg.workflows.runall import STAGES
 
     done = [name for name in STAGES if (out / name / "stage.json").is_file()]
     todo = [name for name in STAGES if name not in done]

@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     """Parse the options into a ClassifierConfig, train, print the results table and the gate."""
     import tensorflow as tf
 
-    from classseg.jsonio import read_json
     from classseg.training.classifiers import train_classifiers
+    from classseg.utils.jsonio import read_json
 
     prog = "classseg train-classifiers"
     if not Path(args.data_dir).is_dir():

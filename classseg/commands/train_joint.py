@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError, OSError) as err:
         raise SystemExit(f"{prog}: {err}") from None
 
-    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_line
+    from classseg.reporting.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, scores_line
 
     print(f"test ({m['n_slices']} slices, {m['n_tumor_slices']} with tumor; {m['img_size']} px, {m['epochs']} epochs, "
           f"best epoch {m['best_epoch']}, schedule {m['schedule']}, seed {m['seed']}, weights {m['weights']}, "

@@ -121,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     # never replace a finished run silently (metrics.json is written last); --evaluate-only re-scores on purpose
     from pathlib import Path
 
-    from classseg.guards import OutputError, check_run_out
     from classseg.training.segmenter import evaluate_segmenter_run, train_segmenter
+    from classseg.utils.guards import OutputError, check_run_out
 
     try:
         check_run_out(args.out, args.data_dir, None if args.evaluate_only else ("metrics.json",),
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         strategy = tf.distribute.MirroredStrategy()
     try:
         if args.evaluate_only:
-            from classseg.guards import evaluation_split
+            from classseg.utils.guards import evaluation_split
 
             if not (Path(args.out) / "training.json").is_file():
                 raise FileNotFoundError(f"{args.out}: no finished training (training.json) to evaluate")
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         raise SystemExit(f"classseg train-segmenter: {err}") from None
 
-    from classseg.tables import SEGMENTATION_FIELDS, format_value, scores_line
+    from classseg.reporting.tables import SEGMENTATION_FIELDS, format_value, scores_line
 
     how = "fixed" if metrics["postprocess_rule"] == "fixed" else "chosen on val"
     print(f"test ({metrics['n_tumor_slices']} tumor slices of {metrics['n_slices']}; recipe {metrics['recipe']}, "

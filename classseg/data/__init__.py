@@ -17,7 +17,7 @@ from classseg.data.splits import (
     split_table,
 )
 from classseg.data.walk import FoundImage, natural_key, walk_images
-from classseg.paths import default_data_dir
+from classseg.utils.paths import default_data_dir
 
 DEFAULT_DATA_DIR = default_data_dir()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from classseg.atomic import atomic_to_csv
+from classseg.utils.atomic import atomic_to_csv
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)

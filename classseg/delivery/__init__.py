@@ -3,7 +3,7 @@
 :mod:`classseg.delivery.rules` holds :data:`GATE_RULES`, :func:`final_calls`, :func:`segmented_slices`,
 :func:`delivered_masks`, :func:`deliver_masks` and :func:`deliver` (the one order of operations:
 2D post-processing → per-patient 3D filter over the slices the rule segments → resize back → rule).
-Upstream of evaluation, training and the pipeline; it imports :mod:`classseg.postprocess` and NumPy only.
+Upstream of evaluation, training and the pipeline; it imports :mod:`classseg.delivery.postprocess` and NumPy only.
 """
 
 from classseg.delivery.rules import (

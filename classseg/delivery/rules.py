@@ -6,9 +6,9 @@ scoring):
 1. the gate's verdict ``passed = P(tumor) >= class_threshold`` (classifier or joint class output);
 2. the slices the rule segments (:func:`segmented_slices`): every slice for ``mask``, the passed ones
    for ``gate`` / ``gate_and_mask``;
-3. their mask probabilities post-processed in 2D at the model's size (:func:`classseg.postprocess.postprocess`,
+3. their mask probabilities post-processed in 2D at the model's size (:func:`classseg.delivery.postprocess.postprocess`,
    mask threshold = ``PostprocessConfig.threshold``);
-4. the per-patient 3D filter (:func:`classseg.postprocess.filter_components_3d_groups`) over the
+4. the per-patient 3D filter (:func:`classseg.delivery.postprocess.filter_components_3d_groups`) over the
    slices the rule segments, and only those;
 5. nearest resizing back to each slice's original size;
 6. the rule (:data:`GATE_RULES`): final call (:func:`final_calls`) and delivered mask
@@ -28,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from classseg.postprocess import Postprocess3DConfig, PostprocessConfig, filter_components_3d_groups, postprocess
+from classseg.delivery.postprocess import (
+    Postprocess3DConfig,
+    PostprocessConfig,
+    filter_components_3d_groups,
+    postprocess,
+)
 
 #: How the final per-slice call combines the gate's verdict with the (post-processed) mask.
 GATE_RULES = ("gate", "gate_and_mask", "mask")

@@ -1,6 +1,6 @@
 """Slice-level detection and classification metrics (tumor = positive class 1).
 
-Their figures (confusion matrix, ROC) are drawn by :mod:`classseg.plotting`.
+Their figures (confusion matrix, ROC) are drawn by :mod:`classseg.reporting.plotting`.
 
 :func:`detection` scores any yes/no call per slice (a classifier's verdict, or "the delivered mask is
 non-empty"); :func:`classification_metrics` adds what a probability allows (threshold, AUC).

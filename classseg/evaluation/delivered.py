@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from classseg.delivery.postprocess import Postprocess3DConfig, PostprocessConfig
 from classseg.delivery.rules import MaskDelivery, check_rule
 from classseg.evaluation.scores import score_slices
 from classseg.evaluation.segmentation import to_original_size
-from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 
 
 def delivered_scores(truths: Sequence[np.ndarray], mask_prob: np.ndarray, patient_ids: Sequence[str],
@@ -66,7 +66,7 @@ def save_predictions(path: str | Path, tumor_prob: np.ndarray | None, mask_prob:
     Mask probabilities are stored as uint8 ``round(255 p)``: ``p >= 0.5`` exactly when the stored value
     is ``>= 128``, so thresholds are kept to 1/255.
     """
-    from classseg.atomic import atomic_path
+    from classseg.utils.atomic import atomic_path
 
     arrays: dict[str, Any] = {"patient_id": np.asarray(patient_ids, str), "mask_path": np.asarray(mask_paths, str),
                               "image_path": np.asarray(image_paths, str)}

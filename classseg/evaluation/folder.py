@@ -52,7 +52,7 @@ def _read_predictions(pred_dir: Path) -> list[dict[str, str]]:
 
 
 def _gate_threshold(pred_dir: Path) -> float | None:
-    from classseg.jsonio import read_json
+    from classseg.utils.jsonio import read_json
 
     for name in ("summary.json", "metrics.json"):
         path = pred_dir / name

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from classseg.delivery.postprocess import Postprocess3DConfig, PostprocessConfig
 from classseg.delivery.rules import deliver_masks
 from classseg.evaluation.scores import score_slices
-from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 
 #: Channel order of the LGG slices: pre-contrast, FLAIR, post-contrast.
 FLAIR = 1

@@ -282,7 +282,7 @@ def get_backbone(
     if isinstance(weights, str) and weights.lower() in ("none", ""):
         weights = None
     if weights == "shipped":  # an in-domain backbone's shipped model (saved_models/ or $CLASSSEG_MODELS)
-        from classseg.paths import shipped_model
+        from classseg.utils.paths import shipped_model
 
         if not spec.shipped_model:
             raise ValueError(f"{spec.name} has no shipped in-domain weights; 'shipped' applies to "

@@ -13,8 +13,8 @@ REGISTERING_MODULES = (
     "classseg.models.classifier",
     "classseg.models.resunet",
     "classseg.models.joint",
-    "classseg.losses",
-    "classseg.metrics",
+    "classseg.models.losses",
+    "classseg.models.metrics",
 )
 
 
@@ -23,9 +23,9 @@ def load_model(path: str | Path) -> Any:
 
     The classseg modules that register custom objects are imported first (those not present in
     this build are skipped). A corrupt, truncated or empty file is refused by
-    :func:`classseg.modelcheck.check_model_file` with a message saying so (Keras would say "File not found").
+    :func:`classseg.models.check.check_model_file` with a message saying so (Keras would say "File not found").
     """
-    from classseg.modelcheck import check_model_file
+    from classseg.models.check import check_model_file
 
     path = Path(path)
     if not path.exists():

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from classseg.models.loading import load_model
-from classseg.runtime import onnx_session
+from classseg.utils.runtime import onnx_session
 
 DEFAULT_INPUT_SIZE = 256  # used only for models whose input size is not fixed
 BACKENDS = ("keras", "onnx")
@@ -98,7 +98,7 @@ Runner = KerasRunner | OnnxRunner
 
 
 def _export_to_onnx(model_or_path: ModelLike, onnx_dir: Path) -> Path:
-    from classseg.export import export_onnx
+    from classseg.models.export import export_onnx
 
     stem = Path(model_or_path).stem if isinstance(model_or_path, (str, Path)) else model_or_path.name
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def make_runner(model_or_path: ModelLike, backend: str = "keras", onnx_dir: str 
 
     ``.onnx`` files always run in ONNX Runtime. With ``backend="onnx"`` a Keras model uses the
     ``.onnx`` file beside it when that is newer, else it is exported to ``onnx_dir`` (a temporary
-    folder by default) with :func:`classseg.export.export_onnx`. A runner, or any other callable that
+    folder by default) with :func:`classseg.models.export.export_onnx`. A runner, or any other callable that
     is not a Keras model (``x -> {output name: array}``, e.g. a test double), is returned as it is.
     """
     if backend not in BACKENDS:

@@ -21,7 +21,6 @@ Command line::
 """
 
 from classseg.models.predict import BACKENDS, KerasRunner, OnnxRunner, make_runner
-from classseg.paths import MODELS_ENV, default_models_dir
 from classseg.pipeline.cli import add_arguments, build_parser, main, run
 from classseg.pipeline.core import DEFAULT_THRESHOLD, BatchResult, ClassSegPipeline, SlicePrediction
 from classseg.pipeline.folder import (
@@ -36,6 +35,7 @@ from classseg.pipeline.folder import (
 from classseg.pipeline.inputs import InputSlice, find_inputs, natural_key, output_names
 from classseg.pipeline.models import PipelineModel, model_info, resize_to, sidecar_candidates, sidecar_threshold
 from classseg.pipeline.outputs import PREDICTION_COLUMNS, draw_overlay, metrics_markdown
+from classseg.utils.paths import MODELS_ENV, default_models_dir
 
 __all__ = [
     "BACKENDS", "DEFAULT_THRESHOLD", "MODELS_ENV", "PREDICTION_COLUMNS", "TRAIN_HINT", "BatchResult",

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "unfinished and the same command replaces it", file=sys.stderr)
         return 130
     except OSError as err:  # an output that cannot be written, a full disk: one line
-        from classseg.guards import os_error_message
+        from classseg.utils.guards import os_error_message
 
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ volume; components under a fraction of the largest removed). Both were chosen on
 patients; a slice whose mask the 3D filter emptied says so in its ``notes``.
 
 Delivery (:func:`classseg.delivery.rules.deliver`, the same function training and selection score
-with): the segmenter's sigmoid output is post-processed in 2D (:mod:`classseg.postprocess`) at the
+with): the segmenter's sigmoid output is post-processed in 2D (:mod:`classseg.delivery.postprocess`) at the
 model's resolution, the 3D filter runs over each patient's slices that the rule segments (never over
 slices segmented only for evaluation: ``infer(segment_all=True)`` computes those apart, in
 ``BatchResult.all_masks``), masks are resized back to each slice's original size (nearest
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from classseg.delivery.postprocess import Postprocess3DConfig, PostprocessConfig
 from classseg.delivery.rules import (
     GATE_RULES,
     MaskDelivery,
@@ -48,10 +49,9 @@ from classseg.delivery.rules import (
     delivered_masks,
     segmented_slices,
 )
-from classseg.modelcard import ModelCard
+from classseg.models.card import ModelCard
 from classseg.models.predict import ModelLike, OnnxRunner, tumor_probability
 from classseg.pipeline.models import PipelineModel, sidecar_threshold
-from classseg.postprocess import Postprocess3DConfig, PostprocessConfig
 
 DEFAULT_THRESHOLD = 0.5
 

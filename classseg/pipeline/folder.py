@@ -20,14 +20,14 @@ file as they come. Memory holds one chunk (or one patient) of slices at model si
 holds in all (``benchmarks/pipeline_memory.py``); progress is shown per slice.
 
 Reliability: ``out`` may not lie inside ``test_dir`` nor inside any folder reached from it through
-symbolic links; it is locked while the run writes it (:class:`classseg.atomic.OutputLock`: a second run
+symbolic links; it is locked while the run writes it (:class:`classseg.utils.atomic.OutputLock`: a second run
 into the same ``out`` is refused in one line naming the first, by pid and host); a finished output is
-replaced only with ``overwrite``. Each model is checked against its role (:mod:`classseg.modelcheck`)
-and its card against the model (:func:`classseg.modelcard.check_card`: another model's card is refused;
+replaced only with ``overwrite``. Each model is checked against its role (:mod:`classseg.models.check`)
+and its card against the model (:func:`classseg.models.card.check_card`: another model's card is refused;
 a missing card or one without a hash is a warning, on the console and in ``summary.json``). Ground
 truth follows the one mask rule (:data:`classseg.data.io.MASK_RULE`); when a mask is refused no
 ``metrics.json`` is written (it would score a subset) and :attr:`FolderResult.exit_code` is 1. The
-output folder is marked unfinished (:func:`classseg.guards.mark_unfinished`) until ``predictions.csv``
+output folder is marked unfinished (:func:`classseg.utils.guards.mark_unfinished`) until ``predictions.csv``
 and ``summary.json`` are written, and a rerun replaces an unfinished folder. Every CSV / JSON / Markdown
 file is written atomically.
 
@@ -53,25 +53,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from classseg.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
 from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
 from classseg.data.walk import grouping
 from classseg.delivery.rules import segmented_slices
-from classseg.environment import environment_info
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
-from classseg.guards import (
-    UNFINISHED_MARKER,
-    OutputError,
-    check_can_create,
-    check_not_inside,
-    is_unfinished,
-    mark_finished,
-    mark_unfinished,
-)
-from classseg.jsonio import write_json
-from classseg.modelcheck import ModelCheckError
-from classseg.paths import MODELS_ENV, default_models_dir
+from classseg.models.check import ModelCheckError
 from classseg.pipeline.core import ClassSegPipeline
 from classseg.pipeline.inputs import InputSlice, find_inputs, output_names
 from classseg.pipeline.models import model_info, resize_to
@@ -84,7 +71,20 @@ from classseg.pipeline.outputs import (
     write_csv,
     write_png,
 )
-from classseg.runtime import available_cores
+from classseg.utils.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
+from classseg.utils.environment import environment_info
+from classseg.utils.guards import (
+    UNFINISHED_MARKER,
+    OutputError,
+    check_can_create,
+    check_not_inside,
+    is_unfinished,
+    mark_finished,
+    mark_unfinished,
+)
+from classseg.utils.jsonio import write_json
+from classseg.utils.paths import MODELS_ENV, default_models_dir
+from classseg.utils.runtime import available_cores
 
 TRAIN_HINT = ("train them first: `classseg run-all` (everything), or `classseg train-classifiers` and "
               "`classseg train-segmenter`, then put the chosen models at {dir}/classifier.keras and "
@@ -117,7 +117,7 @@ class FolderPredictionConfig:
     - ``test_dir``: folder of MRI slices, searched recursively (``<stem>_mask.<ext>`` = ground truth).
     - ``out``: output folder (None: ``./classseg_out_<timestamp>``); never inside ``test_dir``.
     - ``classifier`` / ``segmenter``: ``.keras`` / ``.onnx`` models (None: ``classifier.keras`` /
-      ``segmenter.keras`` of :func:`classseg.paths.default_models_dir`); or ``joint``, one model with class
+      ``segmenter.keras`` of :func:`classseg.utils.paths.default_models_dir`); or ``joint``, one model with class
       and mask outputs, instead of both.
     - ``threshold`` / ``gate_rule``: None = the gate's model card (else its JSON sidecar / 0.5, ``gate``).
     - ``overlays``: write overlay PNGs; ``overwrite``: replace the finished output of an earlier run.

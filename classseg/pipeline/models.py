@@ -1,6 +1,6 @@
 """The pipeline's view of a model: its runner, its card, how to feed it, and its gate threshold.
 
-With a model card (:mod:`classseg.modelcard`, ``<model>.card.json``) the card decides the input size
+With a model card (:mod:`classseg.models.card`, ``<model>.card.json``) the card decides the input size
 and normalisation (:func:`classseg.data.standardize.prepare_input`, per patient), the probability
 threshold, the post-processing and the gate rule. Without one, the model gets raw 0..255 pixels at
 its own input size and the gate threshold comes from a JSON sidecar (:func:`sidecar_threshold`).
@@ -18,10 +18,10 @@ import numpy as np
 
 from classseg.data.arrays import resize_image
 from classseg.data.standardize import prepare_input
-from classseg.jsonio import read_json
-from classseg.modelcard import CardMismatchError, ModelCard, check_card, read_card
-from classseg.modelcheck import ModelCheckError, load_checked
+from classseg.models.card import CardMismatchError, ModelCard, check_card, read_card
+from classseg.models.check import ModelCheckError, load_checked
 from classseg.models.predict import ModelLike, Runner, make_runner, predict
+from classseg.utils.jsonio import read_json
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,8 +54,8 @@ class PipelineModel:
         """Runner for ``model``; ``card`` given, or read from beside the model file (``read_card``).
 
         With ``role`` (``classifier`` / ``segmenter`` / ``joint``) the file and the loaded model are
-        checked for it (:func:`classseg.modelcheck.load_checked`): a corrupt file, a classifier given
-        as segmenter or a 3-class classifier is a :class:`classseg.modelcheck.ModelCheckError` naming
+        checked for it (:func:`classseg.models.check.load_checked`): a corrupt file, a classifier given
+        as segmenter or a 3-class classifier is a :class:`classseg.models.check.ModelCheckError` naming
         this one model.
         """
         is_file = isinstance(model, (str, Path))
@@ -71,7 +71,7 @@ class PipelineModel:
             runner = make_runner(model, backend, onnx_dir)
         # the card must be this model's (issue 20): role, input size, and the hash of the file it sits beside
         try:
-            from classseg.modelcheck import signature_of
+            from classseg.models.check import signature_of
 
             input_hw = tuple(signature_of(runner).inputs[0][1:3])
         except Exception:  # noqa: BLE001 - a runner without a readable signature: size not checked

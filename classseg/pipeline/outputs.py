@@ -49,7 +49,7 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None =
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Rows (dicts) as a CSV with the given column order, written atomically."""
-    from classseg.atomic import atomic_open
+    from classseg.utils.atomic import atomic_open
 
     with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -65,7 +65,13 @@ def per_slice_rate(seconds: float, n: int) -> dict[str, float]:
 
 def metrics_markdown(metrics: dict[str, Any]) -> str:
     """metrics.md: delivered (gated) vs segment-every-slice figures, gating effect, how they were obtained."""
-    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, format_value, scores_markdown
+    from classseg.reporting.tables import (
+        DETECTION_FIELDS,
+        GATE_FIELDS,
+        SEGMENTATION_FIELDS,
+        format_value,
+        scores_markdown,
+    )
 
     m, d, effect = metrics["models"], metrics["data"], metrics["gating_effect"]
     facts = [

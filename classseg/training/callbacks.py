@@ -2,7 +2,7 @@
 run state, a wall-clock budget and the learning-rate schedules it drives.
 
 :class:`AtomicModelCheckpoint` is ``keras.callbacks.ModelCheckpoint`` except that every save goes
-to a temporary file beside the checkpoint and is renamed into place (:mod:`classseg.atomic`), so a
+to a temporary file beside the checkpoint and is renamed into place (:mod:`classseg.utils.atomic`), so a
 process killed mid-save keeps the previous checkpoint loadable. :class:`AtomicCSVLogger` keeps the
 epoch rows in memory and rewrites the whole CSV atomically after every epoch (never an empty or
 half-written ``history.csv``). :class:`AtomicBackupAndRestore` is Keras' resume-at-the-next-epoch
@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classseg.atomic import atomic_path, atomic_write_text, save_weights
+from classseg.utils.atomic import atomic_path, atomic_write_text, save_weights
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):

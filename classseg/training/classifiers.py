@@ -25,7 +25,6 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
-from classseg.atomic import atomic_to_csv, atomic_write_text, save_model
 from classseg.data import SliceArrays
 from classseg.data.augment import AugmentConfig, build_augmenter
 from classseg.data.datasets import classification_dataset
@@ -35,17 +34,18 @@ from classseg.evaluation.classification import (
     classification_metrics,
     threshold_for_sensitivity,
 )
-from classseg.jsonio import write_json
-from classseg.manifest import write_manifest
-from classseg.modelcard import ModelCard, write_card
 from classseg.models.backbones import get_spec
+from classseg.models.card import ModelCard, write_card
 from classseg.models.classifier import build_classifier, fine_tune, head_of, split_head
 from classseg.models.names import PAPER_BACKBONES  # the five backbones of seed 002, Table I
 from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict, tumor_probability
-from classseg.plotting import plot_confusion_matrix, plot_roc
-from classseg.seeding import set_seed
-from classseg.tables import DETECTION_FIELDS, scores_markdown, to_markdown
+from classseg.reporting.plotting import plot_confusion_matrix, plot_roc
+from classseg.reporting.tables import DETECTION_FIELDS, scores_markdown, to_markdown
 from classseg.training.run import RUN_FILE, TrainingRun, open_run
+from classseg.utils.atomic import atomic_to_csv, atomic_write_text, save_model
+from classseg.utils.jsonio import write_json
+from classseg.utils.manifest import write_manifest
+from classseg.utils.seeding import set_seed
 
 #: Scalar metrics aggregated over repeats (mean, std) and reported in results.csv.
 SCALAR_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1_micro", "f1_macro", "auc")
@@ -347,8 +347,8 @@ def train_backbone(name: str, config: ClassifierConfig, parts: dict[str, SliceAr
 def finished_backbone(run_dir: Path) -> dict | None:
     """The summary :func:`train_backbone` returned for a finished backbone folder (its ``run.json``,
     ``metrics.json`` and the val probabilities of ``predictions.csv``); None when it has not finished."""
-    from classseg.jsonio import read_json
     from classseg.training.run import RUN_FILE, read_run_record
+    from classseg.utils.jsonio import read_json
 
     if not (run_dir / RUN_FILE).is_file() or not (run_dir / "metrics.json").is_file():
         return None
@@ -371,7 +371,7 @@ def _check_classes(parts: dict[str, SliceArrays]) -> dict[str, SliceArrays]:
 def gate_model_path(results_json: str | Path) -> Path:
     """The gate model a ``results.json`` of :func:`train_classifiers` selected (its ``gate.model`` is
     relative to that file; an absolute path, as older runs wrote, is returned as it is)."""
-    from classseg.jsonio import read_json
+    from classseg.utils.jsonio import read_json
 
     results_json = Path(results_json)
     recorded = Path(read_json(results_json)["gate"]["model"])

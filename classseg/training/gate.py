@@ -76,13 +76,13 @@ def train_gate(config: GateConfig | None = None, data_dir: str | Path | None = N
     from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
-    from classseg.environment import machine
-    from classseg.guards import check_start_models
-    from classseg.jsonio import write_json
     from classseg.models.resunet import build_gate_cnn
     from classseg.training.callbacks import resumable_callbacks
     from classseg.training.run import open_run
     from classseg.training.segmenter import init_from, model_inputs
+    from classseg.utils.environment import machine
+    from classseg.utils.guards import check_start_models
+    from classseg.utils.jsonio import write_json
 
     config = config or GateConfig()
     # folder, identity (a resume with other settings is refused), seed, resumable state
@@ -139,12 +139,12 @@ def select_gate(gate_path: str | Path, data_dir: str | Path, splits_path: str | 
     import keras
 
     from classseg import data as cdata
-    from classseg.atomic import atomic_to_csv
-    from classseg.jsonio import read_json, write_json
-    from classseg.modelcard import ModelCard, read_card, write_card
+    from classseg.models.card import ModelCard, read_card, write_card
     from classseg.models.predict import KerasRunner, predict, tumor_probability
     from classseg.training.segmenter import model_inputs
     from classseg.training.selection import choose_gate
+    from classseg.utils.atomic import atomic_to_csv
+    from classseg.utils.jsonio import read_json, write_json
 
     gate_path = Path(gate_path)
     out = gate_path.parent
@@ -196,7 +196,7 @@ def _finish_gate_run(out: Path, training: dict[str, Any], config: GateConfig, me
     chosen rule's final call when a segmenter took part, else the gate alone at its chosen threshold)."""
     from dataclasses import replace
 
-    from classseg.plotting import plot_history
+    from classseg.reporting.plotting import plot_history
     from classseg.training.run import TrainingRun, finish_run
 
     def delivered(name: str) -> dict[str, Any]:

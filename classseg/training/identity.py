@@ -24,7 +24,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from classseg.atomic import sha256_file
+from classseg.utils.atomic import sha256_file
 
 IDENTITY_FILE = "run_identity.json"
 #: Config fields that do not change what a run learns (threads, figures, latency measurement, debugging).
@@ -61,7 +61,7 @@ def check_run_identity(out: str | Path, command: str, data_dir: str | Path, spli
     """Record (fresh run) or compare (resume) the run folder's identity; see the module docstring.
 
     Raises :class:`RunIdentityError` naming every differing setting; returns the identity in force."""
-    from classseg.atomic import atomic_write_text
+    from classseg.utils.atomic import atomic_write_text
 
     out = Path(out)
     current = run_identity(command, data_dir, splits_path, config)

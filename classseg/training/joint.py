@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classseg.atomic import atomic_write_text, save_model
-from classseg.plotting import plot_history
-from classseg.postprocess import PostprocessConfig
+from classseg.delivery.postprocess import PostprocessConfig
+from classseg.reporting.plotting import plot_history
 from classseg.training.schedules import SCHEDULES
+from classseg.utils.atomic import atomic_write_text, save_model
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class JointConfig:
       architecture (its verdict is then the mask's, ``gate_rule: mask``, or its mask is not scored).
     - ``init``: a ``.keras`` model whose layers with the same names and shapes are copied in
       (:func:`init_by_name`), e.g. the shipped segmenter into a ``resunet`` joint model. Its split (model
-      card / run folder) is checked for leakage before training (:func:`classseg.guards.check_start_models`).
+      card / run folder) is checked for leakage before training (:func:`classseg.utils.guards.check_start_models`).
     - ``normalization``: the input the model is fed (``raw``, ``patient_zscore``, ``patient_percentile``;
       :func:`classseg.data.standardize.prepare_input`); None = the ``init`` model's card's (``raw`` without
       ``init`` or card), so a model is fine-tuned on what it was trained on. Written to ``joint.card.json``.
@@ -148,7 +148,7 @@ def input_normalization(config: JointConfig) -> str:
     if config.normalization is not None:
         return config.normalization
     if config.init and config.architecture == "resunet":
-        from classseg.modelcard import read_card
+        from classseg.models.card import read_card
 
         card = read_card(config.init)
         return card.normalization if card is not None else "raw"
@@ -240,8 +240,8 @@ def compile_joint(model: Any, config: JointConfig, steps_per_epoch: int) -> tupl
     """
     import keras
 
-    from classseg.losses import DiceLoss
-    from classseg.metrics import DiceCoefficient
+    from classseg.models.losses import DiceLoss
+    from classseg.models.metrics import DiceCoefficient
 
     w_cls = keras.Variable(config.lambda_cls, trainable=False, dtype="float32", name="loss_weight_class")
     w_seg = keras.Variable(config.lambda_seg, trainable=False, dtype="float32", name="loss_weight_mask")
@@ -301,8 +301,15 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
-    """A human-readable summary of ``metrics.json`` (test and val), via :func:`classseg.tables.scores_markdown`."""
-    from classseg.tables import DETECTION_FIELDS, GATE_FIELDS, SEGMENTATION_FIELDS, format_value, scores_markdown
+    """A human-readable summary of ``metrics.json`` (test and val), via
+    :func:`classseg.reporting.tables.scores_markdown`."""
+    from classseg.reporting.tables import (
+        DETECTION_FIELDS,
+        GATE_FIELDS,
+        SEGMENTATION_FIELDS,
+        format_value,
+        scores_markdown,
+    )
 
     val = metrics.get("val", {})
     facts = [
@@ -359,12 +366,9 @@ def train_joint(
     from classseg.data.augment import RECIPE_AUGMENT, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.skipped import skipped_files
-    from classseg.environment import machine
     from classseg.evaluation.delivered import save_predictions
     from classseg.evaluation.scores import read_truths
-    from classseg.guards import check_start_models
-    from classseg.jsonio import write_json
-    from classseg.modelcard import ModelCard, write_card
+    from classseg.models.card import ModelCard, write_card
     from classseg.models.predict import KerasRunner, inference_ms_per_slice, predict, tumor_probability
     from classseg.training.callbacks import (
         AtomicBackupAndRestore,
@@ -374,6 +378,9 @@ def train_joint(
     )
     from classseg.training.run import open_run
     from classseg.training.schedules import LossWeightScheduler
+    from classseg.utils.environment import machine
+    from classseg.utils.guards import check_start_models
+    from classseg.utils.jsonio import write_json
 
     config = config or JointConfig()
     config = replace(config, normalization=input_normalization(config))  # the init model's card's when not given
@@ -451,9 +458,9 @@ def train_joint(
         preds[name] = (tumor_probability(outputs["class"]).astype(np.float32), outputs["mask"][..., 0])
     gate_threshold, gate_rule, gate_choice = config.threshold, ("gate" if "class" in config.tasks else "mask"), None
     if config.select_gate and len(config.tasks) == 2:
-        from classseg.atomic import atomic_to_csv
         from classseg.delivery.rules import MaskDelivery
         from classseg.training.selection import choose_gate
+        from classseg.utils.atomic import atomic_to_csv
 
         val_prob, val_masks = preds["val"]
         val_shapes = [t.shape for t in read_truths(val.frame["mask_path"], [(config.img_size,) * 2] * len(val))]

@@ -100,10 +100,10 @@ def train_arms(config: MultitaskConfig, data_dir: str | Path, splits_path: str |
 def two_stage_run(out: str | Path, seed: int) -> Path | None:
     """``OUT/two_stage_seed<k>``: ``metrics.json`` / ``manifest.json`` of ``cls_only`` gating ``seg_only``
     (test and val, :func:`classseg.evaluation.delivered.two_stage_scores`); None until both runs exist."""
+    from classseg.delivery.postprocess import PostprocessConfig
     from classseg.evaluation.delivered import read_predictions, two_stage_scores
     from classseg.evaluation.scores import read_truths
-    from classseg.jsonio import read_json, write_json
-    from classseg.postprocess import PostprocessConfig
+    from classseg.utils.jsonio import read_json, write_json
 
     cls_dir, seg_dir = run_dir(out, "cls_only", seed), run_dir(out, "seg_only", seed)
     if not ((cls_dir / "metrics.json").is_file() and (seg_dir / "metrics.json").is_file()):
@@ -136,12 +136,12 @@ def val_gated_run(out: str | Path, arm: str, seed: int) -> Path | None:
     predictions (:func:`classseg.training.selection.choose_gate`, the pipeline's selection: the class output
     gates only where it beats "mask non-empty" on val), scored on test. ``arm``: a joint arm (its own class
     output and mask) or ``two_stage`` (``cls_only`` gating ``seg_only``). None until the runs exist."""
+    from classseg.delivery.postprocess import PostprocessConfig
     from classseg.delivery.rules import MaskDelivery
     from classseg.evaluation.delivered import delivered_scores, read_predictions
     from classseg.evaluation.scores import read_truths
-    from classseg.jsonio import read_json, write_json
-    from classseg.postprocess import PostprocessConfig
     from classseg.training.selection import choose_gate
+    from classseg.utils.jsonio import read_json, write_json
 
     pair = (("cls_only", "seg_only") if arm == TWO_STAGE else (arm, arm))
     dirs = [run_dir(out, a, seed) for a in pair]

@@ -2,7 +2,7 @@
 
 :func:`open_run` does what every trainer did first, in one order: the output folder, the run identity
 (:func:`classseg.training.identity.check_run_identity`: a resume with other settings is refused before
-anything in the folder changes), the seed (:func:`classseg.seeding.set_seed`) and the resumable run state
+anything in the folder changes), the seed (:func:`classseg.utils.seeding.set_seed`) and the resumable run state
 (``train_state.json``, :func:`classseg.training.callbacks.open_run_state`). The :class:`TrainingRun` it
 returns resolves the patient-level split (:meth:`TrainingRun.resolve_split`), writes ``splits.csv``
 (:meth:`TrainingRun.save_split`) and loads the arrays (:meth:`TrainingRun.arrays`).
@@ -80,7 +80,7 @@ def scores_dict(figures: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def write_run_record(folder: str | Path, record: RunRecord) -> Path:
     """Write ``folder/run.json`` atomically."""
-    from classseg.jsonio import write_json
+    from classseg.utils.jsonio import write_json
 
     if record.command not in COMMANDS:
         raise ValueError(f"unknown command {record.command!r}; expected one of {', '.join(COMMANDS)}")
@@ -89,7 +89,7 @@ def write_run_record(folder: str | Path, record: RunRecord) -> Path:
 
 def read_run_record(folder: str | Path) -> RunRecord:
     """The :class:`RunRecord` of a run folder (``folder/run.json``); ``FileNotFoundError`` when it has none."""
-    from classseg.jsonio import read_json
+    from classseg.utils.jsonio import read_json
 
     path = Path(folder) / RUN_FILE
     if not path.is_file():
@@ -145,7 +145,7 @@ class TrainingRun:
 
     def split_fields(self) -> dict[str, Any]:
         """``split_file``, ``split_sha256`` and ``seed``, as the run record and the manifest name them."""
-        from classseg.atomic import sha256_file
+        from classseg.utils.atomic import sha256_file
 
         return {"split_file": split_label(self.splits_path, self.split_path, self.seed),
                 "split_sha256": sha256_file(self.split_path) if self.split_path.is_file() else None,
@@ -182,7 +182,7 @@ class TrainingRun:
                best_epoch: int | None, train_minutes: float, normalization: str, val: Mapping[str, Any] | None,
                test: Mapping[str, Any] | None, machine: str | None = None, **extra: Any) -> RunRecord:
         """A :class:`RunRecord` of this run (command, split, seed, data folder and machine filled in)."""
-        from classseg.environment import machine as this_machine
+        from classseg.utils.environment import machine as this_machine
 
         return RunRecord(command=self.command, kind=kind, model=model, **self.split_fields(), weights=str(weights),
                          img_size=int(img_size), epochs=int(epochs), epochs_run=int(epochs_run),
@@ -203,7 +203,7 @@ def finish_run(folder: str | Path, record: RunRecord, history: pd.DataFrame | No
                curves: Callable[[pd.DataFrame, Path], Any] | None = None, manifest: bool = True,
                **manifest_fields: Any) -> Path:
     """``run.json`` (:func:`write_run_record`), curves and ``manifest.json`` of a finished run folder."""
-    from classseg.manifest import write_manifest
+    from classseg.utils.manifest import write_manifest
 
     folder = Path(folder)
     path = write_run_record(folder, record)
@@ -221,9 +221,9 @@ def open_run(out: str | Path, command: str, data_dir: str | Path | None, splits_
     :class:`classseg.training.identity.RunIdentityError`), seed everything, open ``train_state.json``
     (a fresh run drops an earlier run's state and history; ``run_state=False``: none)."""
     from classseg import data as cdata
-    from classseg.seeding import set_seed
     from classseg.training.callbacks import open_run_state
     from classseg.training.identity import check_run_identity
+    from classseg.utils.seeding import set_seed
 
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.delivery.postprocess import PostprocessConfig
 from classseg.evaluation.segmentation import dice as dice_score
-from classseg.plotting import save_figure
-from classseg.postprocess import PostprocessConfig
-from classseg.tables import format_value
+from classseg.reporting.plotting import save_figure
+from classseg.reporting.tables import format_value
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     :func:`classseg.delivery.rules.deliver_masks` or :func:`evaluate_segmenter`. Without a card: raw
     pixels at the model's input size, default post-processing."""
     from classseg import data as cdata
-    from classseg.modelcard import read_card
+    from classseg.models.card import read_card
     from classseg.models.loading import load_model
     from classseg.models.predict import predict
 
@@ -224,8 +224,8 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
 def _soft_tversky(probs: np.ndarray, masks: np.ndarray) -> float | None:
     """Soft Tversky index (alpha 0.7, smooth 1) pooled over a set: the figure seed 002 reports (0.89).
 
-    The loss's own definition (:func:`classseg.losses.tversky_index`), not a second one."""
-    from classseg.losses import tversky_index
+    The loss's own definition (:func:`classseg.models.losses.tversky_index`), not a second one."""
+    from classseg.models.losses import tversky_index
 
     if len(probs) == 0:
         return None
@@ -234,7 +234,7 @@ def _soft_tversky(probs: np.ndarray, masks: np.ndarray) -> float | None:
 
 def plot_training_curves(history: pd.DataFrame, path: Path) -> Path:
     """Loss, Dice and learning rate per epoch (train vs validation)."""
-    from classseg.plotting import plot_history
+    from classseg.reporting.plotting import plot_history
 
     panels = [("loss", "loss"), ("dice", "Dice (threshold 0.5)")]
     if "learning_rate" in history:
@@ -278,9 +278,9 @@ def plot_examples(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
 
 
 def write_metrics_md(metrics: dict[str, Any], path: Path) -> Path:
-    """A short human-readable table of ``metrics.json`` (:func:`classseg.tables.scores_markdown`)."""
-    from classseg.atomic import atomic_write_text
-    from classseg.tables import DETECTION_FIELDS, SEGMENTATION_FIELDS, scores_markdown
+    """A short human-readable table of ``metrics.json`` (:func:`classseg.reporting.tables.scores_markdown`)."""
+    from classseg.reporting.tables import DETECTION_FIELDS, SEGMENTATION_FIELDS, scores_markdown
+    from classseg.utils.atomic import atomic_write_text
 
     facts = [
         f"weights: {metrics['weights']}; image size {metrics['img_size']} px; epochs run "
@@ -378,13 +378,13 @@ def train_segmenter(
     from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
-    from classseg.environment import machine
-    from classseg.guards import check_start_models
-    from classseg.jsonio import write_json
-    from classseg.losses import get_loss
-    from classseg.metrics import segmentation_metrics
+    from classseg.models.losses import get_loss
+    from classseg.models.metrics import segmentation_metrics
     from classseg.models.resunet import build_resunet
     from classseg.training.run import open_run
+    from classseg.utils.environment import machine
+    from classseg.utils.guards import check_start_models
+    from classseg.utils.jsonio import write_json
 
     config = config or SegmenterConfig()
     if config.batch_size < 8:
@@ -457,11 +457,11 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     """
     import keras
 
-    from classseg.atomic import atomic_to_csv
-    from classseg.jsonio import read_json, write_json
-    from classseg.modelcard import ModelCard, write_card
+    from classseg.models.card import ModelCard, write_card
     from classseg.training.callbacks import RunState
     from classseg.training.run import TrainingRun, finish_run
+    from classseg.utils.atomic import atomic_to_csv
+    from classseg.utils.jsonio import read_json, write_json
 
     out = Path(out_dir)
     training = read_json(out / "training.json")

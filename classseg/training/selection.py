@@ -1,7 +1,7 @@
 """Choices made on the validation split only: post-processing of the masks, the gate's threshold and rule.
 
 Every choice here states its rule, is computed from validation predictions, and is written into the
-model card (:mod:`classseg.modelcard`) so that the pipeline applies exactly what was validated.
+model card (:mod:`classseg.models.card`) so that the pipeline applies exactly what was validated.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
+from classseg.delivery.postprocess import Postprocess3DConfig, PostprocessConfig, postprocess
 from classseg.delivery.rules import MaskDelivery, deliver_masks, final_calls
 from classseg.evaluation.classification import detection
 from classseg.evaluation.segmentation import per_patient_dice, to_original_size
-from classseg.postprocess import Postprocess3DConfig, PostprocessConfig, postprocess
 
 #: The grid searched by :func:`choose_postprocess` (minimum component area in pixels at the model's size,
 #: where the pipeline post-processes; at 128 px for 256 px slices one model pixel is 4 slice pixels).

@@ -45,7 +45,7 @@ REPEATS = 1  # the paper averages 3 runs
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.notebook import check_accelerator
+from classseg.workflows.notebook import check_accelerator
 
 env = check_accelerator()
 
@@ -54,22 +54,22 @@ env = check_accelerator()
 # Data: the full Kaggle dataset when credentials exist (downloaded once, reused), else the bundled sample
 from IPython.display import Image, Markdown, display
 
-from classseg.notebook import load_data
+from classseg.workflows.notebook import load_data
 
 DATA_DIR, slices = load_data(DATA_DIR)
 
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.notebook import prepare_split
+from classseg.workflows.notebook import prepare_split
 
 OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 
 
 # %%
 # Phase 1: every backbone frozen (features cached once), head trained; gate chosen on validation
-from classseg.jsonio import read_json
 from classseg.training.classifiers import ClassifierConfig, train_classifiers
+from classseg.utils.jsonio import read_json
 
 weights = None if str(WEIGHTS).lower() == "none" else WEIGHTS  # "none" = random initialisation
 config = ClassifierConfig(backbones=tuple(b.strip() for b in BACKBONES.split(",") if b.strip()), weights=weights,

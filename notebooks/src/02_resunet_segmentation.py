@@ -45,7 +45,7 @@ AUGMENT = True
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.notebook import check_accelerator
+from classseg.workflows.notebook import check_accelerator
 
 env = check_accelerator()
 
@@ -55,14 +55,14 @@ env = check_accelerator()
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from classseg.notebook import load_data
+from classseg.workflows.notebook import load_data
 
 DATA_DIR, slices = load_data(DATA_DIR)
 
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.notebook import prepare_split
+from classseg.workflows.notebook import prepare_split
 
 OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 

@@ -53,7 +53,7 @@ HEAD = "gap"
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.notebook import check_accelerator
+from classseg.workflows.notebook import check_accelerator
 
 env = check_accelerator()
 
@@ -63,7 +63,7 @@ env = check_accelerator()
 import pandas as pd
 from IPython.display import Markdown, display
 
-from classseg.notebook import load_data
+from classseg.workflows.notebook import load_data
 
 DATA_DIR, slices = load_data(DATA_DIR)
 
@@ -89,7 +89,7 @@ print("segmenter: ", SEGMENTER, "(found)" if SEGMENTER.is_file() else "(missing)
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.notebook import prepare_split
+from classseg.workflows.notebook import prepare_split
 
 OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 

@@ -51,7 +51,7 @@ ON = "test"  # "test": the split's test patients; "all": every patient folder of
 
 # %%
 # Accelerator check (Colab: Runtime > Change runtime type > GPU)
-from classseg.notebook import check_accelerator
+from classseg.workflows.notebook import check_accelerator
 
 env = check_accelerator()
 
@@ -61,14 +61,14 @@ env = check_accelerator()
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from classseg.notebook import load_data
+from classseg.workflows.notebook import load_data
 
 DATA_DIR, slices = load_data(DATA_DIR)
 
 
 # %%
 # One patient-level split file for every stage (docs/design.md, "Splits")
-from classseg.notebook import prepare_split
+from classseg.workflows.notebook import prepare_split
 
 OUT, SPLITS = prepare_split(slices, OUT_DIR, SPLITS, SEED)
 
@@ -98,7 +98,7 @@ display(table[[c for c in table.columns if c.split("_std")[0] in COLUMNS]].round
 
 # %%
 # Mean ± std per arm (error bars: standard deviation over seeds)
-from classseg.plotting import plot_mean_std
+from classseg.reporting.plotting import plot_mean_std
 
 figure = plot_mean_std(table, ["accuracy", "dice_per_patient", "dice_tumor_slices"], OUT / "multitask.png",
                             title=caption(config, SPLITS))
