@@ -9,32 +9,14 @@ No TensorFlow import here: ``classseg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from classseg.utils.defaults import default_of
+
 __all__ = ["ConfigDefault", "add_data_dir", "add_run_options", "check_run_inputs", "command_parser", "default_of",
            "given_options"]
-
-
-def default_of(config: Any, name: str) -> Any:
-    """The default of field ``name`` of the dataclass ``config`` (its factory called), or of parameter
-    ``name`` of the function ``config``; KeyError when it has none."""
-    if dataclasses.is_dataclass(config):
-        for f in dataclasses.fields(config):
-            if f.name == name:
-                if f.default is not dataclasses.MISSING:
-                    return f.default
-                if f.default_factory is not dataclasses.MISSING:
-                    return f.default_factory()
-                break
-        raise KeyError(f"{getattr(config, '__name__', config)}.{name} has no default")
-    default = inspect.signature(config).parameters[name].default
-    if default is inspect.Parameter.empty:
-        raise KeyError(f"{config.__name__}({name}) has no default")
-    return default
 
 
 class ConfigDefault:

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from classseg.commands.options import default_of
 from classseg.delivery.rules import GATE_RULES
 from classseg.models.predict import BACKENDS
 from classseg.pipeline.folder import (
@@ -26,6 +25,7 @@ from classseg.pipeline.folder import (
     evaluate_variants,
     predict_folder,
 )
+from classseg.utils.defaults import default_of
 
 __all__ = ["OUTPUT_ENTRIES", "TRAIN_HINT", "add_arguments", "build_parser", "config_from_args", "evaluate_variants",
            "main", "run"]

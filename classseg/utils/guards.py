@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from classseg.data.walk import walk_following_links
-
 
 class OutputError(ValueError):
     """An output path that must not or cannot be written; the message names it and says why."""
@@ -91,6 +89,8 @@ def check_run_out(out: str | Path, data_dir: str | Path, finished: Iterable[str]
 def walked_real_dirs(root: str | Path) -> set[Path]:
     """Real paths of ``root`` and every folder below it, following symbolic links (no link loops)."""
     seen: set[Path] = set()
+    from classseg.data.walk import walk_following_links  # lazily: utils sit upstream of data
+
     for dirpath, dirnames, _ in walk_following_links(root):
         seen.add(Path(os.path.realpath(dirpath)))
         seen.update(Path(os.path.realpath(os.path.join(dirpath, d))) for d in dirnames)

@@ -151,9 +151,15 @@ def rule_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
     """The tiny hand-weighted models of test_pipeline with cards, and one patient of four slices with
     ground truth: a tumor; one bright pixel (gate: tumor; mask removed by the 4-px filter); a grey blob
     (gate: no tumor; mask when segmented); a dark slice."""
-    from test_pipeline import GT_BOX, box_mask, gate_rule_slices, tiny_classifier, tiny_segmenter, write_rgb
-
     from classseg.models.card import ModelCard, write_card
+    from tests.pipeline.test_pipeline import (
+        GT_BOX,
+        box_mask,
+        gate_rule_slices,
+        tiny_classifier,
+        tiny_segmenter,
+        write_rgb,
+    )
 
     base = tmp_path_factory.mktemp("rules")
     tiny_classifier().save(base / "classifier.keras")

@@ -69,7 +69,7 @@ def _box(h, w, y0, x0, y1, x1):
 @pytest.fixture(scope="module")
 def pipeline_output(tmp_path_factory):
     """Three patients, slices of two sizes; bright squares the tiny models find, truths shifted from them."""
-    from tests.test_pipeline import tiny_classifier, tiny_segmenter
+    from tests.pipeline.test_pipeline import tiny_classifier, tiny_segmenter
 
     root = tmp_path_factory.mktemp("eval")
     data = root / "data"

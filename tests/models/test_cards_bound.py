@@ -105,7 +105,7 @@ def test_check_card_role_and_input_size() -> None:
 # ------------------------------------------------------------------------------------------ the pipeline
 @pytest.fixture()
 def setup(tmp_path: Path):
-    from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
+    from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     folder = tmp_path / "models"
     folder.mkdir()

@@ -11,7 +11,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import interrupt_on_call  # noqa: E402
-from test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb  # noqa: E402
 
 from classseg.models.check import (  # noqa: E402
     ModelCheckError,
@@ -23,6 +22,7 @@ from classseg.models.check import (  # noqa: E402
 from classseg.models.export import load_model  # noqa: E402
 from classseg.pipeline import ClassSegPipeline  # noqa: E402
 from classseg.pipeline import main as pipeline_main  # noqa: E402
+from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb  # noqa: E402
 
 
 def three_class_classifier() -> keras.Model:

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
 from classseg.pipeline.folder import FolderPredictionConfig, FolderResult, PredictionRefused, predict_folder
+from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
 
 def test_predict_folder_returns_what_it_wrote(tmp_path: Path, capsys) -> None:

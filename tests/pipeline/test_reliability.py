@@ -246,10 +246,10 @@ def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_
     unfinished. A float mask with NaN is refused like any mask outside the one rule (no metrics.json)."""
     import cv2
     import numpy as np
-    from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     import classseg.pipeline.cli as pl
     import classseg.pipeline.folder as folder
+    from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     data = tmp_path / "data"
     for patient in ("P1", "P2"):

@@ -82,10 +82,10 @@ def test_pipeline_streams_patient_by_patient_at_model_size_with_the_same_numbers
     models); masks come back at 64x64 and the metrics equal scoring every slice at once on the
     original-size path (ClassSegPipeline.infer on the full images + score_slices)."""
     import cv2
-    from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     from classseg.pipeline import folder as pl
     from classseg.pipeline import main
+    from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     models = tmp_path / "models"
     models.mkdir()
@@ -145,11 +145,10 @@ def test_pipeline_streams_patient_by_patient_at_model_size_with_the_same_numbers
 def test_a_huge_patient_folder_is_chunked_only_where_that_changes_nothing(tmp_path: Path, monkeypatch) -> None:
     """Raw pixels and no 3D filter: a patient's slices go through the models in chunks of whole batches,
     with the same outputs; a card that normalises per patient keeps the whole patient in one call."""
-    from tests.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
-
     from classseg.models.card import ModelCard, write_card
     from classseg.pipeline import folder as pl
     from classseg.pipeline import main
+    from tests.pipeline.test_pipeline import slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     models = tmp_path / "models"
     models.mkdir()

@@ -79,7 +79,8 @@ def test_two_runs_started_together_one_gets_the_folder(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ the pipeline
 def _pipeline_setup(tmp_path: Path) -> tuple[Path, list[str]]:
     import cv2
-    from tests.test_pipeline import box_mask, slice_image, tiny_classifier, tiny_segmenter, write_rgb
+
+    from tests.pipeline.test_pipeline import box_mask, slice_image, tiny_classifier, tiny_segmenter, write_rgb
 
     data = tmp_path / "data"
     for patient in ("P1", "P2"):
