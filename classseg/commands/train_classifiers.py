@@ -58,7 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _weights(value: str) -> str | None:
-    if value.lower() == "none":
+    from classseg.models.names import parse_weights
+
+    if parse_weights(value) is None:
         return None
     if value.lower() == "imagenet":
         return "imagenet"

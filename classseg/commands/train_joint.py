@@ -82,10 +82,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         raise SystemExit(f"{prog}: --init model not found: {args.init}")
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit(f"{prog}: --epochs and --batch-size must be >= 1")
-    weights = args.weights
-    if weights is None or weights.lower() == "none":
-        weights = None
-    elif weights.lower() != "imagenet" and not Path(weights).is_file():
+    from classseg.models.names import parse_weights
+
+    weights = parse_weights(args.weights)
+    if weights is not None and weights.lower() != "imagenet" and not Path(weights).is_file():
         raise SystemExit(f"{prog}: --weights must be imagenet, none or an existing weights file; "
                          f"{weights} not found")
     normalization = getattr(args, "normalization", None)

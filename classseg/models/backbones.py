@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from classseg.models.names import BACKBONE_NAMES
+from classseg.models.names import BACKBONE_NAMES, parse_weights
 
 #: ImageNet channel means in BGR order used by the "caffe" mode
 #: (``keras.applications.imagenet_utils.preprocess_input``).
@@ -279,8 +279,8 @@ def get_backbone(
             f"{spec.name} needs input shape (H, W, 3) with H, W >= {spec.min_size}, "
             f"got {tuple(input_shape)}"
         )
-    if isinstance(weights, str) and weights.lower() in ("none", ""):
-        weights = None
+    if isinstance(weights, str):
+        weights = parse_weights(weights)
     if weights == "shipped":  # an in-domain backbone's shipped model (saved_models/ or $CLASSSEG_MODELS)
         from classseg.utils.paths import shipped_model
 

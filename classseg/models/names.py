@@ -14,3 +14,12 @@ SMALL_BACKBONES = ("mobilenetv2", "efficientnetb0")
 #: Every ImageNet backbone (run-all's paper profile).
 IMAGENET_BACKBONES = ("resnet50", "resnet50v2", "inceptionresnetv2", "efficientnetb0", "efficientnetb7",
                       "mobilenetv2", "resnet101", "resnet152")
+
+
+def parse_weights(value: object) -> str | None:
+    """The one reading of a weights (or starting-model) option: None, ``""`` or ``"none"`` (any case, from a
+    command line, notebook or JSON) -> None (random initialisation); anything else as a string, unchanged."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in ("none", "") else text

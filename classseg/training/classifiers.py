@@ -82,8 +82,9 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         # "none" from a CLI, notebook or JSON means random initialisation, exactly like None.
-        if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", ""):
-            self.weights = None
+        from classseg.models.names import parse_weights
+
+        self.weights = parse_weights(self.weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -174,9 +174,9 @@ def weights_label(config: JointConfig | str | Path | None) -> str:
         if config.architecture == "resunet":
             return "none (from scratch)"
         config = config.weights
-    if config is None or str(config).lower() in ("none", ""):
-        return "none (random init)"
-    return str(config)
+    from classseg.models.names import parse_weights
+
+    return parse_weights(config) or "none (random init)"
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -203,8 +203,9 @@ def build_model(config: JointConfig) -> Any:
                                     input_scale=model_input_scale(input_normalization(config)))
     else:
         from classseg.models.joint import build_joint_model
+        from classseg.models.names import parse_weights
 
-        weights = None if config.weights is None or str(config.weights).lower() in ("none", "") else config.weights
+        weights = parse_weights(config.weights)
         model = build_joint_model(size, weights=weights, multiscale_head=config.multiscale_head,
                                   dropout=config.dropout, name=model_name(config))
     if config.init:

@@ -109,8 +109,9 @@ def shipped_segmenter() -> Path:
 
 def resolve_model(value: str | None) -> str | None:
     """``shipped`` -> the shipped segmenter's absolute path; None / ``none`` -> None; others unchanged."""
-    if value is None or str(value).lower() in ("none", ""):
-        return None
+    from classseg.models.names import parse_weights
+
+    value = parse_weights(value)
     return str(shipped_segmenter().resolve()) if value == SHIPPED else value
 
 

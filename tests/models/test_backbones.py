@@ -137,3 +137,10 @@ def test_efficientnet_local_imagenet_file_is_fed_like_keras_imagenet(tmp_path, m
     plain.save_weights(other)
     assert "imagenet_stddev_rescaling" not in [layer.name for layer in
                                                get_backbone("efficientnetb0", (64, 64, 3), weights=other).layers]
+
+
+def test_weights_option_is_read_one_way():
+    from classseg.models.names import parse_weights
+
+    assert [parse_weights(v) for v in (None, "", "none", " None ", "NONE")] == [None] * 5
+    assert parse_weights("imagenet") == "imagenet" and parse_weights("w/resnet.h5") == "w/resnet.h5"
