@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from classseg.pipeline.folder import FolderPredictionConfig, predict_folder
-    from classseg.utils.environment import environment_info
+    from classseg.utils.environment import machine
     from classseg.utils.jsonio import read_json
 
     run = read_json(args.run_dir / "metrics.json")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.metrics is None:
         raise SystemExit(f"{args.test_dir}: no ground truth, nothing to compare")
     piped = result.metrics["gated"]
-    print(f"machine: {environment_info().get('machine', '?')}; run {args.run_dir}, test folder {args.test_dir}")
+    print(f"machine: {machine()}; run {args.run_dir}, test folder {args.test_dir}")
     print(f"| figure | {args.run_dir}/metrics.json | pipeline --joint |\n|---|---:|---:|")
     ok = True
     for key in COUNTS + FIGURES:
