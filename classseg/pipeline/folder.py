@@ -55,7 +55,6 @@ import numpy as np
 
 from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
 from classseg.data.walk import grouping
-from classseg.delivery.rules import segmented_slices
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
 from classseg.models.check import ModelCheckError
@@ -309,8 +308,8 @@ class _Collected:
     extra_pass_s: float = 0.0  # the evaluation-only segmenter pass on slices the rule did not segment
 
 
-def _finish_slice(pipe: ClassSegPipeline, item: InputSlice, shape: tuple[int, int], delivered: np.ndarray,
-                  all_mask: np.ndarray | None, verdict: bool, final: bool, prob: float, note: str,
+def _finish_slice(item: InputSlice, shape: tuple[int, int], delivered: np.ndarray,
+                  all_mask: np.ndarray | None, verdict: bool, segmented: bool, final: bool, prob: float, note: str,
                   mask_name: Path, out: Path, overlays: bool) -> tuple[dict[str, Any], Any, Any, str]:
     """One slice's outputs: mask (and overlay) PNG at the original size, its row, its scores against the
     ground truth ((gated, segment-all) SliceScores, or None) and why ground truth was refused ('' if not)."""
@@ -319,8 +318,7 @@ def _finish_slice(pipe: ClassSegPipeline, item: InputSlice, shape: tuple[int, in
     row = dict.fromkeys(PREDICTION_COLUMNS, "")
     row.update(image=item.relative.as_posix(), patient=item.patient, status="ok", error=item.note,
                gate_prob=f"{prob:.6f}", gate_verdict="tumor" if verdict else "no_tumor",
-               segmented="yes" if segmented_slices([verdict], pipe.gate_rule)[0] else "no",
-               mask_area_px=int(mask.sum()),
+               segmented="yes" if segmented else "no", mask_area_px=int(mask.sum()),
                final_call="tumor" if final else "no_tumor", mask_path=(Path("masks") / mask_name).as_posix(),
                note="; ".join(filter(None, (prediction_note(verdict, bool(mask.any())), note))))
     truth, refused = None, ""
@@ -410,8 +408,9 @@ def _process_slices(pipe: ClassSegPipeline, items: list[InputSlice], names: dict
                        error=loaded[i][2] or item.note)
             return row, None, False, ""
         k = position[i]
-        return _finish_slice(pipe, item, loaded[i][1], delivered[k], all_masks[k] if has_truth else None,
-                             bool(result.passed[k]), bool(final[k]), float(result.tumor_probability[k]),
+        return _finish_slice(item, loaded[i][1], delivered[k], all_masks[k] if has_truth else None,
+                             bool(result.passed[k]), bool(result.segmented[k]), bool(final[k]),
+                             float(result.tumor_probability[k]),
                              result.notes[k] if result.notes else "", names[item.relative], out, overlays)
 
     for i, (row, scores, _, refused) in enumerate(pool.map(finish, range(len(items)))):
