@@ -107,13 +107,11 @@ def deliver_masks(mask_prob: np.ndarray, shapes: Sequence[tuple[int, int]], conf
                   order: Sequence[Any] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """Masks of the slices given, every one segmented: 2D post-processing at the model's size, the
     per-patient 3D filter over these slices (``groups`` = patients, ``order`` = slice numbers), nearest
-    resizing to ``shapes``. Returns the masks and, per slice, whether the 3D filter emptied its mask."""
-    prob = np.asarray(mask_prob, np.float32)
-    if len(prob) == 0:
+    resizing to ``shapes``. Returns the masks and, per slice, whether the 3D filter emptied its mask.
+    (:class:`MaskDelivery` with every slice segmented: one implementation of the order of operations.)"""
+    if len(mask_prob) == 0:
         return [], np.zeros(0, bool)
-    binary = postprocess(prob.reshape(prob.shape[:3]), config)
-    binary, removed = filter_components_3d_groups(binary, groups, config_3d, order)
-    return to_original_size(binary, shapes), removed
+    return MaskDelivery(mask_prob, shapes, config, config_3d, groups, order).masks()
 
 
 @dataclass
