@@ -139,11 +139,14 @@ def _flair_transform_class() -> type:
             return {"channels": ((0,), (2,), (0, 2))[self.py_random.randrange(3)]}
 
         def apply(self, img: np.ndarray, channels: tuple[int, ...] = (0,), **params: Any) -> np.ndarray:
-            if img.ndim != 3 or img.shape[-1] != 3:
+            # 3 channels, or 3 per neighbour with slice context (classseg.data.context): every neighbour
+            # loses the same sequence, as a patient missing it does
+            if img.ndim != 3 or img.shape[-1] % 3:
                 return img
             out = img.copy()
-            for channel in channels:
-                out[..., channel] = img[..., FLAIR_CHANNEL]
+            for base in range(0, img.shape[-1], 3):
+                for channel in channels:
+                    out[..., base + channel] = img[..., base + FLAIR_CHANNEL]
             return out
 
     return FlairForMissingSequence
@@ -172,8 +175,9 @@ def _zscore_intensity_class() -> type:
 
         def apply(self, img: np.ndarray, gain: list[float] = (1.0,), offset: list[float] = (0.0,),
                   noise: float = 0.0, noise_seed: int = 0, **params: Any) -> np.ndarray:
-            out = img.astype(np.float32) * np.asarray(gain[:img.shape[-1]], np.float32) \
-                + np.asarray(offset[:img.shape[-1]], np.float32)
+            per_channel = np.arange(img.shape[-1]) % 3  # sequence of each channel (3 per neighbour with context)
+            out = img.astype(np.float32) * np.asarray(gain, np.float32)[per_channel] \
+                + np.asarray(offset, np.float32)[per_channel]
             if noise > 0:
                 out += np.random.default_rng(noise_seed).normal(0.0, noise, out.shape).astype(np.float32)
             return out

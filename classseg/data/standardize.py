@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classseg.data.context import add_context
+
 #: Names that may appear in a model card's ``normalization`` field.
 NORMALIZATIONS = ("raw", "patient_zscore", "patient_percentile")
 
@@ -152,15 +154,19 @@ def standardize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray
     return normalize_groups(images, groups, "patient_zscore", clip)
 
 
-def prepare_input(images: np.ndarray, normalization: str, groups: Sequence[object] | np.ndarray | None = None
-                  ) -> np.ndarray:
-    """What a model whose card says ``normalization`` is fed: raw float32 pixels, patient z-scores or
-    patient percentile-scaled pixels. The one function training, selection and the pipeline call."""
+def prepare_input(images: np.ndarray, normalization: str, groups: Sequence[object] | np.ndarray | None = None,
+                  context: int = 0, order: Sequence[object] | np.ndarray | None = None) -> np.ndarray:
+    """What a model whose card says ``normalization`` (and ``context_slices``) is fed: raw float32 pixels,
+    patient z-scores or patient percentile-scaled pixels, then, with ``context`` > 0, each slice stacked
+    with its ``context`` neighbours on each side in its patient (:func:`classseg.data.context.add_context`,
+    slice order ``order`` or the order given). The one function training, selection and the pipeline call."""
     if normalization == "raw":
-        return np.asarray(images, dtype=np.float32)
-    if normalization in ("patient_zscore", "patient_percentile"):
-        return normalize_groups(images, groups, normalization)
-    raise ValueError(f"unknown normalization {normalization!r}; expected one of {NORMALIZATIONS}")
+        out = np.asarray(images, dtype=np.float32)
+    elif normalization in ("patient_zscore", "patient_percentile"):
+        out = normalize_groups(images, groups, normalization)
+    else:
+        raise ValueError(f"unknown normalization {normalization!r}; expected one of {NORMALIZATIONS}")
+    return add_context(out, groups, context, order) if context else out
 
 
 def model_input_scale(normalization: str) -> float | None:

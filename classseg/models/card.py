@@ -56,6 +56,12 @@ class ModelCard:
       ``none``, ``hflip``, ``flips``), chosen on val.
     - ``postprocess_3d``: :class:`classseg.delivery.postprocess.Postprocess3DConfig` fields (per-patient 3D
       component filter across adjacent slices), chosen on val; None = off.
+    - ``context_slices``: slice context (2.5D, :mod:`classseg.data.context`): the model is fed each slice
+      with this many neighbours of the same patient on each side as extra channels (3 * (2k + 1) in all);
+      0 = one slice.
+    - ``ensemble``: the other members of an ensemble, ``[{"file": name, "sha256": hex}, ...]`` beside the
+      card; the delivered probability is the mean over this card's model and them
+      (:class:`classseg.models.predict.EnsembleRunner`); each member is fed as this card says. None = one model.
     - ``provenance``: free-form record (split, recipe, epochs, minutes, machine, val figures).
     - ``model_sha256``: SHA-256 of the model file the card describes (:func:`model_sha256`), None on
       older cards (a warning at load); ``model_file``: that file's name when the card was bound.
@@ -77,9 +83,18 @@ class ModelCard:
     model_file: str | None = None
     exports: dict[str, str] | None = None
     class_threshold: float | None = None
+    context_slices: int = 0
+    ensemble: list[dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
+        from classseg.data.context import check_context
+
+        try:
+            check_context(self.context_slices)
+        except ValueError as err:
+            raise ValueError(f"model card: context_slices: {err}") from None
+        _check_ensemble(self.ensemble)
         if self.role not in ROLES:
             raise ValueError(f"model card: role {self.role!r} is not one of {ROLES}")
         if self.normalization not in NORMALIZATIONS:
@@ -219,6 +234,22 @@ def _check_types(card: ModelCard) -> None:
         for name, digest in card.exports.items():
             if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ValueError(f"model card: exports[{name!r}] {digest!r} must be 64 lower-case hex digits")
+
+
+def _check_ensemble(ensemble: Any) -> None:
+    """One-line ``ValueError`` unless ``ensemble`` is None or a list of ``{"file", "sha256"}`` objects."""
+    if ensemble is None:
+        return
+    if not isinstance(ensemble, list) or not ensemble:
+        raise _type_error("ensemble", ensemble, "a non-empty list of {file, sha256} objects or null")
+    for k, entry in enumerate(ensemble):
+        if not isinstance(entry, dict) or set(entry) != {"file", "sha256"}:
+            raise ValueError(f"model card: ensemble[{k}] {entry!r} must be an object with exactly 'file' and 'sha256'")
+        name, digest = entry["file"], entry["sha256"]
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise ValueError(f"model card: ensemble[{k}].file {name!r} must be a file name beside the card")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"model card: ensemble[{k}].sha256 {digest!r} must be 64 lower-case hex digits")
 
 
 def card_path(model_path: str | Path) -> Path:

@@ -109,9 +109,12 @@ def check_signature(sig: Signature, role: str, source: str = "model") -> None:
     shape = sig.inputs[0]
     if len(shape) != 4:
         raise ModelCheckError(f"{where}: input shape {_fmt(shape)} does not fit; expected images (N, H, W, 3)")
-    if shape[3] is not None and shape[3] != 3:
+    # a segmenter with slice context (classseg.data.context) takes 3 channels per neighbour: 9 for one each side
+    context_ok = role == "segmenter" and shape[3] is not None and shape[3] % 3 == 0 and shape[3] // 3 % 2 == 1
+    if shape[3] is not None and shape[3] != 3 and not context_ok:
         raise ModelCheckError(f"{where}: input has {shape[3]} channel(s) {_fmt(shape)}; classseg models take RGB "
-                              "images (N, H, W, 3)")
+                              "images (N, H, W, 3)" + (" (a segmenter with slice context: 3 per neighbour, 9, "
+                                                       "15, ...)" if role == "segmenter" else ""))
     for d in shape[1:3]:
         if d is not None and d < 8:
             raise ModelCheckError(f"{where}: input size {_fmt(shape)} is too small for an MRI slice")

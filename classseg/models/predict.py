@@ -66,7 +66,8 @@ class KerasRunner:
         self.name = model.name
         self.input_size = _spatial_size(shape[1:3])
         self.output_names = list(getattr(model, "output_names", None) or [])
-        spec = tf.TensorSpec((None, shape[1], shape[2], 3), tf.float32)
+        self.channels = int(shape[3]) if shape[3] is not None else 3  # 3, or 3 per neighbour with slice context
+        spec = tf.TensorSpec((None, shape[1], shape[2], self.channels), tf.float32)
         self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
     def __call__(self, x: Any) -> dict[str, np.ndarray]:
@@ -94,7 +95,47 @@ class OnnxRunner:
         return dict(zip(self.output_names, self.session.run(None, {self.input_name: x}), strict=True))
 
 
-Runner = KerasRunner | OnnxRunner
+class EnsembleRunner:
+    """The mean of K runners' raw outputs on the same batch: an ensemble's probabilities.
+
+    ``p(x) = (1 / K) * sum_k p_k(x)`` per output (sigmoid mask or softmax class probabilities), the
+    averaging of Lakshminarayanan et al. (2017, "deep ensembles") and of nnU-Net's folds. Members with one
+    output each are averaged by position (their output layers may be named apart); members with several,
+    by name. Summed in float64, returned as float32. Test-time flips (:func:`predict`) are linear, so
+    flipping the ensemble equals averaging the flipped members."""
+
+    def __init__(self, runners: Sequence[Any]) -> None:
+        self.runners = list(runners)
+        if not self.runners:
+            raise ValueError("an ensemble needs at least one member")
+        first = self.runners[0]
+        self.name = "ensemble(" + ", ".join(str(getattr(r, "name", "?")) for r in self.runners) + ")"
+        self.input_size = getattr(first, "input_size", (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))
+        self.output_names = list(getattr(first, "output_names", []) or [])
+
+    def __call__(self, x: Any) -> dict[str, np.ndarray]:
+        """Mean raw outputs ``{output name: array}`` of one float32 batch (the first member's names)."""
+        outs = [runner(x) for runner in self.runners]
+        names = list(outs[0])
+        total = {name: np.asarray(value, np.float64) for name, value in outs[0].items()}
+        for k, out in enumerate(outs[1:], start=1):
+            if len(out) == 1 and len(names) == 1:
+                values = list(out.values())
+            elif sorted(out) == sorted(names):
+                values = [out[name] for name in names]
+            else:
+                raise ValueError(f"ensemble member {k} ({getattr(self.runners[k], 'name', '?')}) has outputs "
+                                 f"{sorted(out)}, member 0 has {sorted(names)}")
+            for name, value in zip(names, values, strict=True):
+                value = np.asarray(value)
+                if value.shape != total[name].shape:
+                    raise ValueError(f"ensemble member {k}: output {name!r} of shape {value.shape}, member 0's "
+                                     f"is {total[name].shape}")
+                total[name] += value
+        return {name: (value / len(outs)).astype(np.float32) for name, value in total.items()}
+
+
+Runner = KerasRunner | OnnxRunner | EnsembleRunner
 
 
 def _export_to_onnx(model_or_path: ModelLike, onnx_dir: Path) -> Path:
@@ -115,7 +156,7 @@ def make_runner(model_or_path: ModelLike, backend: str = "keras", onnx_dir: str 
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if isinstance(model_or_path, (KerasRunner, OnnxRunner)) or (
+    if isinstance(model_or_path, (KerasRunner, OnnxRunner, EnsembleRunner)) or (
             callable(model_or_path) and not hasattr(model_or_path, "layers")):
         return model_or_path
     if not isinstance(model_or_path, (str, Path)):
@@ -232,3 +273,48 @@ def inference_ms_per_slice(model: ModelLike | Runner, images: np.ndarray, batch_
         runner(x)
         times.append(time.perf_counter() - t)
     return float(np.median(times)) / batch_size * 1000.0
+
+
+def member_paths(model_path: str | Path, card: Any) -> list[Path]:
+    """The files of an ensemble card's other members (:attr:`classseg.models.card.ModelCard.ensemble`),
+    relative to the card's folder, each checked against the SHA-256 the card records. Raises
+    ``FileNotFoundError`` / ``ValueError`` naming the member; [] for a card without ensemble."""
+    from classseg.models.card import model_sha256
+
+    if card is None or not card.ensemble:
+        return []
+    folder = Path(model_path).parent
+    paths = []
+    for entry in card.ensemble:
+        path = folder / entry["file"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: ensemble member named by the card of {Path(model_path).name} is missing")
+        digest = model_sha256(path)
+        if digest != entry["sha256"]:
+            raise ValueError(f"{path}: ensemble member's sha256 {digest[:12]}... is not the {entry['sha256'][:12]}... "
+                             f"the card of {Path(model_path).name} records (replaced after the card was written?)")
+        paths.append(path)
+    return paths
+
+
+def _member_file(path: Path, backend: str) -> Path:
+    """A member's ``.keras`` file, or with ``backend="onnx"`` its ``.onnx`` export beside it when there is one."""
+    onnx = path.with_suffix(".onnx")
+    return onnx if backend == "onnx" and onnx.is_file() else path
+
+
+def ensemble_runner(model: ModelLike | Runner, card: Any, model_path: str | Path | None = None,
+                    backend: str = "keras", onnx_dir: str | Path | None = None) -> Runner:
+    """The runner the card asks for: ``model``'s own, or with ``card.ensemble`` an :class:`EnsembleRunner`
+    over it and the card's other members (:func:`member_paths`, each run with ``backend``; a member without an
+    ``.onnx`` beside it is exported to ``onnx_dir``). ``model_path``: where the card sits (default ``model``)."""
+    base = make_runner(model, backend, onnx_dir)
+    if card is None or not card.ensemble:
+        return base
+    where = model_path if model_path is not None else model
+    if not isinstance(where, (str, Path)):
+        raise ValueError("an ensemble card's members are found beside its model file: give model_path")
+    if Path(where).suffix.lower() == ".onnx":
+        backend = "onnx"  # an ONNX model's members run in ONNX Runtime too
+    members = [make_runner(_member_file(p, backend), backend, onnx_dir) for p in member_paths(where, card)]
+    return EnsembleRunner([base, *members])

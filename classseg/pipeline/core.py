@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from classseg.data.context import lone_slices
 from classseg.delivery.postprocess import Postprocess3DConfig, PostprocessConfig
 from classseg.delivery.rules import (
     GATE_RULES,
@@ -248,11 +249,15 @@ class ClassSegPipeline:
 
     def _slice_notes(self, groups: Sequence[Any] | None, n: int, removed: np.ndarray) -> list[str]:
         per_patient = any(pm.normalization != "raw" for pm in self.models.values())
+        context = any(pm.context for pm in self.models.values())
+        lone = lone_slices(groups, n)
         notes = []
         for i in range(n):
             parts = []
             if per_patient and (groups is None or groups[i] is None):
                 parts.append("lone slice: normalised on its own statistics")
+            if context and lone[i]:
+                parts.append("lone slice: no neighbouring slices, its slice context is copies of itself")
             if removed[i]:
                 parts.append("3D filter removed the mask")
             notes.append("; ".join(parts))

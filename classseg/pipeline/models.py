@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 
 from classseg.data.arrays import resize_image
+from classseg.data.context import context_channels
 from classseg.data.standardize import prepare_input
 from classseg.models.card import CardMismatchError, ModelCard, check_card, read_card
 from classseg.models.check import ModelCheckError, load_checked
-from classseg.models.predict import ModelLike, Runner, make_runner, predict
+from classseg.models.predict import ModelLike, Runner, ensemble_runner, make_runner, predict
 from classseg.utils.jsonio import read_json
 
 
@@ -73,13 +74,24 @@ class PipelineModel:
         try:
             from classseg.models.check import signature_of
 
-            input_hw = tuple(signature_of(runner).inputs[0][1:3])
+            shape = signature_of(runner).inputs[0]
+            input_hw, channels = tuple(shape[1:3]), shape[3]
         except Exception:  # noqa: BLE001 - a runner without a readable signature: size not checked
-            input_hw = None
+            input_hw, channels = None, None
+        if card is not None and isinstance(channels, int) and channels != context_channels(card.context_slices):
+            raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: the model takes {channels} input "
+                                  f"channels but its card says context_slices {card.context_slices} "
+                                  f"({context_channels(card.context_slices)} channels): the card belongs to another "
+                                  "model")
         try:
             notes = check_card(card, role, model if is_file and not card_given else None, input_hw)
         except CardMismatchError as err:
             raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: {err}") from None
+        if card is not None and card.ensemble:  # the card's other members, averaged with this model
+            try:
+                runner = ensemble_runner(runner, card, model if is_file else None, backend, onnx_dir)
+            except (OSError, ValueError) as err:
+                raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: {err}") from None
         pm = cls(runner, card, describe_source(model))
         pm.card_notes = notes if is_file else []  # warnings for the console and summary.json (cli)
         return pm
@@ -95,6 +107,11 @@ class PipelineModel:
         return self.card.normalization if self.card is not None else "raw"
 
     @property
+    def context(self) -> int:
+        """The card's slice context (neighbours on each side; 0 without a card)."""
+        return self.card.context_slices if self.card is not None else 0
+
+    @property
     def tta(self) -> str:
         """The card's test-time augmentation (``none`` without a card)."""
         return self.card.tta if self.card is not None else "none"
@@ -106,19 +123,21 @@ class PipelineModel:
 
     def prepare(self, images: Sequence[np.ndarray], groups: Sequence[Any] | None,
                 cache: dict[tuple, np.ndarray]) -> np.ndarray:
-        """float32 (N, H, W, 3) input: every image resized to :attr:`input_size` (the training resize),
-        then normalised as the card says, standardising each patient (``groups``) as one set."""
+        """float32 (N, H, W, 3 * (2k + 1)) input: every image resized to :attr:`input_size` (the training
+        resize), then normalised as the card says, standardising each patient (``groups``) as one set, and
+        with the card's slice context ``k`` each slice stacked with its neighbours in that patient, in the
+        order given (slice order)."""
         size = self.input_size
         if size not in cache:
             out = np.empty((len(images), *size, 3), np.uint8)
             for i, image in enumerate(images):
                 out[i] = resize_to(image, size)
             cache[size] = out
-        return prepare_input(cache[size], self.normalization, groups)
+        return prepare_input(cache[size], self.normalization, groups, self.context)
 
     def warmup(self) -> None:
         """Trace / initialise the runner once on a zero batch."""
-        self.runner(np.zeros((1, *self.input_size, 3), np.float32))
+        self.runner(np.zeros((1, *self.input_size, context_channels(self.context)), np.float32))
 
 
 # --------------------------------------------------------------------------------------------

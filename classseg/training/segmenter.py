@@ -50,7 +50,15 @@ class SegmenterConfig:
     - ``minutes``: a wall-clock budget instead of ``epochs`` (``epochs`` then caps the count).
     - ``select_postprocess``: choose threshold / closing / hole filling / minimum component on the
       validation split (:func:`classseg.training.selection.choose_postprocess`) and store them in the card.
+    - ``context``: slice context (2.5D, :mod:`classseg.data.context`): each slice is fed with its
+      ``context`` neighbours on each side of the same patient as extra channels (3 * (2k + 1) in all);
+      0 = one slice (seed 002). The card's ``context_slices``.
     """
+
+    def __post_init__(self) -> None:
+        from classseg.data.context import check_context
+
+        check_context(self.context)
 
     recipe: str = "fast"
     img_size: int = 128
@@ -84,6 +92,7 @@ class SegmenterConfig:
     init: str | None = None  # start from this .keras model's weights (same architecture), e.g. a shipped one
     snapshots: bool = False  # keep every epoch's model in snapshots/ (benchmarks/quality_per_minute.py)
     missing_sequence_p: float | None = None  # override the profile's FLAIR-for-missing-sequence probability
+    context: int = 0  # slice context (2.5D): neighbours on each side stacked as channels (classseg.data.context)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -103,14 +112,18 @@ def recipe_config(recipe: str = "fast", **overrides: Any) -> SegmenterConfig:
     return SegmenterConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
 
 
-def model_inputs(arrays: Any, normalization: str) -> np.ndarray:
+def model_inputs(arrays: Any, normalization: str, context: int = 0) -> np.ndarray:
     """What the model is fed for :class:`SliceArrays`: raw pixels (uint8, cast per batch) or float32
-    per-patient z-scores (:func:`classseg.data.standardize.prepare_input`, the pipeline's function)."""
+    per-patient normalised values (:func:`classseg.data.standardize.prepare_input`, the pipeline's
+    function), with ``context`` neighbours on each side in slice order (``frame["slice"]``)."""
+    from classseg.data.context import add_context
     from classseg.data.standardize import prepare_input
 
+    ids = arrays.frame["patient_id"].to_numpy()
+    order = arrays.frame["slice"].to_numpy() if "slice" in arrays.frame else None
     if normalization == "raw":
-        return arrays.images
-    return prepare_input(arrays.images, normalization, arrays.frame["patient_id"].to_numpy())
+        return add_context(arrays.images, ids, context, order)
+    return prepare_input(arrays.images, normalization, ids, context, order)
 
 
 def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
@@ -125,14 +138,15 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     from classseg import data as cdata
     from classseg.models.card import read_card
     from classseg.models.loading import load_model
-    from classseg.models.predict import predict
+    from classseg.models.predict import ensemble_runner, predict
 
     card = read_card(model_path)
     model = load_model(model_path)
     size = card.img_size if card else int(model.input_shape[1])
     arrays = cdata.load_arrays(frame, size, progress=progress)
-    x = model_inputs(arrays, card.normalization if card else "raw")
-    probs = predict(model, x, batch_size, tta=card.tta if card else "none")["mask"]
+    x = model_inputs(arrays, card.normalization if card else "raw", card.context_slices if card else 0)
+    runner = ensemble_runner(model, card, model_path) if card else model
+    probs = predict(runner, x, batch_size, tta=card.tta if card else "none")["mask"]
     pp = card.mask_postprocess() if card else PostprocessConfig()
     return arrays, probs, pp, card.postprocess_3d_config() if card else None
 
@@ -171,10 +185,12 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
                     select: bool | None = None) -> dict[str, Any]:
     """Choose delivery on val and score a segmenter on val, the val stress sets and test.
 
-    ``val`` / ``test``: :class:`classseg.data.SliceArrays` at the model's size (uint8), fed as
-    ``config.normalization`` says. With ``select`` (default ``config.select_postprocess``) test-time
-    flips, 2D post-processing and the per-patient 3D filter are chosen on val together
-    (:func:`classseg.training.selection.choose_delivery`); else the config's post-processing is used.
+    ``model``: a keras.Model, a runner, or a list of them (an ensemble: their mean probability,
+    :class:`classseg.models.predict.EnsembleRunner`). ``val`` / ``test``: :class:`classseg.data.SliceArrays`
+    at the model's size (uint8), fed as ``config.normalization`` and ``config.context`` say. With ``select``
+    (default ``config.select_postprocess``) test-time flips, 2D post-processing and the per-patient 3D
+    filter are chosen on val together (:func:`classseg.training.selection.choose_delivery`); else the
+    config's post-processing is used.
     Returns ``tta``, ``postprocess``, ``postprocess_3d``, ``selection`` (the scored grid or None),
     ``val`` and ``test`` :class:`classseg.evaluation.Scores` dicts (delivered masks at the original
     size, ``threshold_only`` inside), ``val_robustness`` (:func:`classseg.evaluation.robustness.robustness_scores`)
@@ -183,14 +199,16 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
     from classseg.data.standardize import prepare_input
     from classseg.evaluation.robustness import robustness_scores
     from classseg.evaluation.scores import read_truths
-    from classseg.models.predict import KerasRunner, predict
+    from classseg.models.predict import EnsembleRunner, make_runner, predict
     from classseg.training.selection import choose_delivery
 
     select = config.select_postprocess if select is None else select
-    runner = KerasRunner(model)  # one compiled call for every set, flip and stress test
+    # one compiled call for every set, flip and stress test; a list of models = their mean (an ensemble)
+    runner = EnsembleRunner([make_runner(m) for m in model]) if isinstance(model, (list, tuple)) \
+        else make_runner(model)
 
-    def probs_of(images: np.ndarray, ids: np.ndarray, mode: str) -> np.ndarray:
-        x = prepare_input(images, config.normalization, ids)
+    def probs_of(images: np.ndarray, ids: np.ndarray, order: np.ndarray, mode: str) -> np.ndarray:
+        x = prepare_input(images, config.normalization, ids, config.context, order)
         return predict(runner, x, config.batch_size, tta=mode)["mask"]
 
     def parts(arrays: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -199,9 +217,9 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
 
     val_truths, val_ids, val_order = parts(val)
     chosen, selection, tta, chosen_3d = replace(config.postprocess, threshold=config.threshold), None, "none", None
-    val_probs = probs_of(val.images, val_ids, "none")
+    val_probs = probs_of(val.images, val_ids, val_order, "none")
     if select and len(val_probs):
-        by_tta = {"none": val_probs, **{m: probs_of(val.images, val_ids, m) for m in ("hflip", "flips")}}
+        by_tta = {"none": val_probs, **{m: probs_of(val.images, val_ids, val_order, m) for m in ("hflip", "flips")}}
         tta, chosen, chosen_3d, selection = choose_delivery(by_tta, val_truths, val_ids, val_order)
         val_probs = by_tta[tta]
     eval_config = replace(config, threshold=chosen.threshold, postprocess=chosen)
@@ -209,13 +227,13 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
         "tta": tta, "postprocess": chosen, "postprocess_3d": chosen_3d, "selection": selection,
         "val": evaluate_segmenter(val_probs, val.masks, val_ids, eval_config, val_truths, chosen_3d, val_order),
         # the robustness check (issue 17): val patients darker, brighter, with FLAIR for missing sequences
-        "val_robustness": robustness_scores(lambda images: probs_of(images, val_ids, tta), val.images, val_truths,
-                                            val_ids, chosen, chosen_3d, val_order, plain_probs=val_probs),
+        "val_robustness": robustness_scores(lambda images: probs_of(images, val_ids, val_order, tta), val.images,
+                                            val_truths, val_ids, chosen, chosen_3d, val_order, plain_probs=val_probs),
         "val_probs": val_probs, "test": None, "test_probs": None,
     }
     if test is not None:
         test_truths, test_ids, test_order = parts(test)
-        out["test_probs"] = probs_of(test.images, test_ids, tta)
+        out["test_probs"] = probs_of(test.images, test_ids, test_order, tta)
         out["test"] = evaluate_segmenter(out["test_probs"], test.masks, test_ids, eval_config, test_truths,
                                          chosen_3d, test_order)
     return out
@@ -376,6 +394,7 @@ def train_segmenter(
 
     from classseg import data as cdata
     from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
+    from classseg.data.context import context_channels
     from classseg.data.sequence import ArraySequence
     from classseg.data.standardize import model_input_scale
     from classseg.models.losses import get_loss
@@ -408,8 +427,8 @@ def train_segmenter(
                          f"{'train' if train_df.empty else 'val'}; use more patients or another split")
     train = cdata.load_arrays(train_df, config.img_size, progress=progress)
     val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
-    train_x = model_inputs(train, config.normalization)
-    val_x = model_inputs(val_all, config.normalization)
+    train_x = model_inputs(train, config.normalization, config.context)
+    val_x = model_inputs(val_all, config.normalization, config.context)
     fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
     aug_config = AUGMENT_PROFILES[config.augment_profile]
@@ -424,8 +443,8 @@ def train_segmenter(
     # ---- model --------------------------------------------------------------------------------
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_resunet((config.img_size, config.img_size, 3), width=config.width,
-                              input_scale=model_input_scale(config.normalization))
+        model = build_resunet((config.img_size, config.img_size, context_channels(config.context)),
+                              width=config.width, input_scale=model_input_scale(config.normalization))
         if config.init:
             init_from(model, config.init)
         model.compile(optimizer=_optimizer(config), loss=get_loss(config.loss),
@@ -541,7 +560,7 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     write_metrics_md(metrics, out / "metrics.md")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
-        postprocess=asdict(chosen), tta=tta,  # the mask threshold is postprocess.threshold
+        context_slices=config.context, postprocess=asdict(chosen), tta=tta,  # mask threshold: postprocess.threshold
         postprocess_3d=asdict(chosen_3d) if chosen_3d else None,
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
