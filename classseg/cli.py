@@ -14,6 +14,7 @@ COMMANDS = (
     "train_segmenter",
     "train_gate",
     "train_joint",
+    "ensemble",
     "predict",
     "evaluate",
     "compare",
@@ -26,8 +27,8 @@ COMMANDS = (
 #: Commands whose ``--out`` is a folder they write for a long time: locked while they run
 #: (:class:`classseg.utils.atomic.OutputLock`), so a second command into the same folder is refused in one line.
 #: (The pipeline and ``evaluate`` lock their own ``--out``; ``data split`` and ``export`` write one file atomically.)
-LOCKED_COMMANDS = ("train-classifiers", "train-segmenter", "train-gate", "train-joint", "run-all", "compare",
-                   "report")
+LOCKED_COMMANDS = ("train-classifiers", "train-segmenter", "train-gate", "train-joint", "ensemble", "run-all",
+                   "compare", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

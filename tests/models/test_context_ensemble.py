@@ -199,3 +199,42 @@ def test_train_segmenter_with_context_writes_it_to_the_card_and_the_pipeline_run
     pipe = ClassSegPipeline(build_gate_cnn((SIZE, SIZE, 3), width=0.25), str(out / "segmenter.keras"))
     images = [np.random.default_rng(k).integers(0, 200, (SIZE, SIZE, 3), dtype=np.uint8) for k in range(3)]
     assert len(pipe.predict(images, groups=["p"] * 3)) == 3
+
+
+def test_ensemble_command_writes_a_card_the_pipeline_runs_as_the_mean(segmenter_cli_run, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import keras
+
+    from classseg.cli import main
+    from classseg.data import discover, resolve_splits
+    from classseg.models.resunet import build_resunet
+    from classseg.training.segmenter import predict_with_card
+
+    data, run, split_file = segmenter_cli_run
+    first = tmp_path / "first.keras"  # a copy: the shared run folder stays as it is
+    first.write_bytes((run / "segmenter.keras").read_bytes())
+    write_card(first, read_card(run / "segmenter.keras"))
+    keras.utils.set_random_seed(3)
+    second = tmp_path / "other.keras"
+    build_resunet((32, 32, 3), width=0.5).save(second)
+    write_card(second, read_card(first))  # fed alike, bound to its own file
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(first), str(second), "--data", str(data), "--splits", str(split_file),
+                 "--out", str(out), "--quiet"]) == 0
+    card = read_card(out / "segmenter.keras")
+    assert [m["file"] for m in card.ensemble] == ["segmenter.member1.keras"]
+    assert card.provenance["kind"] == "ensemble"
+    # the ensemble's card read as the pipeline reads it = the mean of the members fed with the same flips
+    frame = resolve_splits(discover(data), split_file)
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    _, probs, _, _ = predict_with_card(out / "segmenter.keras", test)
+    singles = []
+    for path in (first, second):
+        write_card(path, replace(read_card(path), tta=card.tta))
+        singles.append(predict_with_card(path, test)[1])
+    np.testing.assert_allclose(probs, np.mean(singles, axis=0), atol=1e-5)
+    # a second ensemble into the finished folder is refused without --overwrite
+    with pytest.raises(SystemExit, match="overwrite"):
+        main(["ensemble", str(first), str(second), "--data", str(data), "--splits", str(split_file),
+              "--out", str(out), "--quiet"])
