@@ -100,6 +100,11 @@ class JointConfig:
     dropout: float = 0.5  # seed 000
     seed: int = 0
     augment: bool = False
+    # augmentation set (classseg.data.augment.AUGMENT_PROFILES) and, when given, the FLAIR-for-missing-sequence
+    # probability: a model fine-tuned from a segmenter keeps that segmenter's recipe, or it forgets what the
+    # recipe taught it (a patient missing pre- and post-contrast)
+    augment_profile: str = "recipe"
+    missing_sequence_p: float | None = None
     threshold: float = 0.5  # class gate and mask threshold (seed 000)
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # project-wide split (seed 000: 80/10/10)
     infer_batch: int = 16  # batch size of the latency measurement
@@ -117,6 +122,12 @@ class JointConfig:
         return tuple(t for t, w in (("class", self.lambda_cls), ("mask", self.lambda_seg)) if w > 0)
 
     def __post_init__(self) -> None:
+        from classseg.data.augment import AUGMENT_PROFILES
+
+        if self.augment_profile not in AUGMENT_PROFILES:
+            raise ValueError(f"unknown augment_profile {self.augment_profile!r}; choose one of {sorted(AUGMENT_PROFILES)}")
+        if self.missing_sequence_p is not None and not 0.0 <= self.missing_sequence_p <= 1.0:
+            raise ValueError(f"missing_sequence_p must be in [0, 1], got {self.missing_sequence_p}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.lambda_cls < 0 or self.lambda_seg < 0 or self.lambda_cls + self.lambda_seg <= 0:
@@ -364,7 +375,7 @@ def train_joint(
     import tensorflow as tf
 
     from classseg import data as cdata
-    from classseg.data.augment import RECIPE_AUGMENT, augment_value_scale, build_augmenter
+    from classseg.data.augment import AUGMENT_PROFILES, augment_value_scale, build_augmenter
     from classseg.data.sequence import ArraySequence
     from classseg.data.skipped import skipped_files
     from classseg.evaluation.delivered import save_predictions
@@ -409,7 +420,10 @@ def train_joint(
     train, val, test = parts["train"], parts["val"], parts["test"]
     # the segmenter recipe's augmentation (issue 10); the class target is the *augmented* mask non-empty
     inputs = {name: joint_inputs(arrays, norm) for name, arrays in parts.items()}  # as the card will say
-    make_aug = partial(build_augmenter, RECIPE_AUGMENT, float_input=norm != "raw",
+    aug_config = AUGMENT_PROFILES[config.augment_profile]
+    if config.missing_sequence_p is not None:
+        aug_config = replace(aug_config, flair_for_missing_p=float(config.missing_sequence_p))
+    make_aug = partial(build_augmenter, aug_config, float_input=norm != "raw",
                        value_scale=augment_value_scale(norm)) if config.augment else None
     train_seq = ArraySequence(inputs["train"], train.masks, config.batch_size, shuffle=True, make_augmenter=make_aug,
                               seed=config.seed, target="both", workers=config.workers)
