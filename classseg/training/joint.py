@@ -125,7 +125,8 @@ class JointConfig:
         from classseg.data.augment import AUGMENT_PROFILES
 
         if self.augment_profile not in AUGMENT_PROFILES:
-            raise ValueError(f"unknown augment_profile {self.augment_profile!r}; choose one of {sorted(AUGMENT_PROFILES)}")
+            raise ValueError(f"unknown augment_profile {self.augment_profile!r}; "
+                             f"choose one of {sorted(AUGMENT_PROFILES)}")
         if self.missing_sequence_p is not None and not 0.0 <= self.missing_sequence_p <= 1.0:
             raise ValueError(f"missing_sequence_p must be in [0, 1], got {self.missing_sequence_p}")
         if self.architecture not in ARCHITECTURES:
