@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "NORMALIZATION"),
                         help="score this model file fed this normalisation")
     parser.add_argument("--run", nargs=2, action="append", default=[], metavar=("NAME", "RUN_DIR"),
-                        help="a train-segmenter run folder: its metrics.json (scored by the same function) as a row")
+                        help="a train-segmenter or classseg ensemble folder: its metrics.json (scored by the same "
+                             "function) as a row")
     parser.add_argument("--rows", nargs="+", type=Path, default=[],
                         help="earlier rows (JSON files written to --out) to include in the table")
     parser.add_argument("--img-size", type=int, default=128)
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from classseg import data as cdata
+    from classseg.models.card import read_card
     from classseg.training.segmenter import SegmenterConfig, _select, score_segmenter
 
     args = parse_args(argv)
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.out / f"{name}.json", {"run": run, "row": rows[-1]})
     for name, path, normalization in args.model:
         model = keras.models.load_model(path, compile=False)
-        config = SegmenterConfig(img_size=args.img_size, normalization=normalization)
+        card = read_card(path)  # slice context as the model's card says (the pipeline's reading)
+        config = SegmenterConfig(img_size=args.img_size, normalization=normalization,
+                                 context=card.context_slices if card else 0)
         scored = score_segmenter(model, config, val, test)
         row = row_of(name, normalization, scored)
         rows.append(row)

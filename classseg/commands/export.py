@@ -144,4 +144,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"classseg export: {ParityError(result)}")
         return 1
     _write_export_card(card, path, out, result)
+    if args.format == "onnx" and card is not None and card.ensemble:
+        return _export_members(card, path, args)
+    return 0
+
+
+def _export_members(card, path: Path, args: argparse.Namespace) -> int:
+    """An ensemble card's other members exported beside themselves (``<member>.onnx``), each parity-checked, so
+    that ``--backend onnx`` runs every member in ONNX Runtime without exporting them again."""
+    from classseg.models.export import export_onnx, load_model, sample_inputs
+    from classseg.models.predict import member_paths
+    from classseg.utils.guards import OutputError, check_output_file
+
+    try:
+        members = member_paths(path, card)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"classseg export: {err}") from None
+    for member in members:
+        try:
+            check_output_file(member.with_suffix(".onnx"), overwrite=getattr(args, "overwrite", False))
+        except OutputError as err:
+            raise SystemExit(f"classseg export: ensemble member: {err}") from None
+        model = load_model(member)
+        result = export_onnx(model, member.with_suffix(".onnx"), opset=args.opset, tolerance=args.tolerance,
+                             parity_inputs=sample_inputs(model, n=args.samples, seed=args.seed),
+                             raise_on_failure=False)
+        print(f"ensemble member {member.name}: {result.summary()}")
+        if not result.passed:
+            member.with_suffix(".onnx").unlink(missing_ok=True)
+            print(f"classseg export: ensemble member {member.name} failed its parity check")
+            return 1
     return 0

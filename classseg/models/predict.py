@@ -298,9 +298,11 @@ def member_paths(model_path: str | Path, card: Any) -> list[Path]:
 
 
 def _member_file(path: Path, backend: str) -> Path:
-    """A member's ``.keras`` file, or with ``backend="onnx"`` its ``.onnx`` export beside it when there is one."""
+    """A member's ``.keras`` file, or with ``backend="onnx"`` its ``.onnx`` export beside it when that is newer
+    (:func:`make_runner`'s rule; else :func:`make_runner` exports it)."""
     onnx = path.with_suffix(".onnx")
-    return onnx if backend == "onnx" and onnx.is_file() else path
+    newer = onnx.is_file() and onnx.stat().st_mtime >= path.stat().st_mtime
+    return onnx if backend == "onnx" and newer else path
 
 
 def ensemble_runner(model: ModelLike | Runner, card: Any, model_path: str | Path | None = None,

@@ -238,3 +238,24 @@ def test_ensemble_command_writes_a_card_the_pipeline_runs_as_the_mean(segmenter_
     with pytest.raises(SystemExit, match="overwrite"):
         main(["ensemble", str(first), str(second), "--data", str(data), "--splits", str(split_file),
               "--out", str(out), "--quiet"])
+
+
+def test_export_writes_every_members_onnx_and_the_pipeline_runs_them(tmp_path: Path) -> None:
+    from classseg.cli import main as cli
+    from classseg.models.resunet import build_gate_cnn
+    from classseg.pipeline import ClassSegPipeline
+
+    main, member = _models(tmp_path)
+    assert cli(["export", str(main)]) == 0
+    assert main.with_suffix(".onnx").is_file() and member.with_suffix(".onnx").is_file()
+    images = [np.random.default_rng(k).integers(0, 200, (SIZE, SIZE, 3), dtype=np.uint8) for k in range(3)]
+    gate = build_gate_cnn((SIZE, SIZE, 3), width=0.25)
+    masks = {}
+    for backend in ("keras", "onnx"):
+        pipe = ClassSegPipeline(gate, str(main), threshold=0.0, backend=backend)
+        if backend == "onnx":
+            runners = pipe.models["segmenter"].runner.runners
+            assert [Path(r.path).name for r in runners] == ["seg.onnx", "seg_member1.onnx"]
+        seg = pipe.models["segmenter"]
+        masks[backend] = seg.run(seg.prepare(images, ["p"] * 3, {}), 2)["mask"]
+    np.testing.assert_allclose(masks["onnx"], masks["keras"], atol=1e-4)
