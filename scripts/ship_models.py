@@ -1,6 +1,7 @@
 """Copy a trained segmenter and gate (with their model cards) into saved_models/ and write manifest.json.
 
     python scripts/ship_models.py --segmenter-run RUN --gate-run RUN [--out saved_models]
+    python scripts/ship_models.py --segmenter-run ENSEMBLE_DIR [--out saved_models]  # keeps the shipped gate
     python -m classseg.pipeline --test-dir data/sample/kaggle_3m --out OUT      # with the shipped files
     python scripts/ship_models.py --pipeline-run OUT [--out saved_models]      # adds its figures, no copy
     python scripts/ship_models.py --lineage STEPS.json                         # every training step, no copy
@@ -39,17 +40,37 @@ def _sha(path: Path) -> str:
     return sha256_file(path)[:16]
 
 
-def _copy_model(src: Path, dst: Path) -> dict:
+def _resave(src: Path, dst: Path):
     import keras
 
     model = keras.models.load_model(src, compile=False)
     model.save(dst)
     keras.models.load_model(dst, safe_mode=True, compile=False)  # the shipped file must load safely
+    return model
+
+
+def _copy_model(src: Path, dst: Path) -> dict:
+    """Re-save ``src`` as ``dst`` with its card; an ensemble card's members are re-saved beside ``dst`` under
+    their names and the card records their new SHA-256."""
+    from dataclasses import replace
+
+    from classseg.models.card import model_sha256
+
+    model = _resave(src, dst)
     card = read_card(src)
+    members = []
+    if card is not None and card.ensemble:
+        for entry in card.ensemble:
+            _resave(src.parent / entry["file"], dst.parent / entry["file"])
+            members.append({"file": entry["file"], "sha256": model_sha256(dst.parent / entry["file"])})
+        card = replace(card, ensemble=members)
     if card is not None:
         write_card(dst, card)
+    size = dst.stat().st_size + sum((dst.parent / m["file"]).stat().st_size for m in members)
     return {"file": dst.name, "card": f"{dst.stem}.card.json" if card else None, "sha256_16": _sha(dst),
-            "size_mb": round(dst.stat().st_size / 1e6, 2), "params": int(model.count_params())}
+            "size_mb": round(size / 1e6, 2), "params": int(model.count_params()),
+            **({"ensemble_members": [{"file": m["file"], "sha256_16": m["sha256"][:16]} for m in members]}
+               if members else {})}
 
 
 def main() -> None:
@@ -73,19 +94,24 @@ def main() -> None:
         return
 
     seg = read_json(args.segmenter_run / "metrics.json")
-    seg_training = read_json(args.segmenter_run / "training.json")
+    ensemble = seg.get("model") == "resunet ensemble"  # a classseg ensemble folder: its members' runs say more
+    seg_training = {} if ensemble else read_json(args.segmenter_run / "training.json")
+    previous = read_json(args.out / "manifest.json") if (args.out / "manifest.json").is_file() else {}
     manifest: dict = {
         "split_file": "data/splits/kaggle_3m_seed0.csv (patient-level over the 75 patients of kaggle_3m: "
                       "56 train / 12 val / 7 test; the 7 test patients are the bundled sample data/sample/kaggle_3m)",
         "selection": "every choice (variant, post-processing, gate threshold and rule) made on the val split only",
         "segmenter": {
             **_copy_model(args.segmenter_run / "segmenter.keras", args.out / "segmenter.keras"),
-            "architecture": "ResUNet (seed 002), sigmoid mask", "weights": seg["weights"],
-            "recipe": seg["recipe"], "config": seg_training["config"], "img_size": seg["img_size"],
-            "normalization": seg["normalization"], "epochs_run": seg["epochs_run"], "best_epoch": seg["best_epoch"],
-            "train_minutes": seg["train_minutes"], "machine": seg["machine"],
+            "architecture": "ResUNet (seed 002), sigmoid mask" + (": mean of an ensemble" if ensemble else ""),
+            "weights": seg.get("weights", "none (from scratch)"), "members": seg.get("members"),
+            "recipe": seg.get("recipe"), "config": seg_training.get("config"), "img_size": seg["img_size"],
+            "normalization": seg["normalization"], "context_slices": seg.get("context", 0),
+            "epochs_run": seg.get("epochs_run"), "best_epoch": seg.get("best_epoch"),
+            "train_minutes": seg.get("train_minutes"), "machine": seg["machine"],
             "training_backend": seg_training.get("backend"), "trained_on": seg_training.get("data_dir"),
-            "postprocess": seg["postprocess_chosen"], "postprocess_rule": seg["postprocess_rule"],
+            "postprocess": seg["postprocess_chosen"], "postprocess_rule": seg.get("postprocess_rule", seg.get(
+                "evaluated_on")),
             "tta": seg.get("tta", "none"), "postprocess_3d": seg.get("postprocess_3d"),
             "val_robustness": seg.get("val_robustness"),
             "scored_at": seg["scored_at"],
@@ -109,6 +135,11 @@ def main() -> None:
             "val": {k: _pick(v, CLS_KEYS) for k, v in gate["val"].items()},
             "test": {k: _pick(v, CLS_KEYS) for k, v in gate["test"].items()},
         }
+    elif "classifier" in previous and (args.out / "classifier.keras").is_file():
+        manifest["classifier"] = previous["classifier"]  # the gate stays as shipped
+    for stale in args.out.glob("segmenter.member*.keras"):  # members of an ensemble shipped before
+        if stale.name not in {m["file"] for m in manifest["segmenter"].get("ensemble_members", [])}:
+            stale.unlink()
     total = sum(p.stat().st_size for p in args.out.glob("*.keras")) / 1e6
     manifest["total_size_mb"] = round(total, 2)
     manifest["shipped_with"] = environment_info()
