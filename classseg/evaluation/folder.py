@@ -58,11 +58,11 @@ def _read_predictions(pred_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
     the warnings about rows dropped (exact repeats, repeated header lines). Rows that repeat an image with
     other values are refused (``ValueError`` naming the lines)."""
     path = pred_dir / "predictions.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no predictions.csv in the predictions folder")
     if is_unfinished(pred_dir):
         raise ValueError(f"{pred_dir} is the unfinished output of an interrupted run (it carries "
                          f"{UNFINISHED_MARKER}); its files are not trusted: run the same pipeline command again")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions.csv in the predictions folder")
     # file names are bytes on POSIX: undecodable ones travel as surrogates, as the pipeline wrote them
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
