@@ -20,7 +20,10 @@ file as they come. Memory holds one chunk (or one patient) of slices at model si
 holds in all (``benchmarks/pipeline_memory.py``); progress is shown per slice.
 
 Reliability: ``out`` may not lie inside ``test_dir`` nor inside any folder reached from it through
-symbolic links; it is locked while the run writes it (:class:`classseg.utils.atomic.OutputLock`: a second run
+symbolic links (unless ``out_inside_test_dir``); it carries :data:`classseg.utils.guards.OUTPUT_MARKER` from
+the start and every PNG it gets is tagged (:func:`classseg.data.io.tag_png`), so neither it nor any earlier
+output is ever read back as input (the walker skips them; ``summary.json``'s ``data.outputs_not_read``);
+it is locked while the run writes it (:class:`classseg.utils.atomic.OutputLock`: a second run
 into the same ``out`` is refused in one line naming the first, by pid and host); a finished output is
 replaced only with ``overwrite``. Each model is checked against its role (:mod:`classseg.models.check`)
 and its card against the model (:func:`classseg.models.card.check_card`: another model's card is refused;
