@@ -58,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = " ".join(["classseg", args.command, *([args.data_command] if getattr(args, "data_command", None) else [])])
+    if getattr(args, "allow_missing", False):  # --allow-missing reaches every split the command applies
+        from classseg.data.splits import missing_patients_allowed
+
+        with missing_patients_allowed():
+            return _dispatch(args, prog)
+    return _dispatch(args, prog)
+
+
+def _dispatch(args: argparse.Namespace, prog: str) -> int:
+    """Run the parsed command: its output lock where it takes one, Ctrl-C and ``OSError`` as one line."""
     try:
         out = getattr(args, "out", None)
         if args.command in LOCKED_COMMANDS and out:

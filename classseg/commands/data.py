@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     link.add_argument("--splits", required=True, help="patient_id,split CSV")
     link.add_argument("--out", required=True, help="folder to create (symbolic links to patient folders)")
     link.add_argument("--overwrite", action="store_true", help="replace the links of an existing --out")
+    link.add_argument("--allow-missing", action="store_true",
+                      help="link what there is when the split file lists patients the data lacks (refused otherwise)")
     link.add_argument("--split", default="train,val,test",
                       help="comma-separated splits to link (default: train,val,test)")
     link.set_defaults(func=run_link)
@@ -120,6 +122,10 @@ def run_link(args: argparse.Namespace) -> int:
     listed = set(splits.loc[splits["split"].isin(wanted), "patient_id"].astype(str))
     left_out = [f for f in folders if f not in {pid.split("/")[0] for pid in listed}]
     absent = sorted(pid for pid in listed if not (data_dir / pid).is_dir())
+    if absent and not getattr(args, "allow_missing", False):
+        raise SystemExit(f"classseg data link: {len(absent)} of {len(listed)} patient(s) of {', '.join(wanted)} listed "
+                         f"in {args.splits} have no folder in {data_dir} (e.g. {', '.join(absent[:3])}); nothing was "
+                         "linked: use the split file made for this data, or pass --allow-missing to link the others")
     try:
         out = link_patients(data_dir, splits, wanted, Path(args.out), overwrite=getattr(args, "overwrite", False))
     except (FileExistsError, OSError) as err:

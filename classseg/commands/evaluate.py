@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from classseg.commands.options import command_parser
@@ -26,6 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also write OUT/evaluation.json (with per-slice figures) and OUT/per_slice.csv")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace evaluation.json / per_slice.csv already in --out")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score even where predictions.csv and --truth cover different slices (rows for images "
+                             "absent from --truth left out, truth slices without a row not scored); said in the "
+                             "output's warnings")
     parser.add_argument("--hd95", choices=("pooled", "max"), default="pooled",
                         help="HD95: both directed distances pooled (medpy, default) or the larger one-way "
                              "95th percentile (MONAI)")
@@ -86,9 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_out(args)  # before the scoring: a refused --out costs nothing
     try:
-        result = evaluate_folder(args.pred_dir, args.truth, hd95_pooling=args.hd95)
+        result = evaluate_folder(args.pred_dir, args.truth, hd95_pooling=args.hd95,
+                                 allow_partial=getattr(args, "allow_partial", False))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"classseg evaluate: {err}") from None
+    for warning in result["warnings"]:
+        print(f"classseg evaluate: warning: {warning}", file=sys.stderr)
     if args.out is not None:
         _write(args, result)
     if args.json:

@@ -63,11 +63,14 @@ def add_data_dir(parser: argparse.ArgumentParser, help: str | None = None) -> No
 
 def add_run_options(parser: argparse.ArgumentParser, out: str, seed: int, strategy: str | None = None,
                     quiet: str | None = None) -> None:
-    """The options of a training command's run: ``--splits``, ``--seed`` (default ``seed``, the config's),
-    ``--out`` (default ``out``), ``--overwrite``, ``--strategy`` (with its help text; left out when None)
-    and ``--quiet``."""
+    """The options of a training command's run: ``--splits`` (with ``--allow-missing``), ``--seed`` (default
+    ``seed``, the config's), ``--out`` (default ``out``), ``--overwrite``, ``--strategy`` (with its help text;
+    left out when None) and ``--quiet``."""
     parser.add_argument("--splits", default=None, metavar="FILE",
                         help="patient_id,split CSV (default: computed from --seed)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="go on when the split file lists patients the data lacks (refused otherwise; said "
+                             "on the console)")
     parser.add_argument("--seed", type=int, default=seed,
                         help="seed of the split and the training (default %(default)s)")
     parser.add_argument("--out", default=out, metavar="DIR", help="run folder (default: %(default)s)")

@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "split_patients with the profile's fractions, 0.70/0.15/0.15, and --seed). Any split is "
                         "refused, before any work, when one of its val/test patients was a train/val patient of "
                         "the weights the run starts from (shipped or --init; their model card names that split)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="go on when --splits lists patients the data lacks (refused otherwise; recorded in "
+                        "split/split_rule.json)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--weights", default=None,
                    help="override the profile's phase-1 weights: imagenet | none | shipped | PATH")

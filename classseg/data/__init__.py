@@ -8,6 +8,7 @@ from classseg.data.discovery import discover, slice_number, summarize
 from classseg.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, is_mask_file, read_image, read_mask
 from classseg.data.splits import (
     apply_splits,
+    check_listed_patients,
     kfold_patients,
     link_patients,
     load_splits,
@@ -33,7 +34,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "DEFAULT_DATA_DIR", "IMAGE_EXTENSIONS", "AugmentConfig", "FoundImage", "link_patients", "natural_key",
-    "walk_images", "ImageReadError", "SliceArrays", "apply_splits",
+    "walk_images", "ImageReadError", "SliceArrays", "apply_splits", "check_listed_patients",
     "build_augmenter", "classification_dataset", "default_data_dir", "discover", "is_image_file", "is_mask_file",
     "kfold_patients", "load_arrays", "load_splits", "read_image", "read_mask", "resize_image", "resize_mask",
     "resolve_splits", "save_splits", "segmentation_dataset", "slice_number", "split_patients", "split_table",

@@ -42,6 +42,35 @@ def mask_path_for(image_path: str | Path) -> Path | None:
     return None
 
 
+#: PNG ``tEXt`` chunk (keyword ``Software``) that every PNG the pipeline writes carries (masks, overlays): the
+#: folder walker never reads such a file as an input slice, wherever it was copied.
+PIPELINE_PNG_TEXT = b"Software\x00classseg pipeline output"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_END = 8 + 25  # signature + the IHDR chunk (length, type, 13 bytes, CRC), always first
+
+
+def tag_png(data: bytes) -> bytes:
+    """``data`` (an encoded PNG) with the :data:`PIPELINE_PNG_TEXT` chunk right after its header."""
+    import struct
+    import zlib
+
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    chunk = (struct.pack(">I", len(PIPELINE_PNG_TEXT)) + b"tEXt" + PIPELINE_PNG_TEXT
+             + struct.pack(">I", zlib.crc32(b"tEXt" + PIPELINE_PNG_TEXT) & 0xFFFFFFFF))
+    return data[:_IHDR_END] + chunk + data[_IHDR_END:]
+
+
+def is_pipeline_png(path: str | Path) -> bool:
+    """True for a PNG written by the pipeline (:func:`tag_png`); reads only the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_IHDR_END + 12 + len(PIPELINE_PNG_TEXT))
+    except OSError:
+        return False
+    return head.startswith(_PNG_SIGNATURE) and head[_IHDR_END + 8:].startswith(PIPELINE_PNG_TEXT)
+
+
 def _read_raw(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.exists():

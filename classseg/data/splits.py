@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,55 @@ from classseg.utils.atomic import atomic_to_csv
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
+
+#: Whether a split file may list patients the data lacks (``--allow-missing``); see
+#: :func:`missing_patients_allowed`.
+_ALLOW_MISSING: ContextVar[bool] = ContextVar("classseg_allow_missing_patients", default=False)
+
+
+@contextlib.contextmanager
+def missing_patients_allowed(allowed: bool = True) -> Iterator[None]:
+    """Within the block, :func:`apply_splits` goes on without listed patients the data lacks (with a warning)
+    instead of refusing: what ``--allow-missing`` sets for a whole command, down to the trainers."""
+    token = _ALLOW_MISSING.set(allowed)
+    try:
+        yield
+    finally:
+        _ALLOW_MISSING.reset(token)
+
+
+def check_listed_patients(df: pd.DataFrame, splits: pd.DataFrame, allow_missing: bool | None = None,
+                          source: str = "the split file") -> dict[str, object]:
+    """Refuse (``ValueError``, with counts per split) when ``splits`` lists patients that ``df`` lacks.
+
+    A split would then shrink silently (a test set of 12 patients scored on 9). ``allow_missing`` (None:
+    :func:`missing_patients_allowed`) goes on with a warning, except where a split that lists patients
+    would keep none of them (always refused: nothing of it could be trained on or scored). Returns
+    ``{"missing": n, "listed": n, "per_split": {split: [missing, listed]}, "examples": [...]}`` (``missing``
+    0 when all are present), which callers record.
+    """
+    allow = _ALLOW_MISSING.get() if allow_missing is None else allow_missing
+    present = set(df["patient_id"].astype(str))
+    table = splits.assign(patient_id=splits["patient_id"].astype(str))
+    absent = table[~table["patient_id"].isin(present)]
+    per_split = {name: [int((absent["split"] == name).sum()), int((table["split"] == name).sum())]
+                 for name in SPLITS if (table["split"] == name).any()}
+    info: dict[str, object] = {"missing": len(absent), "listed": len(table), "per_split": per_split,
+                               "examples": sorted(absent["patient_id"])[:5]}
+    if absent.empty:
+        return info
+    counts = ", ".join(f"{name} {m} of {n}" for name, (m, n) in per_split.items())
+    what = (f"{len(absent)} of {len(table)} patient(s) listed in {source} are not in the data ({counts} missing; "
+            f"e.g. {', '.join(info['examples'][:3])})")
+    emptied = [name for name, (m, n) in per_split.items() if m == n]
+    if emptied:
+        raise ValueError(f"{what}: the {' and '.join(emptied)} split(s) would be empty; use the split file made "
+                         "for this data (`classseg data split`)")
+    if not allow:
+        raise ValueError(f"{what}: the splits would lose them silently; use the split file made for this data "
+                         "(`classseg data split`), or pass --allow-missing to go on without them")
+    log.warning("%s; going on without them (--allow-missing)", what)
+    return info
 
 
 def _patient_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -122,11 +173,14 @@ def load_splits(path: str | Path) -> pd.DataFrame:
     return splits[["patient_id", "split"]]
 
 
-def apply_splits(df: pd.DataFrame, splits: pd.DataFrame, only_listed: bool = False) -> pd.DataFrame:
+def apply_splits(df: pd.DataFrame, splits: pd.DataFrame, only_listed: bool = False,
+                 allow_missing: bool | None = None, source: str = "the split file") -> pd.DataFrame:
     """Add the ``split`` column to a slice table.
 
     Every patient must be in the split table, unless ``only_listed``: then the patients it does not
-    list are left out (a warning says how many; ``attrs["left_out_patients"]`` lists them).
+    list are left out (a warning says how many; ``attrs["left_out_patients"]`` lists them). Every
+    patient the table lists must be in the data, unless ``allow_missing`` (:func:`check_listed_patients`;
+    ``attrs["missing_listed_patients"]`` records what was missing).
     """
     lookup = dict(zip(splits["patient_id"], splits["split"]))
     missing = sorted(set(df["patient_id"]) - set(lookup))
@@ -134,10 +188,12 @@ def apply_splits(df: pd.DataFrame, splits: pd.DataFrame, only_listed: bool = Fal
         raise ValueError(f"{len(missing)} patient(s) are not in the split file, e.g. {missing[:3]}; "
                          "make a split for this data with `classseg data split`, or keep only the split's "
                          "patients with `classseg data link DATA --splits FILE --out DIR`")
+    missing_listed = check_listed_patients(df, splits, allow_missing, source)
     out = df[~df["patient_id"].isin(missing)].copy() if missing else df.copy()
     out["split"] = out["patient_id"].map(lookup)
     out.attrs.update(df.attrs)
     out.attrs["left_out_patients"] = missing
+    out.attrs["missing_listed_patients"] = missing_listed
     if missing:
         log.warning("%d patient(s) not in the split file were left out (%d kept), e.g. %s", len(missing),
                     out["patient_id"].nunique(), ", ".join(missing[:3]))
@@ -145,19 +201,22 @@ def apply_splits(df: pd.DataFrame, splits: pd.DataFrame, only_listed: bool = Fal
 
 
 def resolve_splits(df: pd.DataFrame, splits_path: str | Path | None = None, seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), only_listed: bool = False
-                   ) -> pd.DataFrame:
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), only_listed: bool = False,
+                   allow_missing: bool | None = None) -> pd.DataFrame:
     """The slice table with a ``split`` column: from ``splits_path`` if given, else computed.
 
-    ``only_listed``: keep only the patients the split file lists (see :func:`apply_splits`).
+    ``only_listed``: keep only the patients the split file lists (see :func:`apply_splits`);
+    ``allow_missing``: go on without listed patients the data lacks (:func:`check_listed_patients`).
     Files that discovery skipped (``df.attrs["skipped"]``) are reported on the console (logger
     ``classseg.data``), so no training command passes over them silently.
     """
     from classseg.data.skipped import log_skipped
 
     log_skipped(df, "not used for training")
-    splits = load_splits(splits_path) if splits_path else split_patients(df, fractions, seed)
-    return apply_splits(df, splits, only_listed=only_listed)
+    if not splits_path:
+        return apply_splits(df, split_patients(df, fractions, seed), only_listed=only_listed)
+    return apply_splits(df, load_splits(splits_path), only_listed=only_listed, allow_missing=allow_missing,
+                        source=str(splits_path))
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,10 @@ Used by :func:`classseg.data.discover` (training data) and by the pipeline's inp
   ``<stem>`` and never an input; a mask without its image is listed as skipped. When two images share
   a stem beside one mask (``x_1.tif``, ``x_1.png``, ``x_1_mask.tif``) the mask goes to the image of its
   own extension and the other is left unpaired with a note (:func:`pair_mask`): never paired silently.
+* Never its own outputs: a folder carrying the pipeline's marker (:data:`classseg.utils.guards.OUTPUT_MARKER`),
+  or laid out as a pipeline output (``predictions.csv`` + ``summary.json`` + ``masks/``, as older runs left
+  them), is not entered, and a PNG the pipeline wrote (:func:`classseg.data.io.is_pipeline_png`) is not an
+  input; each is listed as skipped with a reason starting :data:`WRITTEN_BY_CLASSSEG`.
 * Metadata files (``data.csv``, README, licence) and hidden files are ignored silently; any other
   file is listed as skipped with the reason.
 * Patient = the folder holding the slice, named by its path relative to the walked folder
@@ -26,13 +30,32 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from classseg.data.io import MASK_SUFFIX, is_image_file, is_mask_file, mask_path_for
+from classseg.data.io import MASK_SUFFIX, is_image_file, is_mask_file, is_pipeline_png, mask_path_for
+from classseg.utils.guards import OUTPUT_MARKER
 
-__all__ = ["GROUPING_RULE", "METADATA_FILES", "FoundImage", "grouping", "natural_key", "pair_mask", "patient_of",
+__all__ = ["GROUPING_RULE", "METADATA_FILES", "WRITTEN_BY_CLASSSEG", "FoundImage", "grouping", "natural_key",
+           "output_folder_reason", "pair_mask", "patient_of",
            "walk_following_links", "walk_images"]
 
 #: Files that belong to a dataset but are not slices (compared in lower case).
 METADATA_FILES = frozenset({"data.csv", "readme.md", "readme.txt", "license", "license.txt", "attribution.md"})
+
+
+#: How the reason of a skipped file or folder that classseg itself wrote begins.
+WRITTEN_BY_CLASSSEG = "written by classseg"
+
+
+def output_folder_reason(folder: str | Path, filenames: Collection[str] | None = None) -> str | None:
+    """Why ``folder`` is a classseg output and never an input (its marker, or a pipeline output's layout),
+    or None."""
+    folder = Path(folder)
+    names = set(filenames) if filenames is not None else {p.name for p in folder.iterdir()}
+    if OUTPUT_MARKER in names:
+        return f"{WRITTEN_BY_CLASSSEG}: an output folder (it carries {OUTPUT_MARKER}); not read as input"
+    if {"predictions.csv", "summary.json"} <= names and (folder / "masks").is_dir():
+        return (f"{WRITTEN_BY_CLASSSEG}: a pipeline output folder (predictions.csv, summary.json, masks/); "
+                "not read as input")
+    return None
 
 
 @dataclass(frozen=True)
@@ -141,8 +164,13 @@ def walk_images(root: str | Path) -> tuple[list[FoundImage], list[dict[str, str]
     root = Path(root)
     found: list[FoundImage] = []
     skipped: list[dict[str, str]] = []
-    for dirpath, _, filenames in walk_following_links(root, skip_hidden=True):
+    for dirpath, dirnames, filenames in walk_following_links(root, skip_hidden=True):
         folder = Path(dirpath)
+        reason = output_folder_reason(folder, filenames)
+        if reason is not None:  # an output of an earlier run: neither it nor anything below it is input
+            dirnames[:] = []
+            skipped.append({"path": folder.relative_to(root).as_posix() + "/", "reason": reason})
+            continue
         stems = {Path(n).stem for n in filenames if is_image_file(n) and not is_mask_file(n)}
         for name in filenames:
             if name.startswith(".") or name.lower() in METADATA_FILES:
@@ -155,6 +183,10 @@ def walk_images(root: str | Path) -> tuple[list[FoundImage], list[dict[str, str]
             elif is_mask_file(path):
                 if path.stem[: -len(MASK_SUFFIX)] not in stems:
                     skipped.append({"path": relative.as_posix(), "reason": "ground-truth mask without its image"})
+            elif path.suffix.lower() == ".png" and is_pipeline_png(path):
+                skipped.append({"path": relative.as_posix(),
+                                "reason": f"{WRITTEN_BY_CLASSSEG}: a mask or overlay the pipeline wrote; not read "
+                                          "as input"})
             else:
                 mask, note = pair_mask(path, filenames)  # the same stem twice beside one mask: never silent
                 found.append(FoundImage(path, relative, patient_of(relative, root), mask, note))

@@ -16,6 +16,15 @@ rule of every command (:data:`classseg.data.io.MASK_RULE`): a mask that breaks i
 naming it, never left out of the figures. Patients without a ``patient`` column are the truth folder's
 patient folders by their relative path (:func:`classseg.data.walk.patient_of`).
 
+Rows that would be counted wrong are refused before scoring, with counts and examples (line numbers of
+``predictions.csv``): the unfinished output of an interrupted run; rows that repeat an image with other
+values (two runs concatenated); rows for images that are not in the truth folder; rows whose ``patient``
+is not the truth folder's patient of that image; slices of the truth folder with ground truth that have
+no row (the figures would be those of a subset). Exact repeats of a row and repeated header lines are
+dropped with a warning naming their lines. ``allow_partial`` scores anyway where the predictions and the
+truth folder cover different slices (rows for absent images left out, truth slices without a row not
+scored); the result's ``warnings`` say so.
+
 Detection counts the slice's final call (issue 19): the ``final_call`` column (``tumor`` /
 ``no_tumor``, the gate rule's call: :func:`classseg.delivery.rules.final_calls`) when every scored row
 has one, which is what the pipeline's ``metrics.json`` counts; a folder without it falls back to "the
@@ -31,24 +40,94 @@ from typing import Any
 import numpy as np
 
 from classseg.data.io import ImageReadError, read_mask
-from classseg.data.walk import pair_mask, patient_of
+from classseg.data.walk import pair_mask, patient_of, walk_images
 from classseg.evaluation.scores import ScoreAccumulator
+from classseg.utils.guards import UNFINISHED_MARKER, is_unfinished
 
 #: What the detection figures counted (``detection_source`` of :func:`evaluate_folder`).
 DETECTION_FROM_CALLS = "final_call column (the gate rule's final call)"
 DETECTION_FROM_MASKS = "predicted mask non-empty (no final_call column in predictions.csv)"
 
 
-def _read_predictions(pred_dir: Path) -> list[dict[str, str]]:
+def _examples(items: list[str], n: int = 3) -> str:
+    return "; ".join(items[:n]) + ("; ..." if len(items) > n else "")
+
+
+def _read_predictions(pred_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of ``predictions.csv`` (each with its line number under ``"_line"``), one per image, and
+    the warnings about rows dropped (exact repeats, repeated header lines). Rows that repeat an image with
+    other values are refused (``ValueError`` naming the lines)."""
     path = pred_dir / "predictions.csv"
+    if is_unfinished(pred_dir):
+        raise ValueError(f"{pred_dir} is the unfinished output of an interrupted run (it carries "
+                         f"{UNFINISHED_MARKER}); its files are not trusted: run the same pipeline command again")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no predictions.csv in the predictions folder")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"image", "mask_path"} - set(rows[0] if rows else {"image": "", "mask_path": ""})
+    # file names are bytes on POSIX: undecodable ones travel as surrogates, as the pipeline wrote them
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = []
+        for row in reader:
+            rows.append({**row, "_line": str(reader.line_num)})
+    missing = {"image", "mask_path"} - set(header)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return rows
+    warnings: list[str] = []
+    headers = [r["_line"] for r in rows if all(r.get(k) == k for k in header)]
+    if headers:
+        warnings.append(f"{path}: {len(headers)} repeated header line(s) dropped (line(s) {', '.join(headers[:5])}; "
+                        "two files concatenated?)")
+        rows = [r for r in rows if not all(r.get(k) == k for k in header)]
+    first: dict[str, dict[str, str]] = {}
+    repeats, conflicts = [], []
+    for row in rows:
+        seen = first.get(row["image"])
+        if seen is None:
+            first[row["image"]] = row
+        elif {k: v for k, v in seen.items() if k != "_line"} == {k: v for k, v in row.items() if k != "_line"}:
+            repeats.append(f"line {row['_line']} repeats line {seen['_line']} ({row['image']})")
+        else:
+            conflicts.append(f"lines {seen['_line']} and {row['_line']} ({row['image']})")
+    if conflicts:
+        raise ValueError(f"{path}: {len(conflicts)} image(s) have several rows that disagree ({_examples(conflicts)}): "
+                         "predictions of different runs concatenated? Keep one row per image")
+    if repeats:
+        warnings.append(f"{path}: {len(repeats)} duplicated row(s) dropped, each scored once ({_examples(repeats)})")
+    return list(first.values()), warnings
+
+
+def _check_coverage(rows: list[dict[str, str]], truth_dir: Path, allow_partial: bool) -> tuple[set[str], list[str]]:
+    """The images of ``rows`` that are absent from ``truth_dir`` (neither the image nor its mask there), and
+    warnings. Refused (``ValueError`` with counts) unless ``allow_partial``: absent images, and truth slices
+    with ground truth that have no row; always refused: a ``patient`` column that names another patient
+    than the truth folder does."""
+    found, _ = walk_images(truth_dir)
+    truth = {item.relative.as_posix(): item for item in found}
+    absent = sorted(r["image"] for r in rows
+                    if r["image"] not in truth and pair_mask(truth_dir / r["image"])[0] is None)
+    listed = {r["image"] for r in rows}
+    unlisted = sorted(name for name, item in truth.items() if item.mask_path is not None and name not in listed)
+    other = [f"{r['image']} (line {r['_line']}): {r['patient']!r} in predictions.csv, {truth[r['image']].patient!r} "
+             f"in {truth_dir}" for r in rows
+             if r.get("patient") and r["image"] in truth and len(Path(r["image"]).parts) > 1
+             and r["patient"] != truth[r["image"]].patient]  # a loose slice's patient is its folder's own name
+    if other:
+        raise ValueError(f"{len(other)} row(s) of predictions.csv name another patient than the truth folder "
+                         f"({_examples(other)}): per-patient figures would group the slices wrongly; is --truth "
+                         "the folder these predictions were made on?")
+    problems = []
+    if absent:
+        problems.append(f"{len(absent)} of {len(rows)} row(s) of predictions.csv name images that are not in "
+                        f"{truth_dir} ({_examples(absent)})")
+    if unlisted:
+        patients = sorted({truth[name].patient for name in unlisted})
+        problems.append(f"{len(unlisted)} slice(s) with ground truth in {truth_dir}, of {len(patients)} patient(s) "
+                        f"({_examples(patients)}), have no row in predictions.csv")
+    if problems and not allow_partial:
+        raise ValueError("; ".join(problems) + ": the figures would be those of another set of slices; is --truth "
+                         "the folder these predictions were made on? (--allow-partial scores the slices both have)")
+    return set(absent), [f"partial: {p}" for p in problems]
 
 
 def _gate_threshold(pred_dir: Path) -> float | None:
@@ -66,15 +145,21 @@ def _gate_threshold(pred_dir: Path) -> float | None:
     return None
 
 
-def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: str = "pooled") -> dict[str, Any]:
-    """Scores of a predictions folder: the :class:`Scores` fields, ``per_patient``, ``per_slice`` and counts.
+def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: str = "pooled",
+                    allow_partial: bool = False) -> dict[str, Any]:
+    """Scores of a predictions folder: the :class:`Scores` fields, ``per_patient``, ``per_slice``, counts and
+    ``warnings`` (rows dropped, a partial score).
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file for missing or unreadable inputs.
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file for missing or unreadable inputs and for
+    rows that would be counted wrong (see the module docstring; ``allow_partial`` for differing coverage).
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
-    rows = _read_predictions(pred_dir)
+    rows, warnings = _read_predictions(pred_dir)
+    absent, partial = _check_coverage(rows, truth_dir, allow_partial)
+    warnings += partial
+    rows = [r for r in rows if r["image"] not in absent]
     acc = ScoreAccumulator(hd95_pooling=hd95_pooling)
     images, probs, verdicts, finals = [], [], [], []
     skipped = {"not_ok": 0, "no_ground_truth": 0}
@@ -119,4 +204,5 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
     source = DETECTION_FROM_CALLS if has_calls else DETECTION_FROM_MASKS
     return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice, "pred_dir": str(pred_dir),
             "truth_dir": str(truth_dir),
-            "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"]}
+            "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"],
+            "rows_for_absent_images": len(absent), "warnings": warnings}

@@ -169,4 +169,4 @@ def fine_tune(model: keras.Model, n_layers: int) -> keras.Model:
 
 def load_classifier(path: str | Path) -> keras.Model:
     """Load a saved ``classifier.keras`` (custom layers are registered by this module)."""
-    return keras.models.load_model(path, compile=False)
+    return keras.models.load_model(path, compile=False, safe_mode=True)  # a Lambda in the file never runs

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the finished output of an earlier run in --out (only the files the pipeline "
                              "writes; a folder holding anything else is refused)")
+    parser.add_argument("--out-inside-test-dir", action="store_true",
+                        help="allow --out inside --test-dir (refused otherwise); the pipeline never reads its own "
+                             "outputs as inputs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> FolderPredictionConfig:
     dataclass's defaults)."""
     given = vars(args)
     overlays = not given.get("no_overlays", False)
-    names = ("out", "classifier", "segmenter", "joint", "threshold", "gate_rule", "batch_size", "backend", "overwrite")
+    names = ("out", "classifier", "segmenter", "joint", "threshold", "gate_rule", "batch_size", "backend", "overwrite",
+             "out_inside_test_dir")
     return FolderPredictionConfig(test_dir=args.test_dir, overlays=overlays,
                                   **{name: given[name] for name in names if name in given})
 

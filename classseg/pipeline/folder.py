@@ -20,7 +20,10 @@ file as they come. Memory holds one chunk (or one patient) of slices at model si
 holds in all (``benchmarks/pipeline_memory.py``); progress is shown per slice.
 
 Reliability: ``out`` may not lie inside ``test_dir`` nor inside any folder reached from it through
-symbolic links; it is locked while the run writes it (:class:`classseg.utils.atomic.OutputLock`: a second run
+symbolic links (unless ``out_inside_test_dir``); it carries :data:`classseg.utils.guards.OUTPUT_MARKER` from
+the start and every PNG it gets is tagged (:func:`classseg.data.io.tag_png`), so neither it nor any earlier
+output is ever read back as input (the walker skips them; ``summary.json``'s ``data.outputs_not_read``);
+it is locked while the run writes it (:class:`classseg.utils.atomic.OutputLock`: a second run
 into the same ``out`` is refused in one line naming the first, by pid and host); a finished output is
 replaced only with ``overwrite``. Each model is checked against its role (:mod:`classseg.models.check`)
 and its card against the model (:func:`classseg.models.card.check_card`: another model's card is refused;
@@ -54,7 +57,7 @@ from typing import IO, Any
 import numpy as np
 
 from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
-from classseg.data.walk import grouping
+from classseg.data.walk import WRITTEN_BY_CLASSSEG, grouping, output_folder_reason
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
 from classseg.models.check import ModelCheckError
@@ -73,12 +76,14 @@ from classseg.pipeline.outputs import (
 from classseg.utils.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
 from classseg.utils.environment import environment_info
 from classseg.utils.guards import (
+    OUTPUT_MARKER,
     UNFINISHED_MARKER,
     OutputError,
     check_can_create,
     check_not_inside,
     is_unfinished,
     mark_finished,
+    mark_output,
     mark_unfinished,
 )
 from classseg.utils.jsonio import write_json
@@ -91,7 +96,7 @@ TRAIN_HINT = ("train them first: `classseg run-all` (everything), or `classseg t
 
 #: What the pipeline writes into --out; --overwrite removes these (and nothing else) from a finished output.
 OUTPUT_ENTRIES = ("predictions.csv", "skipped.csv", "summary.json", "metrics.json", "metrics.md", "masks",
-                  "overlays", "onnx", UNFINISHED_MARKER)
+                  "overlays", "onnx", UNFINISHED_MARKER, OUTPUT_MARKER)
 
 
 
@@ -120,6 +125,8 @@ class FolderPredictionConfig:
       and mask outputs, instead of both.
     - ``threshold`` / ``gate_rule``: None = the gate's model card (else its JSON sidecar / 0.5, ``gate``).
     - ``overlays``: write overlay PNGs; ``overwrite``: replace the finished output of an earlier run.
+    - ``out_inside_test_dir``: allow ``out`` inside ``test_dir`` (refused otherwise); its files are never
+      read as inputs (nor is any pipeline output folder or PNG the pipeline wrote, whatever this says).
 
     Where the folder has ground truth the segmenter is also scored on every slice (``segment_all``).
     """
@@ -135,6 +142,7 @@ class FolderPredictionConfig:
     backend: str = "keras"
     overlays: bool = True
     overwrite: bool = False
+    out_inside_test_dir: bool = False
 
 
 @dataclass
@@ -194,9 +202,10 @@ class FolderResult:
         return self.exit_code
 
 
-def _resolve_out(out: Path | None, test_dir: Path) -> Path:
-    """The output folder's absolute path; refused inside the test folder (also through symbolic links).
-    Nothing is created or removed here (see :func:`_prepare_out`, under the output lock)."""
+def _resolve_out(out: Path | None, test_dir: Path, inside_allowed: bool = False) -> Path:
+    """The output folder's absolute path; refused inside the test folder (also through symbolic links)
+    unless ``inside_allowed``. Nothing is created or removed here (see :func:`_prepare_out`, under the
+    output lock)."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path.cwd() / f"classseg_out_{stamp}"
@@ -205,13 +214,19 @@ def _resolve_out(out: Path | None, test_dir: Path) -> Path:
             n += 1
             out = Path.cwd() / f"classseg_out_{stamp}_{n}"
     resolved = out.resolve()
-    if resolved == test_dir or test_dir in resolved.parents:
-        raise PredictionRefused(f"refusing to write into the test folder: output {resolved} is inside {test_dir}; "
-                         "choose --out elsewhere")
-    try:  # also patient folders reached through symbolic links
-        check_not_inside(resolved, test_dir, "the test folder")
-    except OutputError as err:
-        raise PredictionRefused(str(err)) from None
+    if resolved == test_dir:
+        raise PredictionRefused(f"refusing to write into the test folder itself: output {resolved}; choose --out "
+                                "elsewhere")
+    if not inside_allowed:
+        hint = ("choose --out elsewhere (or pass --out-inside-test-dir: the output is then never read as "
+                "input)")
+        if test_dir in resolved.parents:
+            raise PredictionRefused(f"refusing to write into the test folder: output {resolved} is inside "
+                                    f"{test_dir}; {hint}")
+        try:  # also patient folders reached through symbolic links
+            check_not_inside(resolved, test_dir, "the test folder")
+        except OutputError as err:
+            raise PredictionRefused(str(err).replace("choose --out elsewhere", hint)) from None
     if resolved.exists() and not resolved.is_dir():
         raise PredictionRefused(f"output {resolved} already exists and is not a folder; choose another --out")
     return resolved
@@ -468,7 +483,8 @@ def evaluate_variants(truths: Sequence[np.ndarray], delivered: Sequence[np.ndarr
 
 def _open_rows(out: Path) -> tuple[IO, Path]:
     tmp = temp_path_for(out / "predictions.csv")
-    f = open(tmp, "w", newline="")  # noqa: SIM115 - closed in _stream
+    # file names are bytes on POSIX: one that is not UTF-8 is written back as the same bytes
+    f = open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed in _stream
     return f, tmp
 
 
@@ -485,13 +501,18 @@ def predict_folder(config: FolderPredictionConfig) -> FolderResult:
         raise PredictionRefused(f"--threshold {config.threshold}: must be between 0 and 1")
     if config.batch_size < 1:
         raise PredictionRefused(f"--batch-size {config.batch_size}: must be at least 1")
-    out = _resolve_out(config.out, test_dir)
+    own = output_folder_reason(test_dir)
+    if own is not None:
+        raise PredictionRefused(f"--test-dir {test_dir} is itself {own.split(': ', 1)[1].split(';')[0]}; give the "
+                                "folder of the input slices")
+    out = _resolve_out(config.out, test_dir, config.out_inside_test_dir)
     try:
         check_can_create(out)  # before the models load: an unwritable --out is one line, not a traceback
     except OutputError as err:
         raise PredictionRefused(str(err)) from None
     models = _resolve_models(config)
     inputs, skipped = find_inputs(test_dir)
+    inputs, skipped = _without_out(inputs, skipped, out, test_dir)
     if not inputs:
         raise PredictionRefused(f"no images (.tif/.tiff/.png/.jpg/.jpeg) found in {test_dir}")
     try:
@@ -502,6 +523,22 @@ def predict_folder(config: FolderPredictionConfig) -> FolderResult:
         return _predict_locked(config, test_dir, out, models, inputs, skipped)
     finally:
         lock.release()
+
+
+def _without_out(inputs: list[InputSlice], skipped: list[dict[str, str]], out: Path, test_dir: Path
+                 ) -> tuple[list[InputSlice], list[dict[str, str]]]:
+    """The inputs outside ``out`` (which may lie in the test folder with ``out_inside_test_dir``, before it
+    carries its marker), the ones inside it added to the skipped files."""
+    real_out = Path(os.path.realpath(out))
+    inside = {item for item in inputs if real_out in Path(os.path.realpath(item.path)).parents}
+    if not inside:
+        return inputs, skipped
+    try:
+        where = out.relative_to(test_dir).as_posix() + "/"
+    except ValueError:
+        where = str(out)
+    note = {"path": where, "reason": f"{WRITTEN_BY_CLASSSEG}: this run's --out; not read as input"}
+    return [item for item in inputs if item not in inside], [*skipped, note]
 
 
 def _load_pipeline(config: FolderPredictionConfig, out: Path, models: dict[str, Path]) -> ClassSegPipeline:
@@ -533,9 +570,14 @@ def _predict_locked(config: FolderPredictionConfig, test_dir: Path, out: Path, m
         print(f"note: patients are the folders holding the slices, by their path relative to {test_dir} "
               f"(e.g. {groups_info['nested_example']!r}): {groups_info['patients']} patients", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out, command="python -m classseg.pipeline", test_dir=str(test_dir))  # kept: never an input
     # removed once predictions.csv and summary.json are written
     mark_unfinished(out, test_dir=str(test_dir), pid=os.getpid(), host=socket.gethostname())
     write_csv(out / "skipped.csv", skipped, ["path", "reason"])
+    own = [item for item in skipped if item["reason"].startswith(WRITTEN_BY_CLASSSEG)]
+    if own:
+        print(f"note: {len(own)} output folder(s) or file(s) that classseg wrote lie in {test_dir} (first: "
+              f"{own[0]['path']}); they are not read as inputs", file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not input images (listed in {out / 'skipped.csv'})",
               file=sys.stderr)
@@ -552,6 +594,8 @@ def _predict_locked(config: FolderPredictionConfig, test_dir: Path, out: Path, m
     with_truth = len(acc.gated)
     data = {"test_dir": str(test_dir), "images": len(inputs), "ok": acc.ok, "errors": len(inputs) - acc.ok,
             "skipped": len(skipped), "patients": len(by_patient), "with_ground_truth": with_truth,
+            "outputs_not_read": {"count": len(own), "examples": [item["path"] for item in own[:5]],
+                                 "note": "output folders and files written by classseg are never inputs"},
             "grouping": groups_info,
             "ground_truth": {"rule": MASK_RULE,
                              "scored": with_truth, "refused": len(acc.truth_refused),

@@ -29,12 +29,17 @@ def prediction_note(verdict: bool, mask_non_empty: bool) -> str:
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG (any path, also non-ASCII, unlike ``cv2.imwrite``); parents are created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a PNG atomically (any path, also non-ASCII, unlike ``cv2.imwrite``); parents are created. It
+    carries the pipeline's tag (:func:`classseg.data.io.tag_png`), so it is never read back as an input slice.
+    Not fsynced one by one: the output folder stays marked unfinished until the run has ended."""
+    from classseg.data.io import tag_png
+    from classseg.utils.atomic import atomic_path
+
     ok, buffer = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    buffer.tofile(str(path))
+    with atomic_path(path, fsync=False) as tmp:
+        tmp.write_bytes(tag_png(buffer.tobytes()))
 
 
 def draw_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
@@ -51,7 +56,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
     """Rows (dicts) as a CSV with the given column order, written atomically."""
     from classseg.utils.atomic import atomic_open
 
-    with atomic_open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # names are bytes
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

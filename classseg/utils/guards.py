@@ -109,6 +109,18 @@ def check_not_inside(out: str | Path, input_root: str | Path, what: str = "the i
 #: Written into an output folder when a command starts filling it, removed when it has finished.
 UNFINISHED_MARKER = ".classseg-unfinished.json"
 
+#: Written into every pipeline output folder when the run starts and kept: the folder walker never reads a
+#: folder carrying it as input (an output left inside a test folder is not predicted again).
+OUTPUT_MARKER = ".classseg-output.json"
+
+
+def mark_output(folder: str | Path, **info: object) -> Path:
+    """Mark ``folder`` as a classseg output (kept after the run; see :data:`OUTPUT_MARKER`)."""
+    from classseg.utils.jsonio import write_json
+
+    return write_json(Path(folder) / OUTPUT_MARKER, {"note": "output folder of classseg; never read as input "
+                                                     "by classseg commands", **info})
+
 
 def mark_unfinished(folder: str | Path, **info: object) -> Path:
     """Mark ``folder`` as being written (a later run may replace it if this one never finishes)."""

@@ -67,6 +67,7 @@ def prepare_split(slices: pd.DataFrame, out_dir: str | Path, splits: str | Path 
     unlisted = sorted(set(slices["patient_id"]) - set(listed["patient_id"]))
     if unlisted:  # training on DATA_DIR with this split stops with an error; the pipeline uses listed patients only
         print(f"{len(unlisted)} patient(s) of DATA_DIR are not in {splits.name}, e.g. {unlisted[:3]}")
-    _display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], listed).groupby("split").agg(
+    present = listed[listed["patient_id"].isin(slices["patient_id"])]  # a split file of a larger dataset
+    _display(apply_splits(slices[slices["patient_id"].isin(listed["patient_id"])], present).groupby("split").agg(
         patients=("patient_id", "nunique"), slices=("slice", "size"), tumor_slices=("tumor", "sum")))
     return out, splits

@@ -439,6 +439,9 @@ def run_all(data_dir: str | Path, out_dir: str | Path, profile: RunAllProfile,
         splits = cdata.load_splits(split_file)  # finished earlier with the same settings
     elif splits_path:
         splits = cdata.load_splits(splits_path)
+        # before any work: a split file listing patients the data lacks is refused (or, allowed, recorded)
+        rule["missing_listed_patients"] = cdata.check_listed_patients(cdata.discover(data_dir), splits,
+                                                                      source=str(splits_path))
     else:
         splits = cdata.split_patients(cdata.discover(data_dir), profile.fractions, seed=profile.seed)
     # the leakage guard, before any folder is made: no val/test patient may be a train/val patient of the

@@ -262,7 +262,8 @@ def test_interrupted_pipeline_leaves_no_rows_file_nor_lock_and_a_nonbinary_mask_
     interrupt_on_call(monkeypatch, folder, "_process_patient")  # Ctrl-C on the second patient
     assert pl.main(argv) == 130
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert left == [".classseg-unfinished.json", "masks", "overlays", "skipped.csv"]  # no .predictions…tmp, no lock
+    assert left == [".classseg-output.json", ".classseg-unfinished.json", "masks", "overlays",
+                    "skipped.csv"]  # no .predictions…tmp, no lock
     monkeypatch.undo()
     nan_mask = np.zeros((32, 32), np.float32)
     nan_mask[0, 0] = np.nan
