@@ -25,12 +25,14 @@ predicted mask is non-empty" and says so (``detection_source`` in the output).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from classseg.data.io import ImageReadError, read_mask
+from classseg.data.nifti import VolumeTruth
 from classseg.data.walk import pair_mask, patient_of
 from classseg.evaluation.scores import ScoreAccumulator
 
@@ -66,30 +68,41 @@ def _gate_threshold(pred_dir: Path) -> float | None:
     return None
 
 
-def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: str = "pooled") -> dict[str, Any]:
+def evaluate_folder(pred_dir: str | Path | Sequence[str | Path], truth_dir: str | Path,
+                    hd95_pooling: str = "pooled") -> dict[str, Any]:
     """Scores of a predictions folder: the :class:`Scores` fields, ``per_patient``, ``per_slice`` and counts.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file for missing or unreadable inputs.
+    ``pred_dir`` may be several folders, scored as one: the parts of a sharded run
+    (:mod:`classseg.evaluation.parts` checks they are). NIfTI ground truth (``<case>_mask.nii.gz``) scores the
+    slices named ``<case>/z<k>`` (:class:`classseg.data.nifti.VolumeTruth`). Raises ``FileNotFoundError`` /
+    ``ValueError`` naming the file for missing or unreadable inputs.
     """
-    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    from classseg.evaluation.parts import check_no_repeats, check_parts
+
+    pred_dirs = [Path(d) for d in ([pred_dir] if isinstance(pred_dir, (str, Path)) else pred_dir)]
+    truth_dir = Path(truth_dir)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
-    rows = _read_predictions(pred_dir)
+    parts = check_parts(pred_dirs)
+    in_folders = [(d, row) for d in pred_dirs for row in _read_predictions(d)]
+    check_no_repeats(in_folders)
+    volumes = VolumeTruth(truth_dir)
     acc = ScoreAccumulator(hd95_pooling=hd95_pooling)
     images, probs, verdicts, finals = [], [], [], []
     skipped = {"not_ok": 0, "no_ground_truth": 0}
-    for row in rows:
+    for pred_dir, row in in_folders:
         if row.get("status", "ok") not in ("ok", ""):
             skipped["not_ok"] += 1
             continue
         image = Path(row["image"])
-        truth_path, _ = pair_mask(truth_dir / image)  # an ambiguous pairing is no ground truth
+        in_volume = volumes.covers(row["image"])  # a slice <case>/z<k> of a NIfTI ground-truth volume
+        truth_path = volumes.files[row["image"].rsplit("/", 1)[0]] if in_volume else pair_mask(truth_dir / image)[0]
         if truth_path is None:
             skipped["no_ground_truth"] += 1
             continue
         mask = read_mask(pred_dir / row["mask_path"])
         try:
-            truth = read_mask(truth_path, shape=mask.shape)
+            truth = volumes.mask(row["image"], mask.shape) if in_volume else read_mask(truth_path, shape=mask.shape)
         except ImageReadError as err:
             raise ValueError(f"{err} (predicted mask {pred_dir / row['mask_path']})") from None
         acc.add([truth], [mask], [row.get("patient") or patient_of(image, truth_dir)])  # masks dropped here
@@ -98,7 +111,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
         verdicts.append(row.get("gate_verdict", ""))
         finals.append(row.get("final_call") or "")
     if not len(acc):
-        raise ValueError(f"{pred_dir}: no predicted slice has ground truth under {truth_dir}")
+        raise ValueError(f"{', '.join(map(str, pred_dirs))}: no predicted slice has ground truth under {truth_dir}")
     has_gate = not np.isnan(probs).any() and all(v in ("tumor", "no_tumor") for v in verdicts)
     has_calls = all(v in ("tumor", "no_tumor") for v in finals)
     per = acc.slice_scores()
@@ -107,7 +120,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
     scored.add_scores(per, patients, probs if has_gate else None,
                       [v == "tumor" for v in verdicts] if has_gate else None,
                       [v == "tumor" for v in finals] if has_calls else None)
-    scores = scored.scores(_gate_threshold(pred_dir))
+    scores = scored.scores(_gate_threshold(pred_dirs[0]))
     called = per.predicted if not has_calls else np.array([v == "tumor" for v in finals], bool)
     per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "called": bool(c),
                   "dice": float(d),
@@ -117,6 +130,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
                                                                  per.dice, per.iou, per.hd95, per.truth_px,
                                                                  per.pred_px, strict=True)]
     source = DETECTION_FROM_CALLS if has_calls else DETECTION_FROM_MASKS
-    return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice, "pred_dir": str(pred_dir),
+    return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice,
+            "pred_dir": str(pred_dirs[0]) if len(pred_dirs) == 1 else [str(d) for d in pred_dirs], "parts": parts,
             "truth_dir": str(truth_dir),
             "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"]}
