@@ -16,6 +16,7 @@ COMMANDS = (
     "train_joint",
     "predict",
     "evaluate",
+    "view",
     "compare",
     "report",
     "export",
