@@ -506,3 +506,69 @@ def write_case(folder: str | Path, case: str, images: np.ndarray, masks: np.ndar
             nib.save(nib.Nifti1Image(data, affine), str(tmp))
         written.append(path)
     return written
+
+
+# -- slice references: a NIfTI slice where the training readers expect a file path ----------------------------------
+#: ``<folder>/<case>@axial_<k>`` names slice ``k`` of a case, ``...@truth`` its ground truth; every reader
+#: (:func:`classseg.data.io.read_image` / :func:`~classseg.data.io.read_mask`) reads them, so ``discover`` and
+#: ``load_arrays`` (the training commands) take NIfTI cases like slice folders.
+_REF = re.compile(r"^(?P<folder>.*)[/\\](?P<case>[^/\\]+)@axial_(?P<index>\d+)(?P<truth>@truth)?$")
+
+
+def slice_ref(case: VolumeCase, root: str | Path, index: int, truth: bool = False) -> Path:
+    """The reference of slice ``index`` of ``case`` (found under ``root``), or of its ground truth."""
+    folder = Path(root) / case.relative.parent
+    return folder / f"{Path(case.case_id).name}@axial_{index}{'@truth' if truth else ''}"
+
+
+def is_slice_ref(path: str | Path) -> bool:
+    """True for a reference made by :func:`slice_ref`."""
+    return "@axial_" in str(path) and _REF.match(str(path)) is not None
+
+
+def _case_at(folder: str, name: str) -> VolumeCase:
+    key = ("at", folder, name)
+    with _AT_LOCK:
+        if key in _AT:
+            return _AT[key]
+    folder_path = Path(folder)
+    roles: dict[str, Path] = {}
+    truth = None
+    for path in sorted(folder_path.iterdir()) if folder_path.is_dir() else []:
+        if is_nifti(path.name) and not path.name.startswith("."):
+            case, role = _split_name(path.name)
+            if case == name and role == "truth":
+                truth = truth or path
+            elif case == name and not role.startswith("unused:"):
+                roles.setdefault(role, path)
+    if not roles:
+        raise ImageReadError(folder_path / name, f"no NIfTI volumes of case {name!r} in {folder_path}")
+    files = dict(sorted(roles.items(), key=lambda r: _role_rank(r[0])))
+    found = _check_case(name, files, truth, Path(next(iter(files.values())).name))
+    with _AT_LOCK:
+        _AT[key] = found
+    return found
+
+
+_AT: dict[tuple[str, str, str], VolumeCase] = {}
+_AT_LOCK = threading.Lock()
+
+
+def read_ref(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """What a reference names: the slice as uint8 RGB (H, W, 3), or (``@truth``) its ground truth as uint8 (H, W)
+    in {0, 1}, ``shape`` checked. Raises :class:`ImageReadError` naming the file."""
+    m = _REF.match(str(path))
+    case = _case_at(m.group("folder"), m.group("case"))
+    index = int(m.group("index"))
+    if case.problem:
+        raise ImageReadError(case.files and case.first_file or path, case.problem)
+    if not 0 <= index < case.n_slices:
+        raise ImageReadError(case.first_file, f"has {case.n_slices} axial slices; slice {index} was asked for")
+    if not m.group("truth"):
+        return case_slice(case, index)
+    if case.truth is None:
+        raise ImageReadError(path, "the case has no ground-truth volume (<case>_mask.nii.gz or <case>_seg.nii.gz)")
+    truth = truth_slice(case.truth, index, case.shape)
+    if shape is not None and truth.shape != tuple(shape):
+        raise ImageReadError(case.truth, f"slice shape {truth.shape} differs from the image's {tuple(shape)}")
+    return truth
