@@ -191,6 +191,10 @@ class FolderResult:
         if self.unpaired:
             print(f"note: {self.unpaired} image(s) have ambiguous ground truth and are not scored (their reason is "
                   f"in {self.predictions_csv}, column error)", file=sys.stderr)
+        volumes = self.summary["data"].get("volumes")
+        if volumes:  # NIfTI cases: one mask volume each, status per case
+            print(f"note: {volumes['ok']}/{volumes['cases']} NIfTI case(s) written as masks/<case>_mask.nii.gz; "
+                  f"status per case in {self.out / 'volumes.csv'}", file=sys.stderr)
         ms = self.summary["timing"]["gated"]["ms_per_slice"]
         print(f"{self.ok}/{self.images} slices processed, {self.images - self.ok} unreadable; "
               f"{self.called_tumor} called tumor; {ms:.1f} ms/slice (models), results in {self.out}")
