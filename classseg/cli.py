@@ -17,6 +17,7 @@ COMMANDS = (
     "ensemble",
     "predict",
     "evaluate",
+    "view",
     "compare",
     "report",
     "export",

@@ -20,8 +20,11 @@ from classseg.commands.options import command_parser
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate``."""
     parser = command_parser(subparsers, "evaluate", run, TEXT)
-    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder with predictions.csv and masks/")
-    parser.add_argument("--truth", required=True, type=Path, help="folder of the images and their _mask files")
+    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", nargs="+",
+                        help="folder with predictions.csv and masks/; several folders (the parts of a "
+                             "--num-parts run) are scored as one")
+    parser.add_argument("--truth", required=True, type=Path,
+                        help="folder of the images and their _mask files, or of NIfTI <case>_mask/_seg volumes")
     parser.add_argument("--json", action="store_true", help="print one JSON object (no per-slice list)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write OUT/evaluation.json (with per-slice figures) and OUT/per_slice.csv")
@@ -103,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "per_slice"}, default=str))
         return 0
     fields = DETECTION_FIELDS + (GATE_FIELDS if result.get("gate_tp") is not None else ()) + SEGMENTATION_FIELDS
-    print(to_markdown(scores_frame({"value": result}, fields), caption=f"{args.pred_dir} against {args.truth}",
+    folders = " + ".join(map(str, args.pred_dir)) if isinstance(args.pred_dir, list) else args.pred_dir
+    print(to_markdown(scores_frame({"value": result}, fields), caption=f"{folders} against {args.truth}",
                       digits=4))
     print(f"{result['n_slices']} slices with ground truth scored ({result['n_tumor_slices']} tumor), "
           f"{result['slices_without_ground_truth']} without ground truth, {result['slices_not_ok']} not ok.")

@@ -71,6 +71,27 @@ def _load_clinical(root: Path) -> pd.DataFrame | None:
     return clinical.rename(columns={"Patient": "case_id"})
 
 
+def _add_volume_cases(root: Path, skipped: list[dict[str, str]], candidates: list[tuple[Path, Path | None]],
+                      patients: dict[Path, str]) -> None:
+    """The NIfTI cases under ``root`` (:mod:`classseg.data.nifti`): their slices as references, which every reader
+    reads; a case that cannot be used, and NIfTI files that are no input, replace the walker's skip entries."""
+    from classseg.data.nifti import find_cases, is_nifti, slice_ref
+
+    if not any(is_nifti(s["path"]) for s in skipped):
+        return
+    cases, volume_skipped = find_cases(root)
+    skipped[:] = [s for s in skipped if not is_nifti(s["path"])]
+    skipped.extend({"path": str(root / s["path"]), "reason": s["reason"]} for s in volume_skipped)
+    for case in cases:
+        if case.problem:
+            skipped.append({"path": str(root / case.relative), "reason": case.problem})
+            continue
+        for k in range(case.n_slices):
+            image = slice_ref(case, root, k)
+            candidates.append((image, slice_ref(case, root, k, truth=True) if case.truth else None))
+            patients[image] = case.case_id
+
+
 def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8) -> pd.DataFrame:
     """Read a kaggle_3m-style tree into one row per slice.
 
@@ -106,6 +127,7 @@ def discover(data_dir: str | Path, require_masks: bool = True, workers: int = 8)
             ambiguous.append({"path": str(item.path), "reason": item.note})
         candidates.append((item.path, item.mask_path))
     patients = {item.path: item.patient for item in found}
+    _add_volume_cases(root, skipped, candidates, patients)  # NIfTI cases: one candidate per axial slice
     if not candidates and not skipped:
         raise ValueError(f"{root}: no images found (expected patient folders of .tif/.png/.jpg slices)")
 

@@ -125,8 +125,13 @@ def read_image(path: str | Path) -> np.ndarray:
     Grayscale is repeated to 3 channels, RGBA loses its alpha channel; 16-bit and float images are
     mapped by :data:`BIT_DEPTH_RULE` (16-bit: ``round(v / 257)``; float: [0, 1] x 255 or [0, 255],
     otherwise refused), never stretched by the slice's own range. Raises :class:`ImageReadError`
-    naming the file otherwise.
+    naming the file otherwise. A NIfTI slice reference (:func:`classseg.data.nifti.slice_ref`) reads that slice.
     """
+    if "@axial_" in str(path):
+        from classseg.data.nifti import is_slice_ref, read_ref
+
+        if is_slice_ref(path):
+            return read_ref(path)
     image = _to_uint8(_read_raw(path), path)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
@@ -153,8 +158,14 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     0 is background and the one non-zero value, whatever it is (1, 255, 128, 65535), is tumor; a mask
     holding two or more different non-zero values (a JPEG-compressed mask, a label map) is refused, so
     every command reads the same masks the same way. Multi-channel masks must agree across channels.
-    ``shape`` (H, W), when given, must match. Anything else raises :class:`ImageReadError`.
+    ``shape`` (H, W), when given, must match. Anything else raises :class:`ImageReadError`. A NIfTI ground-truth
+    reference (:func:`classseg.data.nifti.slice_ref` with ``truth``) reads that slice of the truth volume.
     """
+    if "@axial_" in str(path):
+        from classseg.data.nifti import is_slice_ref, read_ref
+
+        if is_slice_ref(path):
+            return read_ref(path, shape)
     mask = _read_raw(path)
     if mask.ndim == 3:
         if mask.shape[2] == 4:

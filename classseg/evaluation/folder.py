@@ -34,12 +34,14 @@ predicted mask is non-empty" and says so (``detection_source`` in the output).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from classseg.data.io import ImageReadError, read_mask
+from classseg.data.nifti import VolumeTruth
 from classseg.data.walk import pair_mask, patient_of, walk_images
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.utils.guards import UNFINISHED_MARKER, is_unfinished
@@ -97,15 +99,17 @@ def _read_predictions(pred_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
     return list(first.values()), warnings
 
 
-def _check_coverage(rows: list[dict[str, str]], truth_dir: Path, allow_partial: bool) -> tuple[set[str], list[str]]:
-    """The images of ``rows`` that are absent from ``truth_dir`` (neither the image nor its mask there), and
-    warnings. Refused (``ValueError`` with counts) unless ``allow_partial``: absent images, and truth slices
-    with ground truth that have no row; always refused: a ``patient`` column that names another patient
-    than the truth folder does."""
+def _check_coverage(rows: list[dict[str, str]], truth_dir: Path, allow_partial: bool,
+                    volumes: VolumeTruth | None = None) -> tuple[set[str], list[str]]:
+    """The images of ``rows`` that are absent from ``truth_dir`` (neither the image nor its mask there, nor a
+    slice of one of its NIfTI truth ``volumes``), and warnings. Refused (``ValueError`` with counts) unless
+    ``allow_partial``: absent images, and truth slices with ground truth that have no row; always refused:
+    a ``patient`` column that names another patient than the truth folder does."""
     found, _ = walk_images(truth_dir)
     truth = {item.relative.as_posix(): item for item in found}
     absent = sorted(r["image"] for r in rows
-                    if r["image"] not in truth and pair_mask(truth_dir / r["image"])[0] is None)
+                    if r["image"] not in truth and not (volumes is not None and volumes.covers(r["image"]))
+                    and pair_mask(truth_dir / r["image"])[0] is None)
     listed = {r["image"] for r in rows}
     unlisted = sorted(name for name, item in truth.items() if item.mask_path is not None and name not in listed)
     other = [f"{r['image']} (line {r['_line']}): {r['patient']!r} in predictions.csv, {truth[r['image']].patient!r} "
@@ -145,36 +149,50 @@ def _gate_threshold(pred_dir: Path) -> float | None:
     return None
 
 
-def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: str = "pooled",
-                    allow_partial: bool = False) -> dict[str, Any]:
+def evaluate_folder(pred_dir: str | Path | Sequence[str | Path], truth_dir: str | Path,
+                    hd95_pooling: str = "pooled", allow_partial: bool = False) -> dict[str, Any]:
     """Scores of a predictions folder: the :class:`Scores` fields, ``per_patient``, ``per_slice``, counts and
     ``warnings`` (rows dropped, a partial score).
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file for missing or unreadable inputs and for
-    rows that would be counted wrong (see the module docstring; ``allow_partial`` for differing coverage).
+    ``pred_dir`` may be several folders, scored as one: the parts of a sharded run
+    (:mod:`classseg.evaluation.parts` checks they are). NIfTI ground truth (``<case>_mask.nii.gz``) scores the
+    slices named ``<case>/z<k>`` (:class:`classseg.data.nifti.VolumeTruth`). Raises ``FileNotFoundError`` /
+    ``ValueError`` naming the file for missing or unreadable inputs and for rows that would be counted wrong
+    (see the module docstring; ``allow_partial`` for differing coverage).
     """
-    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    from classseg.evaluation.parts import check_no_repeats, check_parts
+
+    pred_dirs = [Path(d) for d in ([pred_dir] if isinstance(pred_dir, (str, Path)) else pred_dir)]
+    truth_dir = Path(truth_dir)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"{truth_dir}: ground-truth folder does not exist")
-    rows, warnings = _read_predictions(pred_dir)
-    absent, partial = _check_coverage(rows, truth_dir, allow_partial)
+    parts = check_parts(pred_dirs)
+    in_folders, warnings = [], []
+    for folder in pred_dirs:
+        folder_rows, folder_warnings = _read_predictions(folder)
+        in_folders += [(folder, row) for row in folder_rows]
+        warnings += folder_warnings
+    check_no_repeats(in_folders)
+    volumes = VolumeTruth(truth_dir)
+    absent, partial = _check_coverage([row for _, row in in_folders], truth_dir, allow_partial, volumes)
     warnings += partial
-    rows = [r for r in rows if r["image"] not in absent]
+    in_folders = [(folder, row) for folder, row in in_folders if row["image"] not in absent]
     acc = ScoreAccumulator(hd95_pooling=hd95_pooling)
     images, probs, verdicts, finals = [], [], [], []
     skipped = {"not_ok": 0, "no_ground_truth": 0}
-    for row in rows:
+    for pred_dir, row in in_folders:
         if row.get("status", "ok") not in ("ok", ""):
             skipped["not_ok"] += 1
             continue
         image = Path(row["image"])
-        truth_path, _ = pair_mask(truth_dir / image)  # an ambiguous pairing is no ground truth
+        in_volume = volumes.covers(row["image"])  # a slice <case>/z<k> of a NIfTI ground-truth volume
+        truth_path = volumes.files[row["image"].rsplit("/", 1)[0]] if in_volume else pair_mask(truth_dir / image)[0]
         if truth_path is None:
             skipped["no_ground_truth"] += 1
             continue
         mask = read_mask(pred_dir / row["mask_path"])
         try:
-            truth = read_mask(truth_path, shape=mask.shape)
+            truth = volumes.mask(row["image"], mask.shape) if in_volume else read_mask(truth_path, shape=mask.shape)
         except ImageReadError as err:
             raise ValueError(f"{err} (predicted mask {pred_dir / row['mask_path']})") from None
         acc.add([truth], [mask], [row.get("patient") or patient_of(image, truth_dir)])  # masks dropped here
@@ -183,7 +201,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
         verdicts.append(row.get("gate_verdict", ""))
         finals.append(row.get("final_call") or "")
     if not len(acc):
-        raise ValueError(f"{pred_dir}: no predicted slice has ground truth under {truth_dir}")
+        raise ValueError(f"{', '.join(map(str, pred_dirs))}: no predicted slice has ground truth under {truth_dir}")
     has_gate = not np.isnan(probs).any() and all(v in ("tumor", "no_tumor") for v in verdicts)
     has_calls = all(v in ("tumor", "no_tumor") for v in finals)
     per = acc.slice_scores()
@@ -192,7 +210,7 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
     scored.add_scores(per, patients, probs if has_gate else None,
                       [v == "tumor" for v in verdicts] if has_gate else None,
                       [v == "tumor" for v in finals] if has_calls else None)
-    scores = scored.scores(_gate_threshold(pred_dir))
+    scores = scored.scores(_gate_threshold(pred_dirs[0]))
     called = per.predicted if not has_calls else np.array([v == "tumor" for v in finals], bool)
     per_slice = [{"image": name, "patient": pid, "tumor": bool(t), "predicted": bool(p), "called": bool(c),
                   "dice": float(d),
@@ -202,7 +220,8 @@ def evaluate_folder(pred_dir: str | Path, truth_dir: str | Path, hd95_pooling: s
                                                                  per.dice, per.iou, per.hd95, per.truth_px,
                                                                  per.pred_px, strict=True)]
     source = DETECTION_FROM_CALLS if has_calls else DETECTION_FROM_MASKS
-    return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice, "pred_dir": str(pred_dir),
+    return {**scores.to_dict(), "detection_source": source, "per_slice": per_slice,
+            "pred_dir": str(pred_dirs[0]) if len(pred_dirs) == 1 else [str(d) for d in pred_dirs], "parts": parts,
             "truth_dir": str(truth_dir),
             "slices_not_ok": skipped["not_ok"], "slices_without_ground_truth": skipped["no_ground_truth"],
             "rows_for_absent_images": len(absent), "warnings": warnings}

@@ -34,7 +34,9 @@ __all__ = ["OUTPUT_ENTRIES", "TRAIN_HINT", "add_arguments", "build_parser", "con
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``python -m classseg.pipeline`` and ``classseg predict``."""
     parser.add_argument("--test-dir", required=True, type=Path,
-                        help="folder of MRI slices (searched recursively; <stem>_mask.<ext> = ground truth)")
+                        help="folder of MRI slices (searched recursively; <stem>_mask.<ext> = ground truth) and/or "
+                             "NIfTI volumes (<case>_flair.nii.gz, _t1, _t1ce, or one 4D <case>.nii.gz; <case>_mask "
+                             "or _seg = ground truth; docs/nifti.md)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: ./classseg_out_<timestamp>); must not be inside --test-dir")
     parser.add_argument("--classifier", type=Path, default=None,
@@ -60,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-inside-test-dir", action="store_true",
                         help="allow --out inside --test-dir (refused otherwise); the pipeline never reads its own "
                              "outputs as inputs")
+    parser.add_argument("--num-parts", type=int, default=default_of(FolderPredictionConfig, "num_parts"),
+                        help="split the folder into this many parts by whole patients (default %(default)s); "
+                             "score the parts together with `classseg evaluate PART_DIR... --truth DIR`")
+    parser.add_argument("--part-id", type=int, default=default_of(FolderPredictionConfig, "part_id"),
+                        help="which part (0-based) this run predicts (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> FolderPredictionConfig:
     given = vars(args)
     overlays = not given.get("no_overlays", False)
     names = ("out", "classifier", "segmenter", "joint", "threshold", "gate_rule", "batch_size", "backend", "overwrite",
-             "out_inside_test_dir")
+             "out_inside_test_dir", "num_parts", "part_id")
     return FolderPredictionConfig(test_dir=args.test_dir, overlays=overlays,
                                   **{name: given[name] for name in names if name in given})
 

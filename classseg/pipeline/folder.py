@@ -56,13 +56,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from classseg.data.io import MASK_RULE, ImageReadError, read_image, read_mask
+from classseg.data.io import MASK_RULE, ImageReadError
 from classseg.data.walk import WRITTEN_BY_CLASSSEG, grouping, output_folder_reason
 from classseg.evaluation.scores import ScoreAccumulator
 from classseg.evaluation.segmentation import slice_scores, to_original_size
 from classseg.models.check import ModelCheckError
 from classseg.pipeline.core import ClassSegPipeline
-from classseg.pipeline.inputs import InputSlice, find_inputs, output_names
+from classseg.pipeline.inputs import InputSlice, find_inputs, output_names, read_input_image, read_input_mask
 from classseg.pipeline.models import model_info, resize_to
 from classseg.pipeline.outputs import (
     PREDICTION_COLUMNS,
@@ -73,6 +73,8 @@ from classseg.pipeline.outputs import (
     write_csv,
     write_png,
 )
+from classseg.pipeline.shards import select_part
+from classseg.pipeline.volumes import write_volume_outputs
 from classseg.utils.atomic import LOCK_NAME, OutputLock, OutputLockError, atomic_write_text, temp_path_for
 from classseg.utils.environment import environment_info
 from classseg.utils.guards import (
@@ -96,7 +98,7 @@ TRAIN_HINT = ("train them first: `classseg run-all` (everything), or `classseg t
 
 #: What the pipeline writes into --out; --overwrite removes these (and nothing else) from a finished output.
 OUTPUT_ENTRIES = ("predictions.csv", "skipped.csv", "summary.json", "metrics.json", "metrics.md", "masks",
-                  "overlays", "onnx", UNFINISHED_MARKER, OUTPUT_MARKER)
+                  "overlays", "onnx", UNFINISHED_MARKER, OUTPUT_MARKER, "volumes.csv", "viewer")
 
 
 
@@ -127,6 +129,8 @@ class FolderPredictionConfig:
     - ``overlays``: write overlay PNGs; ``overwrite``: replace the finished output of an earlier run.
     - ``out_inside_test_dir``: allow ``out`` inside ``test_dir`` (refused otherwise); its files are never
       read as inputs (nor is any pipeline output folder or PNG the pipeline wrote, whatever this says).
+    - ``num_parts`` / ``part_id``: predict only part ``part_id`` (0-based) of ``num_parts``, whole patients
+      (:func:`classseg.pipeline.shards.select_part`); ``classseg evaluate PART...`` scores the parts together.
 
     Where the folder has ground truth the segmenter is also scored on every slice (``segment_all``).
     """
@@ -143,6 +147,8 @@ class FolderPredictionConfig:
     overlays: bool = True
     overwrite: bool = False
     out_inside_test_dir: bool = False
+    num_parts: int = 1
+    part_id: int = 0
 
 
 @dataclass
@@ -193,6 +199,10 @@ class FolderResult:
         if self.unpaired:
             print(f"note: {self.unpaired} image(s) have ambiguous ground truth and are not scored (their reason is "
                   f"in {self.predictions_csv}, column error)", file=sys.stderr)
+        volumes = self.summary["data"].get("volumes")
+        if volumes:  # NIfTI cases: one mask volume each, status per case
+            print(f"note: {volumes['ok']}/{volumes['cases']} NIfTI case(s) written as masks/<case>_mask.nii.gz; "
+                  f"status per case in {self.out / 'volumes.csv'}", file=sys.stderr)
         ms = self.summary["timing"]["gated"]["ms_per_slice"]
         print(f"{self.ok}/{self.images} slices processed, {self.images - self.ok} unreadable; "
               f"{self.called_tumor} called tumor; {ms:.1f} ms/slice (models), results in {self.out}")
@@ -295,7 +305,7 @@ def _load_small(item: InputSlice, size: tuple[int, int] | None
     ``size`` when it is at least that large (exact: the models would resize it so anyway, and the masks,
     resized back to the original size by nearest neighbour, are the same); else kept as read."""
     try:
-        image = read_image(item.path)
+        image = read_input_image(item)
     except (ImageReadError, OSError) as err:
         return None, None, str(err)
     shape = image.shape[:2]
@@ -339,13 +349,13 @@ def _finish_slice(item: InputSlice, shape: tuple[int, int], delivered: np.ndarra
     truth, refused = None, ""
     if item.mask_path is not None:
         try:
-            truth = read_mask(item.mask_path, shape=shape)
+            truth = read_input_mask(item, shape=shape)
         except (ImageReadError, OSError) as err:
             refused = str(err)
             row["error"] = f"ground truth not used: {err}"
     if overlays:
         try:
-            image = read_image(item.path)  # read again: only the patient's model-size slices are held
+            image = read_input_image(item)  # read again: only the patient's model-size slices are held
         except (ImageReadError, OSError) as err:
             row["error"] = "; ".join(filter(None, (row["error"], f"no overlay: {err}")))
         else:
@@ -514,13 +524,18 @@ def predict_folder(config: FolderPredictionConfig) -> FolderResult:
     inputs, skipped = find_inputs(test_dir)
     inputs, skipped = _without_out(inputs, skipped, out, test_dir)
     if not inputs:
-        raise PredictionRefused(f"no images (.tif/.tiff/.png/.jpg/.jpeg) found in {test_dir}")
+        raise PredictionRefused(f"no images (.tif/.tiff/.png/.jpg/.jpeg) or NIfTI volumes (.nii/.nii.gz) found in "
+                                f"{test_dir}")
+    try:  # sharded prediction: whole patients, the same split on every machine
+        inputs, part = select_part(inputs, config.num_parts, config.part_id)
+    except ValueError as err:
+        raise PredictionRefused(f"error: {err}") from None
     try:
         lock = OutputLock(out, "python -m classseg.pipeline").__enter__()
     except OutputLockError as err:  # another run is writing this --out: nothing touched
         raise PredictionRefused(f"error: {err}") from None
     try:
-        return _predict_locked(config, test_dir, out, models, inputs, skipped)
+        return _predict_locked(config, test_dir, out, models, inputs, skipped, part)
     finally:
         lock.release()
 
@@ -559,7 +574,8 @@ def _load_pipeline(config: FolderPredictionConfig, out: Path, models: dict[str, 
 
 
 def _predict_locked(config: FolderPredictionConfig, test_dir: Path, out: Path, models: dict[str, Path],
-                    inputs: list[InputSlice], skipped: list[dict[str, str]]) -> FolderResult:
+                    inputs: list[InputSlice], skipped: list[dict[str, str]], part: dict[str, Any] | None = None
+                    ) -> FolderResult:
     _prepare_out(out, config.overwrite)
     pipe = _load_pipeline(config, out, models)
     warnings = [note for pm in pipe.models.values() for note in getattr(pm, "card_notes", [])]
@@ -586,6 +602,7 @@ def _predict_locked(config: FolderPredictionConfig, test_dir: Path, out: Path, m
     for item in inputs:
         by_patient.setdefault(item.patient, []).append(item)
     acc, wall_s = _stream(pipe, by_patient, output_names(inputs), out, config.overlays, len(inputs))
+    volumes = write_volume_outputs(out, inputs, output_names(inputs))  # NIfTI cases: mask volumes, volumes.csv
     timing = {"gated": per_slice_rate(acc.gated_s, acc.slices),
               "end_to_end": per_slice_rate(wall_s - acc.extra_pass_s, len(inputs)), "warmup_s": warmup_s,
               "wall_s": wall_s, "evaluation_extra_pass_s": acc.extra_pass_s,
@@ -596,7 +613,8 @@ def _predict_locked(config: FolderPredictionConfig, test_dir: Path, out: Path, m
             "skipped": len(skipped), "patients": len(by_patient), "with_ground_truth": with_truth,
             "outputs_not_read": {"count": len(own), "examples": [item["path"] for item in own[:5]],
                                  "note": "output folders and files written by classseg are never inputs"},
-            "grouping": groups_info,
+            "grouping": groups_info, "part": part,
+            "volumes": {"cases": len(volumes), "ok": sum(v["status"] == "ok" for v in volumes)} if volumes else None,
             "ground_truth": {"rule": MASK_RULE,
                              "scored": with_truth, "refused": len(acc.truth_refused),
                              "refused_examples": acc.truth_refused[:5], "unpaired_ambiguous": acc.unpaired}}

@@ -23,14 +23,15 @@
 # papers' figures. Data: the full Kaggle *LGG MRI Segmentation* dataset (Buda et al. 2019) when Kaggle credentials
 # exist, else the bundled 7-patient sample (labelled by its folder).
 #
-# Open in Colab (Runtime → Change runtime type → GPU) or run from a checkout (`jupyter lab notebooks/`).
+# Open in Colab (Runtime → Change runtime type → GPU; set `SOURCE` to the repository's git URL) or run from a
+# checkout (`jupyter lab notebooks/`).
 # Settings live in the cell tagged `parameters`.
 
 
 # %% tags=["parameters"]
 # Parameters (tagged "parameters": papermill / CI insert a cell right after this one to override them)
-INSTALL = True  # install classseg: from this checkout (../pyproject.toml) or, on Colab, from REPO_URL
-REPO_URL = "https://github.com/YOUR-ACCOUNT/classseg.git"  # Colab only: the repository to clone
+INSTALL = True  # install classseg: from this checkout (../pyproject.toml), else from SOURCE
+SOURCE = None  # not in a checkout and not installed: what pip installs classseg from (a path, wheel or git URL)
 DATA_DIR = None  # None: the full Kaggle dataset when credentials exist, else the bundled 7-patient sample
 SPLITS = None  # patient-level split CSV (patient_id,split); None: computed (70/15/15, stratified) with SEED
 SEED = 0  # seed of a computed split and of any stand-in model trained here

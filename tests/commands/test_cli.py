@@ -12,8 +12,8 @@ def test_every_command_is_registered() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     names = set(sub.choices)
     assert {"data", "train-classifiers", "train-segmenter", "train-gate", "train-joint", "predict", "compare",
-            "report", "export", "run-all", "evaluate", "ensemble"} <= names
-    assert len(COMMANDS) == 12
+            "report", "export", "run-all", "evaluate", "ensemble", "view"} <= names
+    assert len(COMMANDS) == 13
 
 
 @pytest.mark.parametrize("command", ["run-all", "report", "export", "compare", "train-joint", "evaluate", "ensemble"])

@@ -76,17 +76,26 @@ def test_notebook_is_cleared_and_complete(name):
     nb = _read(name)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must not be committed"
+    if name in BUILD.EXECUTED:  # committed executed on the bundled sample: its figures and tables are visible
+        kinds = {key for c in code for o in c.outputs for key in o.get("data", {})}
+        assert {"image/png", "text/markdown", "text/html"} <= kinds, kinds
+        assert not any(o.output_type == "error" for c in code for o in c.outputs)
+    else:
+        assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must not be committed"
+    size = (NOTEBOOKS_DIR / f"{name}.ipynb").stat().st_size
+    assert size <= BUILD.MAX_BYTES, f"{name}.ipynb is {size} bytes (limit {BUILD.MAX_BYTES}; images are shrunk)"
     assert nb.cells[0].cell_type == "markdown" and "seed 00" in nb.cells[0].source
     assert "How results are labelled" in nb.cells[0].source
     params = _defaults(nb)
-    for key in ("INSTALL", "REPO_URL", "DATA_DIR", "SPLITS", "SEED", "OUT_DIR", "IMG_SIZE", "EPOCHS"):
+    for key in ("INSTALL", "SOURCE", "DATA_DIR", "SPLITS", "SEED", "OUT_DIR", "IMG_SIZE", "EPOCHS"):
         assert key in params, key
     assert params["DATA_DIR"] is None and params["SPLITS"] is None and params["INSTALL"] is True
+    assert params["SOURCE"] is None  # no placeholder URL: a checkout installs itself, pip users set SOURCE
     if name not in ("02_resunet_segmentation", "04_joint_vs_two_stage"):  # ResUNet arms: no pretrained weights
         assert params["WEIGHTS"] == "imagenet"
     text = "\n".join(c.source for c in code)
-    assert '"pip", "install", "-q", "-e", ".."' in text and "# !git clone -q {REPO_URL} classseg && pip install" in text
+    assert '"pip", "install", "-q", "-e", ".."' in text and '"pip", "install", "-q", str(SOURCE)' in text
+    assert "YOUR-ACCOUNT" not in text and "REPO_URL" not in text
     # classseg.workflows.notebook: Kaggle or sample
     assert "load_data(DATA_DIR)" in text and "check_accelerator()" in text
     manager = TransformerManager()
