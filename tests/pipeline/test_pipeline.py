@@ -458,8 +458,8 @@ def test_cli_standardises_each_patient_folder_as_one_set(tmp_path: Path, models,
     calls = []
     real = pm.prepare_input
 
-    def spy(images, normalization, groups=None):
-        out = real(images, normalization, groups)
+    def spy(images, normalization, groups=None, *args, **kwargs):
+        out = real(images, normalization, groups, *args, **kwargs)
         calls.append((normalization, list(groups), np.array(images), out))
         return out
 
