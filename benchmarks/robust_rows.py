@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         card = read_card(path)  # slice context as the model's card says (the pipeline's reading)
         config = SegmenterConfig(img_size=args.img_size, normalization=normalization,
                                  context=card.context_slices if card else 0)
-        scored = score_segmenter(model, config, val, test)
+        flair = None  # the card's flair_only_model segments the FLAIR-only patients, as in the pipeline
+        if card is not None and card.flair_only_model:
+            from classseg.models.predict import _checked_file
+
+            flair = keras.models.load_model(_checked_file(path, card.flair_only_model, "flair-only model"),
+                                            compile=False)
+        scored = score_segmenter(model, config, val, test, flair_model=flair)
         row = row_of(name, normalization, scored)
         rows.append(row)
         write_json(args.out / f"{name}.json", {

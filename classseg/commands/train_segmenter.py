@@ -77,6 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, metavar="K",
                    help="slice context (2.5D): feed each slice with its K neighbours of the same patient on each side "
                         f"as extra channels (default {default_of(SegmenterConfig, 'context')} = one slice)")
+    p.add_argument("--sequences", choices=["all", "flair"],
+                   help="all = the three sequences (default); flair = FLAIR in every channel, in training and "
+                        "inference (a model for patients missing pre- and post-contrast; card input_sequences)")
     p.add_argument("--snapshots", action="store_true",
                    help="keep every epoch's model in OUT/snapshots/ with its training minutes (for "
                         "benchmarks/quality_per_minute.py)")
@@ -94,7 +97,8 @@ def config_from_args(args: argparse.Namespace):
     names = {"img_size": "img_size", "epochs": "epochs", "minutes": "minutes", "batch_size": "batch_size",
              "optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "adam_epsilon": "adam_epsilon",
              "schedule": "schedule", "loss": "loss", "normalization": "normalization", "width": "width",
-             "patience": "patience", "workers": "workers", "context": "context"}
+             "patience": "patience", "workers": "workers", "context": "context",
+             "sequences": "sequences"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     if args.minutes is not None and args.epochs is None:
         overrides["epochs"] = 10_000  # the budget decides

@@ -33,6 +33,13 @@ from classseg.data.context import add_context
 #: Names that may appear in a model card's ``normalization`` field.
 NORMALIZATIONS = ("raw", "patient_zscore", "patient_percentile")
 
+#: Names of a model card's ``input_sequences``: ``all`` = the slice's three sequences as they are; ``flair`` =
+#: FLAIR in all three channels (a model for patients whose pre- and post-contrast sequences are missing,
+#: which the LGG export filled with FLAIR), applied by :func:`use_sequences` before normalisation.
+SEQUENCES = ("all", "flair")
+#: Channel order of the LGG slices: pre-contrast, FLAIR, post-contrast.
+FLAIR_INDEX = 1
+
 #: Brain 99th percentile per channel (pre-contrast, FLAIR, post-contrast) that ``patient_percentile``
 #: maps every patient to: the medians over the 75 patients of ``kaggle_3m`` (issue 17).
 PERCENTILE_TARGETS = (137.0, 137.0, 128.0)
@@ -154,12 +161,47 @@ def standardize_groups(images: np.ndarray, groups: Sequence[object] | np.ndarray
     return normalize_groups(images, groups, "patient_zscore", clip)
 
 
+def use_sequences(images: np.ndarray, sequences: str = "all") -> np.ndarray:
+    """The channels a model whose card says ``input_sequences`` sees: ``all`` returns ``images`` unchanged;
+    ``flair`` returns a copy with every channel set to FLAIR (channel 1), x'_c = x_1 for c = 0, 1, 2."""
+    if sequences not in SEQUENCES:
+        raise ValueError(f"unknown input_sequences {sequences!r}; expected one of {SEQUENCES}")
+    if sequences == "all":
+        return images
+    images = np.asarray(images)
+    if images.ndim < 1 or images.shape[-1] != 3:
+        raise ValueError(f"input_sequences 'flair' needs 3-channel slices (pre, FLAIR, post), got shape {images.shape}")
+    return np.repeat(images[..., FLAIR_INDEX:FLAIR_INDEX + 1], 3, axis=-1)
+
+
+def flair_only_rows(images: Sequence[np.ndarray] | np.ndarray,
+                    groups: Sequence[object] | np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: the slices of patients (``groups``; a slice without a group is its own patient) whose
+    pre- and post-contrast channels equal FLAIR pixel for pixel on every slice, which is how the LGG export
+    filled both missing sequences. A card's ``flair_only_model`` segments those slices."""
+    n = len(images)
+    same = np.fromiter((np.asarray(im).ndim == 3 and np.asarray(im).shape[-1] == 3
+                        and np.array_equal(im[..., 0], im[..., FLAIR_INDEX])
+                        and np.array_equal(im[..., 2], im[..., FLAIR_INDEX]) for im in images), bool, n)
+    if groups is None:
+        return same
+    keys = np.asarray([str(g) if g is not None else f"\0lone{i}" for i, g in enumerate(groups)], dtype=object)
+    out = same.copy()
+    for key in set(keys.tolist()):
+        rows = keys == key
+        out[rows] = bool(same[rows].all())
+    return out
+
+
 def prepare_input(images: np.ndarray, normalization: str, groups: Sequence[object] | np.ndarray | None = None,
-                  context: int = 0, order: Sequence[object] | np.ndarray | None = None) -> np.ndarray:
+                  context: int = 0, order: Sequence[object] | np.ndarray | None = None,
+                  sequences: str = "all") -> np.ndarray:
     """What a model whose card says ``normalization`` (and ``context_slices``) is fed: raw float32 pixels,
     patient z-scores or patient percentile-scaled pixels, then, with ``context`` > 0, each slice stacked
     with its ``context`` neighbours on each side in its patient (:func:`classseg.data.context.add_context`,
-    slice order ``order`` or the order given). The one function training, selection and the pipeline call."""
+    slice order ``order`` or the order given); ``sequences`` (the card's ``input_sequences``,
+    :func:`use_sequences`) picks the channels first. The one function training, selection and the pipeline call."""
+    images = use_sequences(images, sequences)
     if normalization == "raw":
         out = np.asarray(images, dtype=np.float32)
     elif normalization in ("patient_zscore", "patient_percentile"):

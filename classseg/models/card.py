@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from classseg.data.standardize import NORMALIZATIONS
+from classseg.data.standardize import NORMALIZATIONS, SEQUENCES
 from classseg.delivery.rules import GATE_RULES
 
 ROLES = ("segmenter", "gate", "joint", "classifier")
@@ -59,6 +59,11 @@ class ModelCard:
     - ``context_slices``: slice context (2.5D, :mod:`classseg.data.context`): the model is fed each slice
       with this many neighbours of the same patient on each side as extra channels (3 * (2k + 1) in all);
       0 = one slice.
+    - ``input_sequences``: ``all`` (the slice's three sequences) or ``flair`` (FLAIR in every channel:
+      a model for patients missing pre- and post-contrast; :func:`classseg.data.standardize.use_sequences`).
+    - ``flair_only_model``: ``{"file": name, "sha256": hex}`` beside the card, or None: the segmenter that
+      replaces this card's model on the slices of patients whose pre- and post-contrast equal FLAIR
+      (:func:`classseg.data.standardize.flair_only_rows`), fed as this card says, with its delivery.
     - ``ensemble``: the other members of an ensemble, ``[{"file": name, "sha256": hex}, ...]`` beside the
       card; the delivered probability is the mean over this card's model and them
       (:class:`classseg.models.predict.EnsembleRunner`); each member is fed as this card says. None = one model.
@@ -85,6 +90,8 @@ class ModelCard:
     class_threshold: float | None = None
     context_slices: int = 0
     ensemble: list[dict[str, str]] | None = None
+    input_sequences: str = "all"
+    flair_only_model: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -95,6 +102,12 @@ class ModelCard:
         except ValueError as err:
             raise ValueError(f"model card: context_slices: {err}") from None
         _check_ensemble(self.ensemble)
+        if self.flair_only_model is not None:
+            if not isinstance(self.flair_only_model, dict):
+                raise _type_error("flair_only_model", self.flair_only_model, "a {file, sha256} object or null")
+            _check_ensemble([self.flair_only_model], "flair_only_model")
+        if self.input_sequences not in SEQUENCES:
+            raise ValueError(f"model card: input_sequences {self.input_sequences!r} is not one of {SEQUENCES}")
         if self.role not in ROLES:
             raise ValueError(f"model card: role {self.role!r} is not one of {ROLES}")
         if self.normalization not in NORMALIZATIONS:
@@ -190,7 +203,7 @@ def _postprocess_types() -> dict[str, Any]:
 
 def _check_types(card: ModelCard) -> None:
     """One-line ``ValueError`` naming the first field whose type or range is wrong."""
-    for name in ("role", "normalization", "tta"):
+    for name in ("role", "normalization", "tta", "input_sequences"):
         if not isinstance(getattr(card, name), str):
             raise _type_error(name, getattr(card, name), "a string")
     if not isinstance(card.img_size, int) or isinstance(card.img_size, bool):
@@ -236,20 +249,22 @@ def _check_types(card: ModelCard) -> None:
                 raise ValueError(f"model card: exports[{name!r}] {digest!r} must be 64 lower-case hex digits")
 
 
-def _check_ensemble(ensemble: Any) -> None:
-    """One-line ``ValueError`` unless ``ensemble`` is None or a list of ``{"file", "sha256"}`` objects."""
+def _check_ensemble(ensemble: Any, what: str = "ensemble") -> None:
+    """One-line ``ValueError`` unless ``ensemble`` is None or a list of ``{"file", "sha256"}`` objects
+    (``what``: the field's name in the messages)."""
     if ensemble is None:
         return
     if not isinstance(ensemble, list) or not ensemble:
-        raise _type_error("ensemble", ensemble, "a non-empty list of {file, sha256} objects or null")
+        raise _type_error(what, ensemble, "a non-empty list of {file, sha256} objects or null")
     for k, entry in enumerate(ensemble):
+        where = what if what != "ensemble" else f"ensemble[{k}]"
         if not isinstance(entry, dict) or set(entry) != {"file", "sha256"}:
-            raise ValueError(f"model card: ensemble[{k}] {entry!r} must be an object with exactly 'file' and 'sha256'")
+            raise ValueError(f"model card: {where} {entry!r} must be an object with exactly 'file' and 'sha256'")
         name, digest = entry["file"], entry["sha256"]
         if not isinstance(name, str) or not name or Path(name).name != name:
-            raise ValueError(f"model card: ensemble[{k}].file {name!r} must be a file name beside the card")
+            raise ValueError(f"model card: {where}.file {name!r} must be a file name beside the card")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ValueError(f"model card: ensemble[{k}].sha256 {digest!r} must be 64 lower-case hex digits")
+            raise ValueError(f"model card: {where}.sha256 {digest!r} must be 64 lower-case hex digits")
 
 
 def card_path(model_path: str | Path) -> Path:

@@ -279,22 +279,48 @@ def member_paths(model_path: str | Path, card: Any) -> list[Path]:
     """The files of an ensemble card's other members (:attr:`classseg.models.card.ModelCard.ensemble`),
     relative to the card's folder, each checked against the SHA-256 the card records. Raises
     ``FileNotFoundError`` / ``ValueError`` naming the member; [] for a card without ensemble."""
-    from classseg.models.card import model_sha256
-
     if card is None or not card.ensemble:
         return []
-    folder = Path(model_path).parent
-    paths = []
-    for entry in card.ensemble:
-        path = folder / entry["file"]
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: ensemble member named by the card of {Path(model_path).name} is missing")
-        digest = model_sha256(path)
-        if digest != entry["sha256"]:
-            raise ValueError(f"{path}: ensemble member's sha256 {digest[:12]}... is not the {entry['sha256'][:12]}... "
-                             f"the card of {Path(model_path).name} records (replaced after the card was written?)")
-        paths.append(path)
-    return paths
+    return [_checked_file(model_path, entry, "ensemble member") for entry in card.ensemble]
+
+
+def _checked_file(model_path: str | Path, entry: dict[str, str], what: str) -> Path:
+    """The file a card names (``{"file", "sha256"}``) beside ``model_path``, checked against its SHA-256."""
+    from classseg.models.card import model_sha256
+
+    path = Path(model_path).parent / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} named by the card of {Path(model_path).name} is missing")
+    digest = model_sha256(path)
+    if digest != entry["sha256"]:
+        raise ValueError(f"{path}: {what}'s sha256 {digest[:12]}... is not the {entry['sha256'][:12]}... "
+                         f"the card of {Path(model_path).name} records (replaced after the card was written?)")
+    return path
+
+
+def flair_only_runner(card: Any, model_path: str | Path | None, backend: str = "keras",
+                      onnx_dir: str | Path | None = None) -> Runner | None:
+    """The runner of the card's ``flair_only_model`` (checked against its SHA-256, run with ``backend``), or
+    None when the card names none."""
+    if card is None or not getattr(card, "flair_only_model", None):
+        return None
+    if model_path is None:
+        raise ValueError("a card's flair_only_model is found beside its model file: give model_path")
+    if Path(model_path).suffix.lower() == ".onnx":
+        backend = "onnx"
+    path = _checked_file(model_path, card.flair_only_model, "flair-only model")
+    return make_runner(_member_file(path, backend), backend, onnx_dir)
+
+
+def route_flair_only(probs: np.ndarray, rows: np.ndarray | None, flair_runner: Runner | None, x: np.ndarray,
+                     batch_size: int, tta: str = "none") -> np.ndarray:
+    """``probs`` (mask probabilities of the main model on ``x``) with the rows ``rows`` replaced by
+    ``flair_runner``'s (:func:`predict` with the same flips); unchanged without a runner or flagged rows."""
+    if flair_runner is None or rows is None or not np.any(rows):
+        return probs
+    out = np.array(probs, copy=True)
+    out[rows] = predict(flair_runner, x[rows], batch_size, tta=tta)["mask"]
+    return out
 
 
 def _member_file(path: Path, backend: str) -> Path:

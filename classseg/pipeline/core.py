@@ -247,7 +247,8 @@ class ClassSegPipeline:
             return [], np.zeros(0, bool)
         return deliver_masks(probs, shapes, self.postprocess_config, self.postprocess_3d, groups)
 
-    def _slice_notes(self, groups: Sequence[Any] | None, n: int, removed: np.ndarray) -> list[str]:
+    def _slice_notes(self, groups: Sequence[Any] | None, n: int, removed: np.ndarray,
+                     flair: np.ndarray | None = None) -> list[str]:
         per_patient = any(pm.normalization != "raw" for pm in self.models.values())
         context = any(pm.context for pm in self.models.values())
         lone = lone_slices(groups, n)
@@ -258,6 +259,8 @@ class ClassSegPipeline:
                 parts.append("lone slice: normalised on its own statistics")
             if context and lone[i]:
                 parts.append("lone slice: no neighbouring slices, its slice context is copies of itself")
+            if flair is not None and flair[i]:
+                parts.append("pre- and post-contrast equal FLAIR: segmented by the flair-only model")
             if removed[i]:
                 parts.append("3D filter removed the mask")
             notes.append("; ".join(parts))
@@ -294,6 +297,7 @@ class ClassSegPipeline:
         passed = prob >= self.threshold
         rule_todo = segmented_slices(passed, self.gate_rule)
         todo = np.arange(n) if segment_all else np.flatnonzero(rule_todo)
+        rows = None  # slices the segmenter card's flair_only_model segments
         if self.is_joint:
             mask_probs = outputs["mask"][todo]
         else:
@@ -302,7 +306,8 @@ class ClassSegPipeline:
             xs = seg.prepare(images, groups, cache)[todo]  # statistics over all of the patient's slices
             timings["resize"] += time.perf_counter() - t
             t = time.perf_counter()
-            mask_probs = seg.run(xs, self.batch_size)["mask"] if len(todo) \
+            rows = seg.flair_rows(images, groups)
+            mask_probs = seg.run(xs, self.batch_size, None if rows is None else rows[todo])["mask"] if len(todo) \
                 else np.zeros((0, *seg.input_size, 1), np.float32)
             timings["segment"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -311,7 +316,7 @@ class ClassSegPipeline:
         all_masks = maps.masks(np.ones(n, bool))[0] if segment_all else None
         timings["postprocess"] += time.perf_counter() - t
         return BatchResult(prob, passed, delivery.segmented, delivery.masks, timings, self.gate_rule,
-                           self._slice_notes(groups, n, delivery.removed_3d), all_masks)
+                           self._slice_notes(groups, n, delivery.removed_3d, rows), all_masks)
 
     def predict(self, images: Sequence[np.ndarray], segment_all: bool = False,
                 groups: Sequence[Any] | None = None) -> list[SlicePrediction]:
@@ -330,10 +335,11 @@ class ClassSegPipeline:
         seg = self.mask_model
         t = time.perf_counter()
         x = seg.prepare(images, groups, {})[index]
+        rows = seg.flair_rows(images, groups)
         images = [images[i] for i in index]
         timings["resize"] = time.perf_counter() - t
         t = time.perf_counter()
-        probs = seg.run(x, self.batch_size)["mask"]
+        probs = seg.run(x, self.batch_size, None if rows is None else rows[index])["mask"]
         timings["segment"] = time.perf_counter() - t
         t = time.perf_counter()
         masks, _ = self._masks_from_probs(probs, [im.shape[:2] for im in images],

@@ -18,10 +18,18 @@ import numpy as np
 
 from classseg.data.arrays import resize_image
 from classseg.data.context import context_channels
-from classseg.data.standardize import prepare_input
+from classseg.data.standardize import flair_only_rows, prepare_input
 from classseg.models.card import CardMismatchError, ModelCard, check_card, read_card
 from classseg.models.check import ModelCheckError, load_checked
-from classseg.models.predict import ModelLike, Runner, ensemble_runner, make_runner, predict
+from classseg.models.predict import (
+    ModelLike,
+    Runner,
+    ensemble_runner,
+    flair_only_runner,
+    make_runner,
+    predict,
+    route_flair_only,
+)
 from classseg.utils.jsonio import read_json
 
 
@@ -48,6 +56,7 @@ class PipelineModel:
     runner: Runner
     card: ModelCard | None
     source: str
+    flair_runner: Runner | None = None  # the card's flair_only_model (patients missing pre- and post-contrast)
 
     @classmethod
     def load(cls, model: ModelLike, backend: str = "keras", onnx_dir: str | Path | None = None,
@@ -92,7 +101,11 @@ class PipelineModel:
                 runner = ensemble_runner(runner, card, model if is_file else None, backend, onnx_dir)
             except (OSError, ValueError) as err:
                 raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: {err}") from None
-        pm = cls(runner, card, describe_source(model))
+        try:
+            flair = flair_only_runner(card, model if is_file else None, backend, onnx_dir)
+        except (OSError, ValueError) as err:
+            raise ModelCheckError(f"{role or 'model'} {describe_source(model)}: {err}") from None
+        pm = cls(runner, card, describe_source(model), flair)
         pm.card_notes = notes if is_file else []  # warnings for the console and summary.json (cli)
         return pm
 
@@ -116,10 +129,19 @@ class PipelineModel:
         """The card's test-time augmentation (``none`` without a card)."""
         return self.card.tta if self.card is not None else "none"
 
-    def run(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, batch_size: int, flair_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Outputs by role (``class`` / ``mask``) on prepared inputs, averaged over the card's test-time
-        flips (:func:`classseg.models.predict.predict`)."""
-        return predict(self.runner, x, batch_size, tta=self.tta)
+        flips (:func:`classseg.models.predict.predict`); the mask of the rows ``flair_rows`` (:meth:`flair_rows`)
+        from the card's ``flair_only_model``."""
+        out = predict(self.runner, x, batch_size, tta=self.tta)
+        if "mask" in out and self.flair_runner is not None:
+            out["mask"] = route_flair_only(out["mask"], flair_rows, self.flair_runner, x, batch_size, self.tta)
+        return out
+
+    def flair_rows(self, images: Sequence[np.ndarray], groups: Sequence[Any] | None) -> np.ndarray | None:
+        """(N,) bool, the slices the card's ``flair_only_model`` segments (patients whose pre- and
+        post-contrast equal FLAIR, :func:`classseg.data.standardize.flair_only_rows`); None without one."""
+        return flair_only_rows(images, groups) if self.flair_runner is not None else None
 
     def prepare(self, images: Sequence[np.ndarray], groups: Sequence[Any] | None,
                 cache: dict[tuple, np.ndarray]) -> np.ndarray:
@@ -133,7 +155,8 @@ class PipelineModel:
             for i, image in enumerate(images):
                 out[i] = resize_to(image, size)
             cache[size] = out
-        return prepare_input(cache[size], self.normalization, groups, self.context)
+        return prepare_input(cache[size], self.normalization, groups, self.context,
+                             sequences=self.card.input_sequences if self.card is not None else "all")
 
     def warmup(self) -> None:
         """Trace / initialise the runner once on a zero batch."""

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classseg.data.standardize import SEQUENCES
 from classseg.delivery.postprocess import PostprocessConfig
 from classseg.evaluation.segmentation import dice as dice_score
 from classseg.reporting.plotting import save_figure
@@ -53,12 +54,17 @@ class SegmenterConfig:
     - ``context``: slice context (2.5D, :mod:`classseg.data.context`): each slice is fed with its
       ``context`` neighbours on each side of the same patient as extra channels (3 * (2k + 1) in all);
       0 = one slice (seed 002). The card's ``context_slices``.
+    - ``sequences``: ``all`` (the three sequences) or ``flair`` (FLAIR in every channel, in training,
+      selection and inference: a model for patients missing pre- and post-contrast;
+      :func:`classseg.data.standardize.use_sequences`). The card's ``input_sequences``.
     """
 
     def __post_init__(self) -> None:
         from classseg.data.context import check_context
 
         check_context(self.context)
+        if self.sequences not in SEQUENCES:
+            raise ValueError(f"sequences must be one of {SEQUENCES}, got {self.sequences!r}")
 
     recipe: str = "fast"
     img_size: int = 128
@@ -93,6 +99,7 @@ class SegmenterConfig:
     snapshots: bool = False  # keep every epoch's model in snapshots/ (benchmarks/quality_per_minute.py)
     missing_sequence_p: float | None = None  # override the profile's FLAIR-for-missing-sequence probability
     context: int = 0  # slice context (2.5D): neighbours on each side stacked as channels (classseg.data.context)
+    sequences: str = "all"  # "flair": FLAIR in every channel (classseg.data.standardize.use_sequences)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -112,18 +119,19 @@ def recipe_config(recipe: str = "fast", **overrides: Any) -> SegmenterConfig:
     return SegmenterConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
 
 
-def model_inputs(arrays: Any, normalization: str, context: int = 0) -> np.ndarray:
+def model_inputs(arrays: Any, normalization: str, context: int = 0, sequences: str = "all") -> np.ndarray:
     """What the model is fed for :class:`SliceArrays`: raw pixels (uint8, cast per batch) or float32
     per-patient normalised values (:func:`classseg.data.standardize.prepare_input`, the pipeline's
-    function), with ``context`` neighbours on each side in slice order (``frame["slice"]``)."""
+    function), with ``context`` neighbours on each side in slice order (``frame["slice"]``), the channels
+    ``sequences`` names (:func:`classseg.data.standardize.use_sequences`)."""
     from classseg.data.context import add_context
-    from classseg.data.standardize import prepare_input
+    from classseg.data.standardize import prepare_input, use_sequences
 
     ids = arrays.frame["patient_id"].to_numpy()
     order = arrays.frame["slice"].to_numpy() if "slice" in arrays.frame else None
     if normalization == "raw":
-        return add_context(arrays.images, ids, context, order)
-    return prepare_input(arrays.images, normalization, ids, context, order)
+        return add_context(use_sequences(arrays.images, sequences), ids, context, order)
+    return prepare_input(arrays.images, normalization, ids, context, order, sequences)
 
 
 def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: int = 32,
@@ -144,7 +152,8 @@ def predict_with_card(model_path: str | Path, frame: pd.DataFrame, batch_size: i
     model = load_model(model_path)
     size = card.img_size if card else int(model.input_shape[1])
     arrays = cdata.load_arrays(frame, size, progress=progress)
-    x = model_inputs(arrays, card.normalization if card else "raw", card.context_slices if card else 0)
+    x = model_inputs(arrays, card.normalization if card else "raw", card.context_slices if card else 0,
+                     card.input_sequences if card else "all")
     runner = ensemble_runner(model, card, model_path) if card else model
     probs = predict(runner, x, batch_size, tta=card.tta if card else "none")["mask"]
     pp = card.mask_postprocess() if card else PostprocessConfig()
@@ -182,7 +191,7 @@ def evaluate_segmenter(probs: np.ndarray, masks: np.ndarray, patient_ids: np.nda
 
 
 def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | None = None,
-                    select: bool | None = None) -> dict[str, Any]:
+                    select: bool | None = None, flair_model: Any | None = None) -> dict[str, Any]:
     """Choose delivery on val and score a segmenter on val, the val stress sets and test.
 
     ``model``: a keras.Model, a runner, or a list of them (an ensemble: their mean probability,
@@ -195,21 +204,27 @@ def score_segmenter(model: Any, config: SegmenterConfig, val: Any, test: Any | N
     ``val`` and ``test`` :class:`classseg.evaluation.Scores` dicts (delivered masks at the original
     size, ``threshold_only`` inside), ``val_robustness`` (:func:`classseg.evaluation.robustness.robustness_scores`)
     and the probabilities ``val_probs`` / ``test_probs``. Used by training and ``benchmarks/robust_rows.py``.
+    ``flair_model`` (a card's ``flair_only_model``): segments instead of ``model`` the patients whose pre- and
+    post-contrast equal FLAIR (:func:`classseg.data.standardize.flair_only_rows`), as the pipeline does; the
+    FLAIR-only stress set is then all its.
     """
-    from classseg.data.standardize import prepare_input
+    from classseg.data.standardize import flair_only_rows, prepare_input
     from classseg.evaluation.robustness import robustness_scores
     from classseg.evaluation.scores import read_truths
-    from classseg.models.predict import EnsembleRunner, make_runner, predict
+    from classseg.models.predict import EnsembleRunner, make_runner, predict, route_flair_only
     from classseg.training.selection import choose_delivery
 
     select = config.select_postprocess if select is None else select
     # one compiled call for every set, flip and stress test; a list of models = their mean (an ensemble)
     runner = EnsembleRunner([make_runner(m) for m in model]) if isinstance(model, (list, tuple)) \
         else make_runner(model)
+    flair_runner = make_runner(flair_model) if flair_model is not None else None
 
     def probs_of(images: np.ndarray, ids: np.ndarray, order: np.ndarray, mode: str) -> np.ndarray:
-        x = prepare_input(images, config.normalization, ids, config.context, order)
-        return predict(runner, x, config.batch_size, tta=mode)["mask"]
+        x = prepare_input(images, config.normalization, ids, config.context, order, config.sequences)
+        probs = predict(runner, x, config.batch_size, tta=mode)["mask"]
+        rows = flair_only_rows(images, ids) if flair_runner is not None else None
+        return route_flair_only(probs, rows, flair_runner, x, config.batch_size, mode)
 
     def parts(arrays: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         return (read_truths(arrays.frame["mask_path"]), arrays.frame["patient_id"].to_numpy(),
@@ -427,8 +442,8 @@ def train_segmenter(
                          f"{'train' if train_df.empty else 'val'}; use more patients or another split")
     train = cdata.load_arrays(train_df, config.img_size, progress=progress)
     val_all = cdata.load_arrays(_select(frame, "val", False), config.img_size, progress=progress)
-    train_x = model_inputs(train, config.normalization, config.context)
-    val_x = model_inputs(val_all, config.normalization, config.context)
+    train_x = model_inputs(train, config.normalization, config.context, config.sequences)
+    val_x = model_inputs(val_all, config.normalization, config.context, config.sequences)
     fit_idx = np.flatnonzero(val_all.labels == 1) if config.tumor_only else np.arange(len(val_all))
 
     aug_config = AUGMENT_PROFILES[config.augment_profile]
@@ -560,7 +575,8 @@ def evaluate_segmenter_run(out_dir: str | Path, data_dir: str | Path, splits_pat
     write_metrics_md(metrics, out / "metrics.md")
     write_card(model_path, ModelCard(
         role="segmenter", img_size=config.img_size, normalization=config.normalization,
-        context_slices=config.context, postprocess=asdict(chosen), tta=tta,  # mask threshold: postprocess.threshold
+        context_slices=config.context, input_sequences=config.sequences,
+        postprocess=asdict(chosen), tta=tta,  # mask threshold: postprocess.threshold
         postprocess_3d=asdict(chosen_3d) if chosen_3d else None,
         provenance={"recipe": config.recipe, "split_file": metrics["split_file"], "epochs_run": metrics["epochs_run"],
                     "best_epoch": best_epoch, "train_minutes": metrics["train_minutes"],
